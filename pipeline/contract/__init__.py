@@ -1,0 +1,27 @@
+"""The contract: event models, dead letters, topic routing. Imports nothing from Kafka or ClickHouse."""
+
+from pipeline.contract.dead_letter import DeadLetter
+from pipeline.contract.events import (
+    EVENT_ADAPTER,
+    EVENT_BATCH_ADAPTER,
+    EVENT_TYPES,
+    ActionEvent,
+    ActionPayload,
+    ApiEvent,
+    ApiPayload,
+    ClickObservation,
+    Envelope,
+    ErrorEvent,
+    ErrorPayload,
+    Event,
+    StackFrame,
+    VitalEvent,
+    VitalPayload,
+)
+from pipeline.contract.topics import HEADER_SOURCE, HEADER_TABLE, topic_for_type
+
+__all__ = [
+    "DeadLetter", "EVENT_ADAPTER", "EVENT_BATCH_ADAPTER", "EVENT_TYPES", "ActionEvent", "ActionPayload",
+    "ApiEvent", "ApiPayload", "ClickObservation", "Envelope", "ErrorEvent", "ErrorPayload", "Event",
+    "StackFrame", "VitalEvent", "VitalPayload", "HEADER_SOURCE", "HEADER_TABLE", "topic_for_type",
+]

@@ -1,0 +1,38 @@
+"""Dead letters: input we could not accept, kept with the reason so nothing is lost."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, Field
+
+DeadLetterStep = Literal["collector", "worker", "sink"]
+
+
+class DeadLetter(BaseModel):
+    """One rejected input. Its JSON keys are the ``dead_letters`` table's columns."""
+
+    received_at: datetime = Field(description="When the pipeline rejected it (UTC).")
+    step: DeadLetterStep
+    source: str = Field(description="Topic:partition:offset or HTTP endpoint the input came from.")
+    project: str = ""
+    reason: str = Field(description="Human-readable reason, with the failing field paths.")
+    event_id: str = Field("", description="The event_id, if it could be read.")
+    payload: str = Field(description="The original input: UTF-8 text, or base64 when not UTF-8.")
+    payload_encoding: Literal["utf8", "base64"] = "utf8"
+
+    @classmethod
+    def of(cls, raw: bytes, *, step: DeadLetterStep, source: str, reason: str, project: str = "",
+           event_id: str = "", now: datetime | None = None) -> "DeadLetter":
+        try:
+            payload, encoding = raw.decode("utf-8"), "utf8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        return cls(received_at=now or datetime.now(timezone.utc), step=step, source=source, project=project,
+                   reason=reason, event_id=event_id, payload=payload, payload_encoding=encoding)  # type: ignore[arg-type]
+
+    def to_row_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))

@@ -1,0 +1,83 @@
+"""Events -> storage rows (plain dicts whose keys are ClickHouse columns).
+
+The worker serializes these as JSONEachRow; the sink hands the bytes to ClickHouse unparsed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, VitalEvent
+
+TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
+
+
+def _ts(value: datetime) -> str:
+    # ClickHouse parses this with date_time_input_format=best_effort; millisecond precision.
+    return value.isoformat(timespec="milliseconds")
+
+
+def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:
+    consent = event.consent
+    return {
+        "event_id": str(event.event_id),
+        "project": event.project,
+        "timestamp": _ts(event.timestamp),
+        "received_at": _ts(event.received_at or received_at),
+        "session_id": event.session_id,
+        # Without consent no user identifiers are kept.
+        "user_id": (event.user_id or "") if consent else "",
+        "anonymous_id": (event.anonymous_id or "") if consent else "",
+        "release": event.release or "",
+        "environment": event.environment,
+        "url": event.url or "",
+        "route": event.route or "",
+        "user_agent": event.user_agent or "",
+        "sdk_name": event.sdk.name if event.sdk else "",
+        "sdk_version": event.sdk.version if event.sdk else "",
+        "consent": consent,
+    }
+
+
+def event_to_row(event: Any, received_at: datetime) -> tuple[str, dict[str, Any]]:
+    """Returns (table, row). ``received_at`` is used when the event has none (direct producers)."""
+    row = _envelope(event, received_at)
+    if isinstance(event, ErrorEvent):
+        e = event.error
+        row.update(
+            exception_type=e.exception_type,
+            message=e.message,
+            level=e.level,
+            handled=e.handled,
+            mechanism=e.mechanism.type if e.mechanism else "",
+            stacktrace=orjson.dumps([f.model_dump(exclude_none=True) for f in e.stacktrace]).decode(),
+            breadcrumbs=orjson.dumps([b.model_dump(mode="json", exclude_none=True) for b in e.breadcrumbs]).decode(),
+            tags=e.tags,
+            fingerprint=e.fingerprint or [],
+        )
+    elif isinstance(event, VitalEvent):
+        v = event.vital
+        row.update(name=v.name, value=v.value, rating=v.rating or "", navigation_type=v.navigation_type or "",
+                   element=v.element or "")
+    elif isinstance(event, ActionEvent):
+        a = event.action
+        obs = a.observed
+        row.update(
+            kind=a.kind, selector=a.selector or "", tag=a.tag or "", text=a.text or "", x=a.x, y=a.y,
+            interactive=a.interactive,
+            dom_mutation_ms=obs.dom_mutation_ms if obs else None,
+            navigated=obs.navigated if obs else None,
+            scrolled=obs.scrolled if obs else None,
+            scroll_depth=a.scroll_depth, form=a.form or "", visibility=a.visibility or "", name=a.name or "",
+            properties=orjson.dumps(a.properties).decode(),
+        )
+    elif isinstance(event, ApiEvent):
+        p = event.api
+        row.update(kind=p.kind, request_url=p.url, method=p.method, status=p.status, duration_ms=p.duration_ms,
+                   ok=bool(p.ok), initiator=p.initiator or "", size_bytes=p.size_bytes)
+    else:  # pragma: no cover - the contract's union is closed
+        raise TypeError(f"not an event: {type(event).__name__}")
+    return TABLE_FOR_TYPE[event.type], row

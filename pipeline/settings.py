@@ -1,0 +1,185 @@
+"""The one typed settings object.
+
+Every knob is read from an environment variable with the ``PULSE_`` prefix; each part has its own
+sub-prefix (``PULSE_KAFKA_``, ``PULSE_CLICKHOUSE_``, ``PULSE_COLLECTOR_``, ``PULSE_WORKER_``,
+``PULSE_SINK_``). Defaults run everything locally: broker on 127.0.0.1:9092, embedded chDB under
+``.pulse/chdb``. The CLI builds one ``Settings`` and passes it down; nothing reads the environment
+anywhere else.
+
+Example::
+
+    PULSE_KAFKA_BOOTSTRAP_SERVERS=10.0.0.5:9092 PULSE_CLICKHOUSE_URL=http://ch:8123 pulse sink
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PULSE_"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", validate_default=True)
+
+
+class KafkaSettings(BaseSettings):
+    """Broker address, topic names and partition counts (``PULSE_KAFKA_*``)."""
+
+    model_config = _config("PULSE_KAFKA_")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="PULSE_KAFKA_BOOTSTRAP_SERVERS: host:port[,host:port]")
+    partitions: int = Field(4, ge=1, le=1024, description="PULSE_KAFKA_PARTITIONS: partitions of every topic the project creates")
+    replication_factor: int = Field(1, ge=1, description="PULSE_KAFKA_REPLICATION_FACTOR")
+    topic_errors: str = Field("pulse.raw.errors", description="PULSE_KAFKA_TOPIC_ERRORS: raw error events")
+    topic_vitals: str = Field("pulse.raw.vitals", description="PULSE_KAFKA_TOPIC_VITALS: raw web vitals, API calls and resources")
+    topic_actions: str = Field("pulse.raw.actions", description="PULSE_KAFKA_TOPIC_ACTIONS: raw user actions")
+    topic_dead_letter: str = Field("pulse.dead-letter", description="PULSE_KAFKA_TOPIC_DEAD_LETTER: invalid input with the reason")
+    topic_storage: str = Field("pulse.storage", description="PULSE_KAFKA_TOPIC_STORAGE: rows for ClickHouse, written by the worker")
+    compression: Literal["none", "gzip", "lz4", "zstd"] = Field("lz4", description="PULSE_KAFKA_COMPRESSION: producer compression")
+    linger_ms: int = Field(5, ge=0, le=10_000, description="PULSE_KAFKA_LINGER_MS: producer linger")
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="PULSE_KAFKA_MAX_REQUEST_BYTES: largest produce request")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return value
+
+    @property
+    def raw_topics(self) -> list[str]:
+        return [self.topic_errors, self.topic_vitals, self.topic_actions]
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [*self.raw_topics, self.topic_dead_letter, self.topic_storage]
+
+    @property
+    def compression_type(self) -> str | None:
+        return None if self.compression == "none" else self.compression
+
+
+class ClickHouseSettings(BaseSettings):
+    """Embedded chDB by default; a ClickHouse server when ``url`` is set (``PULSE_CLICKHOUSE_*``)."""
+
+    model_config = _config("PULSE_CLICKHOUSE_")
+
+    url: str | None = Field(None, description="PULSE_CLICKHOUSE_URL: e.g. http://default:@127.0.0.1:8123; empty = embedded chDB")
+    path: Path = Field(Path(".pulse/chdb"), description="PULSE_CLICKHOUSE_PATH: chDB data directory (embedded mode)")
+    database: str = Field("pulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="PULSE_CLICKHOUSE_DATABASE")
+    raw_ttl_days: int = Field(30, ge=1, le=3650, description="PULSE_CLICKHOUSE_RAW_TTL_DAYS: retention of raw event tables")
+    dedup_window: int = Field(10_000, ge=100, description="PULSE_CLICKHOUSE_DEDUP_WINDOW: insert blocks remembered for deduplication")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+
+class CollectorSettings(BaseSettings):
+    """HTTP collector (``PULSE_COLLECTOR_*``)."""
+
+    model_config = _config("PULSE_COLLECTOR_")
+
+    host: str = Field("127.0.0.1", description="PULSE_COLLECTOR_HOST")
+    port: int = Field(8080, ge=0, le=65535, description="PULSE_COLLECTOR_PORT")
+    project_keys: dict[str, str] = Field(
+        default_factory=lambda: {"demo-public-key": "demo"},
+        description='PULSE_COLLECTOR_PROJECT_KEYS: JSON object key -> project, e.g. {"k1":"shop"}',
+    )
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="PULSE_COLLECTOR_MAX_BODY_BYTES: after decompression")
+    max_event_bytes: int = Field(256 * 1024, ge=256, description="PULSE_COLLECTOR_MAX_EVENT_BYTES: one event, encoded")
+    max_events_per_request: int = Field(1000, ge=1, description="PULSE_COLLECTOR_MAX_EVENTS_PER_REQUEST")
+    produce_timeout_s: float = Field(5.0, gt=0, description="PULSE_COLLECTOR_PRODUCE_TIMEOUT_S: then 503 + Retry-After")
+    retry_after_s: int = Field(5, ge=1, description="PULSE_COLLECTOR_RETRY_AFTER_S: Retry-After on 503")
+
+    @field_validator("project_keys")
+    @classmethod
+    def _check_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one project key is required")
+        return value
+
+
+class WorkerSettings(BaseSettings):
+    """The Faust worker (``PULSE_WORKER_*``)."""
+
+    model_config = _config("PULSE_WORKER_")
+
+    app_id: str = Field("pulse-worker", description="PULSE_WORKER_APP_ID: Faust app id = consumer group")
+    batch_size: int = Field(500, ge=1, description="PULSE_WORKER_BATCH_SIZE: messages taken per batch")
+    batch_within_s: float = Field(0.2, gt=0, description="PULSE_WORKER_BATCH_WITHIN_S: max wait to fill a batch")
+    dedup_capacity: int = Field(500_000, ge=1000, description="PULSE_WORKER_DEDUP_CAPACITY: recent event_ids remembered")
+    data_dir: Path = Field(Path(".pulse/worker"), description="PULSE_WORKER_DATA_DIR: Faust table state")
+    web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
+
+
+class SinkSettings(BaseSettings):
+    """The ClickHouse sink, the single owner of the database connection (``PULSE_SINK_*``)."""
+
+    model_config = _config("PULSE_SINK_")
+
+    group_id: str = Field("pulse-sink", description="PULSE_SINK_GROUP_ID: consumer group")
+    batch_rows: int = Field(50_000, ge=1, description="PULSE_SINK_BATCH_ROWS: flush when this many rows are buffered")
+    batch_seconds: float = Field(1.0, gt=0, description="PULSE_SINK_BATCH_SECONDS: flush at least this often")
+    host: str = Field("127.0.0.1", description="PULSE_SINK_HOST: read-only SQL endpoint")
+    port: int = Field(8124, ge=0, le=65535, description="PULSE_SINK_PORT: read-only SQL endpoint, /health, /metrics")
+    retry_backoff_max_s: float = Field(30.0, gt=0, description="PULSE_SINK_RETRY_BACKOFF_MAX_S: ClickHouse down -> pause")
+    crash_after_insert: int = Field(
+        0, ge=0, description="PULSE_SINK_CRASH_AFTER_INSERT: testing only; SIGKILL itself after the Nth flush's insert, before commit"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything, composed. ``Settings()`` reads the environment once."""
+
+    model_config = _config(ENV_PREFIX)
+
+    data_dir: Path = Field(Path(".pulse"), description="PULSE_DATA_DIR: local state (pids, logs)")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> "Settings":
+        topics = self.kafka.all_topics
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"topic names must be distinct, got {topics}")
+        return self
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One line per bad field, naming the environment variable to fix."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    title = exc.title
+    prefix = {
+        "KafkaSettings": "PULSE_KAFKA_",
+        "ClickHouseSettings": "PULSE_CLICKHOUSE_",
+        "CollectorSettings": "PULSE_COLLECTOR_",
+        "WorkerSettings": "PULSE_WORKER_",
+        "SinkSettings": "PULSE_SINK_",
+    }.get(title, ENV_PREFIX)
+    lines = []
+    for err in exc.errors():
+        field = "_".join(str(p) for p in err["loc"] if isinstance(p, str)).upper()
+        lines.append(f"{prefix}{field}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid settings:\n  " + "\n  ".join(lines)
