@@ -1,0 +1,23 @@
+"""Every Prometheus metric, declared once. Processes label themselves with ``process``.
+
+Append new metrics here (never redefine one elsewhere); /metrics on each process serves the
+default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("pulse_events_in_total", "Events accepted by a stage", ["process", "type"])
+EVENTS_OUT = Counter("pulse_events_out_total", "Events/rows handed to the next stage", ["process", "type"])
+DEAD_LETTERS = Counter("pulse_dead_letters_total", "Inputs rejected to the dead-letter topic", ["process", "step"])
+DUPLICATES_DROPPED = Counter("pulse_duplicates_dropped_total", "Events/messages dropped as duplicates", ["process", "by"])
+HTTP_REQUESTS = Counter("pulse_http_requests_total", "HTTP requests by endpoint and status", ["process", "endpoint", "status"])
+PRODUCE_FAILURES = Counter("pulse_produce_failures_total", "Kafka produce failures", ["process"])
+BATCH_SIZE = Histogram("pulse_batch_size", "Messages per processed batch", ["process"],
+                       buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 50000))
+BATCH_SECONDS = Histogram("pulse_batch_seconds", "Time to process one batch", ["process"])
+INSERT_SECONDS = Histogram("pulse_clickhouse_insert_seconds", "ClickHouse insert latency", ["table"])
+ROWS_INSERTED = Counter("pulse_clickhouse_rows_inserted_total", "Rows inserted into ClickHouse", ["table"])
+INSERT_FAILURES = Counter("pulse_clickhouse_insert_failures_total", "Failed inserts (retried)", ["table"])
+CONSUMER_LAG = Gauge("pulse_consumer_lag", "Messages behind the high watermark", ["process", "topic", "partition"])
