@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.settings import Settings, describe_settings_error
+
+
+def test_defaults_run_everything_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert s.clickhouse.embedded and str(s.clickhouse.path).endswith("chdb")
+    assert len(set(s.kafka.all_topics)) == 5
+
+
+def test_env_vars_with_prefix_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_KAFKA_PARTITIONS", "12")
+    monkeypatch.setenv("PULSE_CLICKHOUSE_URL", "http://ch.internal:8123")
+    monkeypatch.setenv("PULSE_COLLECTOR_PROJECT_KEYS", '{"k1": "shop", "k2": "blog"}')
+    s = Settings()
+    assert s.kafka.partitions == 12
+    assert not s.clickhouse.embedded
+    assert s.collector.project_keys == {"k1": "shop", "k2": "blog"}
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("PULSE_KAFKA_PARTITIONS", "zero", "PULSE_KAFKA_PARTITIONS: Input should be a valid integer"),
+        ("PULSE_KAFKA_PARTITIONS", "0", "PULSE_KAFKA_PARTITIONS: Input should be greater than or equal to 1"),
+        ("PULSE_KAFKA_BOOTSTRAP_SERVERS", "localhost", "PULSE_KAFKA_BOOTSTRAP_SERVERS: Value error, expected host:port"),
+        ("PULSE_CLICKHOUSE_URL", "ch:8123", "PULSE_CLICKHOUSE_URL: Value error, must start with http://"),
+        ("PULSE_COLLECTOR_PROJECT_KEYS", "{}", "PULSE_COLLECTOR_PROJECT_KEYS: Value error, at least one project key"),
+        ("PULSE_KAFKA_COMPRESSION", "brotli", "PULSE_KAFKA_COMPRESSION: Input should be 'none', 'gzip', 'lz4' or 'zstd'"),
+    ],
+)
+def test_bad_values_name_the_env_var(monkeypatch: pytest.MonkeyPatch, var: str, value: str, expected: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert expected in describe_settings_error(info.value)
+
+
+def test_topic_names_must_be_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_KAFKA_TOPIC_ERRORS", "same")
+    monkeypatch.setenv("PULSE_KAFKA_TOPIC_ACTIONS", "same")
+    with pytest.raises(ValidationError, match="topic names must be distinct"):
+        Settings()
