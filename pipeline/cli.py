@@ -1,0 +1,191 @@
+"""``pulse``: one entry point for every process and tool.
+
+    pulse demo                      # broker + collector + worker + sink + demo traffic, then a summary
+    pulse broker start|stop|status  # the project's own Kafka (deploy/kafka/kafka-local.sh)
+    pulse topics create             # raw, dead-letter and storage topics with explicit partitions
+    pulse collector | worker | sink # the long-running processes
+    pulse simulate                  # send simulated browser traffic to a running collector
+    pulse query "SELECT ..."        # SQL, also while the sink holds the embedded database
+    pulse schemas export|check      # JSON Schema + ClickHouse DDL snapshots in schemas/
+    pulse settings                  # the effective settings (env vars with the PULSE_ prefix)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from pipeline.settings import Settings, describe_settings_error
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0] if __doc__ else None)
+broker_app = typer.Typer(no_args_is_help=True, help="The project's own single-node Kafka (KRaft) on loopback.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Generated contract files in schemas/.")
+app.add_typer(broker_app, name="broker")
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """Build the one Settings object; bad env vars end the command with one line each."""
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError
+        console.print(f"[red]{describe_settings_error(exc)}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
+    from pipeline.localbroker import LocalBroker
+
+    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        console.print(f"[red]PULSE_KAFKA_BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers} is not local; "
+                      "the local broker only runs on 127.0.0.1[/red]")
+        raise typer.Exit(2)
+    return LocalBroker(port=int(port), data_dir=settings.data_dir.resolve() / "kafka")
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Fetch the jars (cached), format KRaft storage, start, wait until it answers."""
+    settings = load_settings()
+    broker = local_broker(settings)
+    with console.status(f"starting Kafka on {broker.bootstrap} (first run fetches jars with Maven)..."):
+        broker.start()
+        from pipeline.kafka_admin import wait_for_broker
+
+        asyncio.run(wait_for_broker(broker.bootstrap, timeout_s=60))
+    console.print(f"Kafka ready on {broker.bootstrap} (data: {broker.data_dir})")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    local_broker(load_settings()).stop()
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    broker = local_broker(load_settings())
+    running = broker.running()
+    console.print(f"{'running' if running else 'stopped'} on {broker.bootstrap}")
+    raise typer.Exit(0 if running else 1)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic with PULSE_KAFKA_PARTITIONS partitions (idempotent)."""
+    from pipeline.kafka_admin import ensure_topics
+
+    settings = load_settings()
+    created = asyncio.run(ensure_topics(settings.kafka))
+    for t in settings.kafka.all_topics:
+        console.print(f"{t}: {'created' if t in created else 'exists'} ({settings.kafka.partitions} partitions)")
+
+
+@app.command()
+def collector() -> None:
+    """HTTP collector: POST /api/v1/events, /health, /metrics."""
+    from pipeline.collector.app import run_collector
+
+    run_collector(load_settings())
+
+
+@app.command()
+def worker() -> None:
+    """The Faust worker: raw topics -> validated, deduplicated rows on the storage topic."""
+    from agents.worker import run_worker
+
+    run_worker(load_settings())
+
+
+@app.command()
+def sink() -> None:
+    """The ClickHouse sink (sole owner of the database) and its read-only SQL endpoint."""
+    from pipeline.storage.sink import run_sink
+
+    run_sink(load_settings())
+
+
+@app.command()
+def query(sql: str = typer.Argument(..., help="A read-only query (SELECT, SHOW, DESCRIBE, EXPLAIN, WITH)"),
+          fmt: str = typer.Option("PrettyCompactMonoBlock", "--format", "-f", help="Any ClickHouse output format")) -> None:
+    """Run SQL: through the sink while it runs, directly on chDB when it does not, or on the server."""
+    from pipeline.storage.query_client import QueryError, run_query
+
+    try:
+        sys.stdout.write(run_query(load_settings(), sql, fmt))
+    except QueryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def simulate(sessions: int = typer.Option(300, help="Simulated browser sessions"),
+             duration: float = typer.Option(60.0, help="Seconds over which sessions start (sent in real time)"),
+             seed: int = typer.Option(7),
+             url: Optional[str] = typer.Option(None, help="Collector base URL (default from settings)"),
+             key: Optional[str] = typer.Option(None, help="Project key (default: the first configured)")) -> None:
+    """Send realistic SDK flushes (some malformed) to a running collector, paced in real time."""
+    from pipeline.demo import send_traffic
+
+    settings = load_settings()
+    report = asyncio.run(send_traffic(settings, sessions=sessions, duration_s=duration, seed=seed,
+                                      base_url=url, key=key, console=console))
+    console.print(report.summary())
+
+
+@app.command()
+def demo(sessions: int = typer.Option(300, help="Simulated browser sessions"),
+         duration: float = typer.Option(60.0, help="Seconds of traffic"),
+         seed: int = typer.Option(7),
+         keep_running: bool = typer.Option(True, "--keep-running/--exit",
+                                           help="After the summary, keep everything up for queries until Ctrl-C")) -> None:
+    """End to end on the embedded defaults: broker, collector, worker, sink, traffic, a summary."""
+    from pipeline.demo import run_demo
+
+    raise typer.Exit(run_demo(load_settings(), sessions=sessions, duration_s=duration, seed=seed,
+                              keep_running=keep_running, console=console))
+
+
+@schemas_app.command("export")
+def schemas_export() -> None:
+    """Regenerate schemas/*.schema.json and schemas/clickhouse.sql from the code."""
+    from pipeline.contract.export import export_schemas
+    from pipeline.storage.tables import write_ddl_snapshot
+
+    for path in export_schemas():
+        console.print(f"wrote {path}")
+    console.print(f"wrote {write_ddl_snapshot()}")
+
+
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Exit 1 when schemas/ differs from what the code generates."""
+    from pipeline.contract.export import drifted
+
+    stale = drifted()
+    if stale:
+        console.print(f"[red]stale: {', '.join(stale)} (run `pulse schemas export`)[/red]")
+        raise typer.Exit(1)
+    console.print("schemas up to date")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings as JSON."""
+    sys.stdout.write(load_settings().model_dump_json(indent=2) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""``pulse demo`` and ``pulse simulate``: the whole chain on this machine, with a visible result.
+
+The demo starts what is missing (the project's Kafka, then collector, worker and sink as child
+processes logging to ``.pulse/logs``), sends simulated browser sessions through the collector in
+real time, waits until ClickHouse holds every accepted event, prints a summary, and stops
+everything it started on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.settings import Settings
+from pipeline.simulate import generate_scenario
+
+RAW_TABLES = ("errors", "vitals", "actions", "api_calls")
+TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
+
+
+@dataclass
+class TrafficReport:
+    requests: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    retried: int = 0
+    failed_requests: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    expected_valid: int = 0
+    expected_malformed: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def summary(self) -> str:
+        return (f"sent {self.requests} requests: {self.accepted} events accepted, {self.rejected} rejected "
+                f"(expected {self.expected_valid} valid / {self.expected_malformed} malformed), "
+                f"{self.retried} retried after 503, {self.failed_requests} failed")
+
+
+def collector_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.collector.host in ("0.0.0.0", "") else settings.collector.host
+    return f"http://{host}:{settings.collector.port}"
+
+
+async def send_traffic(settings: Settings, *, sessions: int, duration_s: float, seed: int,
+                       base_url: str | None = None, key: str | None = None,
+                       console: Console | None = None, concurrency: int = 16) -> TrafficReport:
+    """POST each simulated SDK flush when its time comes; retry 503s as an SDK would."""
+    start = datetime.now(timezone.utc)
+    scenario = generate_scenario(sessions, seed=seed, start=start, spread_s=duration_s)
+    report = TrafficReport(expected_valid=scenario.truth.valid, expected_malformed=scenario.truth.malformed,
+                           started_at=start)
+    url = (base_url or collector_url(settings)) + "/api/v1/events"
+    headers = {"X-Pulse-Key": key or next(iter(settings.collector.project_keys)), "Content-Type": "application/json"}
+    limit = asyncio.Semaphore(concurrency)
+    t0 = time.monotonic()
+
+    async def post(session: aiohttp.ClientSession, body: bytes, progress: Progress, task: Any) -> None:
+        async with limit:
+            for attempt in range(6):
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        if resp.status == 503:
+                            report.retried += 1
+                            await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                            continue
+                        doc = await resp.json(content_type=None)
+                        report.requests += 1
+                        if resp.status != 200:
+                            report.failed_requests += 1
+                            break
+                        report.accepted += doc.get("accepted", 0)
+                        report.rejected += doc.get("rejected", 0)
+                        for err in doc.get("errors", []):
+                            reason = str(err.get("reason", "?")).split(";")[0][:80]
+                            report.reasons[reason] = report.reasons.get(reason, 0) + 1
+                        break
+                except aiohttp.ClientError:
+                    report.retried += 1
+                    await asyncio.sleep(min(2 ** attempt * 0.2, 5))
+            else:
+                report.failed_requests += 1
+            progress.advance(task)
+
+    progress = Progress(TextColumn("sending simulated sessions"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console or Console(stderr=True))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        with progress:
+            task = progress.add_task("send", total=len(scenario.flushes))
+            pending: set[asyncio.Task[None]] = set()
+            for flush in scenario.flushes:
+                delay = (flush.send_at - start).total_seconds() - (time.monotonic() - t0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                pending.add(asyncio.create_task(post(session, orjson.dumps(flush.events), progress, task)))
+                pending = {p for p in pending if not p.done()}
+            if pending:
+                await asyncio.gather(*pending)
+    return report
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+class Processes:
+    """Child processes of the demo, each logging to .pulse/logs/<name>.log; stopped in reverse order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", name], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.children.append((name, proc))
+
+    def check_alive(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; last log lines:\n{tail}")
+
+    def stop(self, console: Console) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                console.print(f"{name} did not stop in 20 s; killing it")
+                proc.kill()
+                proc.wait()
+            console.print(f"stopped {name}")
+
+
+async def _wait_http(url: str, deadline: float, procs: Processes) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            procs.check_alive()
+            try:
+                async with session.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer in time")
+
+
+def _query_json(settings: Settings, sql: str) -> list[dict[str, Any]]:
+    from pipeline.storage.query_client import run_query
+
+    out = run_query(settings, sql, fmt="JSONEachRow")
+    return [orjson.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _since(report: TrafficReport) -> str:
+    return f"received_at >= toDateTime64('{report.started_at.strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC')"
+
+
+def wait_for_rows(settings: Settings, report: TrafficReport, console: Console, procs: Processes | None,
+                  timeout_s: float = 120.0) -> int:
+    """Poll ClickHouse until every accepted event of this run is stored (or time runs out)."""
+    union = " UNION ALL ".join(f"SELECT count() AS c FROM {t} WHERE {_since(report)}" for t in RAW_TABLES)
+    sql = f"SELECT sum(c) AS n FROM ({union})"
+    stored = 0
+    deadline = time.monotonic() + timeout_s
+    with Progress(TextColumn("waiting for ClickHouse"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("rows", total=report.accepted)
+        while time.monotonic() < deadline:
+            if procs:
+                procs.check_alive()
+            try:
+                stored = int(_query_json(settings, sql)[0]["n"])
+            except Exception:  # noqa: BLE001 - tables may not exist for a moment
+                stored = 0
+            progress.update(task, completed=stored)
+            if stored >= report.accepted:
+                break
+            time.sleep(0.5)
+    return stored
+
+
+def print_summary(settings: Settings, report: TrafficReport, stored: int, console: Console) -> None:
+    out = Console()
+    since = _since(report)
+    counts = Table(title="Events stored in ClickHouse (this run)")
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    for t in RAW_TABLES:
+        n = _query_json(settings, f"SELECT count() AS n FROM {t} WHERE {since}")[0]["n"]
+        counts.add_row(t, str(n))
+    dl = _query_json(settings, f"SELECT count() AS n FROM dead_letters WHERE {since}")[0]["n"]
+    counts.add_row("dead_letters", str(dl))
+    out.print(counts)
+
+    top = Table(title="Top errors")
+    for c in ("exception_type", "message", "events", "sessions"):
+        top.add_column(c)
+    for r in _query_json(settings, f"SELECT exception_type, message, count() AS events, uniqExact(session_id) AS sessions "
+                                   f"FROM errors WHERE {since} GROUP BY exception_type, message ORDER BY events DESC LIMIT 5"):
+        top.add_row(r["exception_type"], r["message"][:60], str(r["events"]), str(r["sessions"]))
+    out.print(top)
+
+    vit = Table(title="Web vitals p75 by route")
+    for c in ("route", "LCP ms", "INP ms", "CLS"):
+        vit.add_column(c)
+    for r in _query_json(settings, f"SELECT route, round(quantileIf(0.75)(value, name='LCP')) AS lcp, "
+                                   f"round(quantileIf(0.75)(value, name='INP')) AS inp, "
+                                   f"round(quantileIf(0.75)(value, name='CLS'), 3) AS cls "
+                                   f"FROM vitals WHERE {since} GROUP BY route ORDER BY route"):
+        vit.add_row(r["route"], str(r["lcp"]), str(r["inp"]), str(r["cls"]))
+    out.print(vit)
+
+    dead = Table(title="Dead letters by reason")
+    dead.add_column("reason")
+    dead.add_column("count", justify="right")
+    for r in _query_json(settings, f"SELECT substring(reason, 1, 70) AS reason, count() AS n FROM dead_letters "
+                                   f"WHERE {since} GROUP BY reason ORDER BY n DESC LIMIT 6"):
+        dead.add_row(r["reason"], str(r["n"]))
+    out.print(dead)
+    ok = stored == report.accepted == report.expected_valid and dl >= report.expected_malformed
+    out.print(f"\n{report.summary()}\nstored {stored} of {report.accepted} accepted events: "
+              f"[{'green' if ok else 'red'}]{'all there' if ok else 'MISMATCH'}[/]\n")
+    out.print("Query it (works while the sink runs):\n"
+              "  .venv/bin/pulse query \"SELECT route, count() FROM actions WHERE kind='click' GROUP BY route\"\n"
+              f"  curl '{'http://127.0.0.1:' + str(settings.sink.port)}/?query=SELECT+count()+FROM+errors'\n")
+
+
+def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int, keep_running: bool,
+             console: Console) -> int:
+    from pipeline.kafka_admin import ensure_topics, wait_for_broker
+    from pipeline.localbroker import LocalBroker
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    data_dir = settings.data_dir.resolve()
+    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].rpartition(":")
+    broker: LocalBroker | None = None
+    procs = Processes(data_dir / "logs")
+    try:
+        try:
+            asyncio.run(wait_for_broker(settings.kafka.bootstrap_servers, timeout_s=3))
+            console.print(f"using the Kafka broker already running at {settings.kafka.bootstrap_servers}")
+        except TimeoutError:
+            if host not in ("127.0.0.1", "localhost"):
+                console.print(f"[red]Kafka at {settings.kafka.bootstrap_servers} does not answer[/red]")
+                return 1
+            broker = LocalBroker(port=int(port), data_dir=data_dir / "kafka")
+            with console.status(f"starting Kafka on {broker.bootstrap} (the first run fetches its jars with Maven)"):
+                broker.start()
+                asyncio.run(wait_for_broker(broker.bootstrap, timeout_s=60))
+            console.print(f"Kafka ready on {broker.bootstrap}")
+        created = asyncio.run(ensure_topics(settings.kafka))
+        console.print(f"topics ready ({len(created)} created, {settings.kafka.partitions} partitions each)")
+        with console.status("starting sink, worker and collector (logs in .pulse/logs)"):
+            for name in ("sink", "worker", "collector"):
+                procs.start(name)
+            deadline = time.monotonic() + 90
+            asyncio.run(_wait_http(f"http://127.0.0.1:{settings.sink.port}/ping", deadline, procs))
+            asyncio.run(_wait_http(collector_url(settings) + "/health", deadline, procs))
+        console.print("pipeline running: collector -> Kafka -> worker -> Kafka -> sink -> ClickHouse (chDB)")
+        report = asyncio.run(send_traffic(settings, sessions=sessions, duration_s=duration_s, seed=seed,
+                                          console=console))
+        console.print(report.summary())
+        stored = wait_for_rows(settings, report, console, procs)
+        print_summary(settings, report, stored, console)
+        if keep_running:
+            console.print("Everything keeps running for your queries; press Ctrl-C to stop.")
+            while True:
+                procs.check_alive()
+                time.sleep(1)
+        return 0 if stored == report.accepted else 1
+    except KeyboardInterrupt:
+        console.print("\nstopping...")
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    finally:
+        procs.stop(console)
+        if broker is not None:
+            broker.stop()
+            console.print("stopped Kafka")

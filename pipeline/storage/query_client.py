@@ -1,0 +1,62 @@
+"""Where an analyst's query goes.
+
+* A ClickHouse server is configured: straight to it.
+* Embedded chDB and the sink is running: through the sink's read-only HTTP endpoint, because a
+  chDB data directory can be opened by one process only and the sink owns it.
+* Embedded chDB and nothing runs: open the data directory directly, read-only.
+
+Writes are refused by ClickHouse itself (``readonly=1``), not by parsing SQL.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from pipeline.settings import Settings
+
+READ_ONLY = {"readonly": 1}
+
+
+class QueryError(Exception):
+    """The query failed; the message is ClickHouse's own text."""
+
+
+def sink_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.sink.host in ("0.0.0.0", "") else settings.sink.host
+    return f"http://{host}:{settings.sink.port}/"
+
+
+def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float) -> str:
+    params = urllib.parse.urlencode({"default_format": fmt, "database": settings.clickhouse.database})
+    req = urllib.request.Request(sink_url(settings) + "?" + params, data=sql.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        raise QueryError(exc.read().decode("utf-8", "replace").strip() or str(exc)) from exc
+
+
+def _direct(settings: Settings, sql: str, fmt: str) -> str:
+    from pipeline.storage.clickhouse import connect
+
+    client = connect(settings.clickhouse)
+    try:
+        return client.raw_query(sql, fmt=fmt, settings=READ_ONLY).decode("utf-8", "replace")
+    except Exception as exc:  # clickhouse_connect raises DatabaseError with ClickHouse's text
+        raise QueryError(str(exc)) from exc
+    finally:
+        client.close()
+
+
+def run_query(settings: Settings, sql: str, fmt: str = "TabSeparated", timeout_s: float = 60.0) -> str:
+    """Run one read-only query; returns the output in ClickHouse format ``fmt``."""
+    if not settings.clickhouse.embedded:
+        return _direct(settings, sql, fmt)
+    try:
+        return _via_sink(settings, sql, fmt, timeout_s)
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return _direct(settings, sql, fmt)  # no sink running: the directory is free
+        raise QueryError(f"sink at {sink_url(settings)} did not answer: {exc.reason}") from exc
