@@ -1,0 +1,298 @@
+"""Sessions on event time: summaries, page views, rage and dead clicks. Pure; time is an argument.
+
+Events of a session are held until the watermark (max event time seen - allowed lateness) passes
+them, then applied in (timestamp, event_id) order. Out-of-order delivery within the allowed lateness
+therefore gives exactly the same results as in-order delivery. An event at or behind the
+watermark is *late*: ``add`` hands it back for the caller to count (it is still stored raw).
+
+A session ends when the next event comes more than ``idle_ms`` after the previous one (29 min
+continues, 31 min splits, exactly 30 continues) or ``max_ms`` after its first event. It is closed
+(and its summary emitted) once the watermark passes ``last + idle_ms`` or ``start + max_ms``; the
+caller's timer advances the watermark on quiet partitions.
+
+Example::
+
+    s = Sessionizer(SessionRules())
+    s.add([SessionEvent(...), ...])
+    out = s.advance(watermark_ms=max_seen_ms - 60_000)
+    out.sessions, out.page_views, out.rage_clicks, out.dead_clicks
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from pipeline.sessions.clicks import Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind
+
+SCROLL_MILESTONES = (25, 50, 75, 90, 100)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    idle_ms: int = 30 * 60 * 1000
+    max_ms: int = 24 * 60 * 60 * 1000
+    bounce_max_ms: int = 10_000
+    rage: RageClickRule = RageClickRule()
+    dead: DeadClickRule = DeadClickRule()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """What sessionization needs of an event (built from the contract by the agent)."""
+
+    session_id: str
+    ts_ms: int
+    event_id: str
+    kind: str  # pageview, click, scroll, form_start, form_submit, visibility, custom, error, other
+    page: str = ""
+    project: str = ""
+    user_id: str = ""
+    release: str = ""
+    user_agent: str = ""
+    click: Click | None = None
+    scroll_depth: float | None = None
+    form: str = ""
+    visible: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadClick:
+    session_id: str
+    session_start_ms: int
+    ts_ms: int
+    selector: str
+    page: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRage:
+    session_id: str
+    session_start_ms: int
+    rage: RageClick
+
+
+@dataclass(frozen=True, slots=True)
+class PageView:
+    session_id: str
+    session_start_ms: int
+    page: str
+    start_ms: int
+    end_ms: int
+    visible_ms: int
+    max_scroll: float
+    milestones: tuple[int, ...]
+    clicks: int
+    rage_clicks: int
+    dead_clicks: int
+    forms_started: int
+    forms_abandoned: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session_id: str
+    project: str
+    user_id: str
+    start_ms: int
+    end_ms: int
+    duration_ms: int
+    pageviews: int
+    clicks: int
+    rage_clicks: int
+    dead_clicks: int
+    errors: int
+    max_scroll: float
+    forms_started: int
+    forms_submitted: int
+    forms_abandoned: int
+    entry_page: str
+    exit_page: str
+    bounce: bool
+    release: str
+    user_agent: str
+
+
+@dataclass
+class Emitted:
+    sessions: list[SessionSummary] = field(default_factory=list)
+    page_views: list[PageView] = field(default_factory=list)
+    rage_clicks: list[SessionRage] = field(default_factory=list)  # final burst counts
+    dead_clicks: list[DeadClick] = field(default_factory=list)
+
+    def extend(self, other: "Emitted") -> None:
+        self.sessions += other.sessions
+        self.page_views += other.page_views
+        self.rage_clicks += other.rage_clicks
+        self.dead_clicks += other.dead_clicks
+
+
+class _Page:
+    __slots__ = ("page", "start_ms", "last_ms", "visible_since", "visible_ms", "max_scroll", "clicks", "rage",
+                 "dead", "forms_started", "forms_submitted")
+
+    def __init__(self, page: str, ts: int) -> None:
+        self.page, self.start_ms, self.last_ms = page, ts, ts
+        self.visible_since: int | None = ts
+        self.visible_ms = 0
+        self.max_scroll = 0.0
+        self.clicks = self.rage = self.dead = 0
+        self.forms_started: set[str] = set()
+        self.forms_submitted: set[str] = set()
+
+    def end(self, session_id: str, session_start: int, end_ms: int) -> PageView:
+        visible = self.visible_ms + (end_ms - self.visible_since if self.visible_since is not None else 0)
+        abandoned = len(self.forms_started - self.forms_submitted)
+        return PageView(session_id, session_start, self.page, self.start_ms, end_ms, visible, self.max_scroll,
+                        tuple(m for m in SCROLL_MILESTONES if self.max_scroll >= m), self.clicks, self.rage,
+                        self.dead, len(self.forms_started), abandoned)
+
+
+class _Session:
+    __slots__ = ("session_id", "project", "user_id", "release", "user_agent", "start_ms", "last_ms", "pageviews",
+                 "clicks", "rage", "dead", "errors", "max_scroll", "forms_started", "forms_submitted",
+                 "forms_abandoned", "entry_page", "exit_page", "page", "detector")
+
+    def __init__(self, e: SessionEvent, rules: SessionRules) -> None:
+        self.session_id, self.project, self.user_id = e.session_id, e.project, e.user_id
+        self.release, self.user_agent = e.release, e.user_agent
+        self.start_ms = self.last_ms = e.ts_ms
+        self.pageviews = self.clicks = self.rage = self.dead = self.errors = 0
+        self.forms_started = self.forms_submitted = self.forms_abandoned = 0
+        self.max_scroll = 0.0
+        self.entry_page = self.exit_page = ""
+        self.page: _Page | None = None
+        self.detector = RageClickDetector(rules.rage)
+
+
+class Sessionizer:
+    """Active sessions of one partition. ``add`` buffers, ``advance`` releases and closes."""
+
+    def __init__(self, rules: SessionRules = SessionRules()) -> None:
+        self.rules = rules
+        self.watermark_ms = -(2**62)
+        self._active: dict[str, _Session] = {}
+        self._pending: dict[str, list[SessionEvent]] = {}
+        self._deadlines: list[tuple[int, str]] = []  # (close-at watermark, session_id); stale entries skipped
+
+    # ---------------------------------------------------------------- input
+    def add(self, events: list[SessionEvent]) -> list[SessionEvent]:
+        """Buffer events; returns the late ones (at or behind the watermark), not applied."""
+        late = []
+        for e in events:
+            if e.ts_ms <= self.watermark_ms:
+                late.append(e)
+            else:
+                self._pending.setdefault(e.session_id, []).append(e)
+        return late
+
+    def advance(self, watermark_ms: int) -> Emitted:
+        """Move the watermark forward (never back), apply what it passed, close what it ended."""
+        out = Emitted()
+        if watermark_ms <= self.watermark_ms:
+            return out
+        self.watermark_ms = watermark_ms
+        for sid in [s for s, evs in self._pending.items() if any(e.ts_ms <= watermark_ms for e in evs)]:
+            evs = self._pending.pop(sid)
+            ready = sorted((e for e in evs if e.ts_ms <= watermark_ms), key=lambda e: (e.ts_ms, e.event_id))
+            rest = [e for e in evs if e.ts_ms > watermark_ms]
+            if rest:
+                self._pending[sid] = rest
+            for e in ready:
+                self._apply(e, out)
+        while self._deadlines and self._deadlines[0][0] < watermark_ms:
+            _, sid = heapq.heappop(self._deadlines)
+            s = self._active.get(sid)
+            if s is not None and self._close_at(s) < watermark_ms:
+                out.extend(self._close(s))
+        return out
+
+    def flush_all(self) -> Emitted:
+        """Apply everything and close every session (end of a bounded input, e.g. tests)."""
+        return self.advance(2**62)
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._active)
+
+    # ---------------------------------------------------------------- logic
+    def _close_at(self, s: _Session) -> int:
+        return min(s.last_ms + self.rules.idle_ms, s.start_ms + self.rules.max_ms)
+
+    def _apply(self, e: SessionEvent, out: Emitted) -> None:
+        s = self._active.get(e.session_id)
+        if s is not None and (e.ts_ms - s.last_ms > self.rules.idle_ms or e.ts_ms - s.start_ms >= self.rules.max_ms):
+            out.extend(self._close(s))
+            s = None
+        if s is None:
+            s = self._active[e.session_id] = _Session(e, self.rules)
+        s.last_ms = max(s.last_ms, e.ts_ms)
+        s.user_id = s.user_id or e.user_id
+        s.release = e.release or s.release
+        if e.kind == "pageview":
+            if s.page is not None:
+                out.page_views.append(self._end_page(s, e.ts_ms))
+            s.page = _Page(e.page, e.ts_ms)
+            s.pageviews += 1
+            s.entry_page = s.entry_page or e.page
+            s.exit_page = e.page
+        page = s.page
+        if page is not None:
+            page.last_ms = e.ts_ms
+        if e.kind == "click" and e.click is not None:
+            s.clicks += 1
+            detected, ended = s.detector.feed(e.click)
+            if ended:
+                out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended))
+            if detected:
+                s.rage += 1
+                if page:
+                    page.rage += 1
+            kind = dead_click_kind(e.click, self.rules.dead)
+            if kind:
+                s.dead += 1
+                out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, e.click.selector,
+                                                 e.click.page or (page.page if page else ""), kind))
+            if page:
+                page.clicks += 1
+                page.dead += 1 if kind else 0
+        elif e.kind == "scroll" and e.scroll_depth is not None:
+            s.max_scroll = max(s.max_scroll, e.scroll_depth)
+            if page:
+                page.max_scroll = max(page.max_scroll, e.scroll_depth)
+        elif e.kind in ("form_start", "form_submit") and page is not None:
+            (page.forms_started if e.kind == "form_start" else page.forms_submitted).add(e.form)
+        elif e.kind == "visibility" and page is not None:
+            if e.visible is False and page.visible_since is not None:
+                page.visible_ms += e.ts_ms - page.visible_since
+                page.visible_since = None
+            elif e.visible and page.visible_since is None:
+                page.visible_since = e.ts_ms
+        elif e.kind == "error":
+            s.errors += 1
+        heapq.heappush(self._deadlines, (self._close_at(s), s.session_id))
+
+    def _end_page(self, s: _Session, end_ms: int) -> PageView:
+        assert s.page is not None
+        pv = s.page.end(s.session_id, s.start_ms, end_ms)
+        s.forms_started += pv.forms_started
+        s.forms_submitted += pv.forms_started - pv.forms_abandoned
+        s.forms_abandoned += pv.forms_abandoned
+        s.page = None
+        return pv
+
+    def _close(self, s: _Session) -> Emitted:
+        out = Emitted()
+        if s.page is not None:
+            out.page_views.append(self._end_page(s, s.last_ms))
+        ended = s.detector.close()
+        if ended:
+            out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended))
+        duration = s.last_ms - s.start_ms
+        out.sessions.append(SessionSummary(
+            s.session_id, s.project, s.user_id, s.start_ms, s.last_ms, duration, s.pageviews, s.clicks, s.rage,
+            s.dead, s.errors, s.max_scroll, s.forms_started, s.forms_submitted, s.forms_abandoned, s.entry_page,
+            s.exit_page, s.pageviews == 1 and duration < self.rules.bounce_max_ms, s.release, s.user_agent))
+        del self._active[s.session_id]
+        return out
