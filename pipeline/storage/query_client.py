@@ -5,7 +5,7 @@
   chDB data directory can be opened by one process only and the sink owns it.
 * Embedded chDB and nothing runs: open the data directory directly, read-only.
 
-Writes are refused by ClickHouse itself (``readonly=1``), not by parsing SQL.
+Writes are refused the same way everywhere: ``pipeline/storage/readonly.py``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import urllib.parse
 import urllib.request
 
 from pipeline.settings import Settings
-
-READ_ONLY = {"readonly": 1}
-
 
 class QueryError(Exception):
     """The query failed; the message is ClickHouse's own text."""
@@ -40,10 +37,16 @@ def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float) -> str:
 
 def _direct(settings: Settings, sql: str, fmt: str) -> str:
     from pipeline.storage.clickhouse import connect
+    from pipeline.storage.readonly import ReadOnlyViolation, make_read_only, split_format
 
+    try:
+        sql, fmt = split_format(sql, fmt)
+        safe_sql = make_read_only(sql)
+    except ReadOnlyViolation as exc:
+        raise QueryError(str(exc)) from exc
     client = connect(settings.clickhouse)
     try:
-        return client.raw_query(sql, fmt=fmt, settings=READ_ONLY).decode("utf-8", "replace")
+        return client.raw_query(safe_sql, fmt=fmt).decode("utf-8", "replace")
     except Exception as exc:  # clickhouse_connect raises DatabaseError with ClickHouse's text
         raise QueryError(str(exc)) from exc
     finally:

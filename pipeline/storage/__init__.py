@@ -1,0 +1,1 @@
+"""Storage: table definitions, migrations, the sink (the only ClickHouse writer), query routing."""

@@ -1,0 +1,306 @@
+"""The ClickHouse sink: the single owner of the database connection.
+
+Flush order (why a crash at any point neither loses nor duplicates rows):
+  1. record the intent: each partition's offset range in this batch (``_pulse_sink_batches``);
+  2. insert each (table, partition) chunk with the dedup token ``table:topic:partition:first-last``;
+  3. record the highest stored source offset per (raw topic, raw partition, table);
+  4. commit the Kafka offsets.
+When a partition is assigned and an intent starts at its committed offset, that batch was not known
+to be committed: it is re-formed exactly (same records, same tokens) and flushed before anything
+else from that partition. ClickHouse trouble pauses the sink and retries; it never commits early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from pipeline import metrics
+from pipeline.contract import DeadLetter
+from pipeline.settings import Settings
+from pipeline.storage.readonly import make_read_only
+from pipeline.storage.batching import Batch, BatchBuilder, Chunk, MarkKey, Record
+from pipeline.storage.tables import SINK_BATCHES, SINK_MARKS, STORABLE
+
+log = logging.getLogger("pulse.sink")
+T = TypeVar("T")
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+# ClickHouse error names that mean "this data is bad", not "try again later".
+DATA_ERRORS = ("CANNOT_PARSE", "INCORRECT_DATA", "TYPE_MISMATCH", "CANNOT_READ", "INCORRECT_NUMBER_OF_COLUMNS",
+               "CANNOT_INSERT_NULL", "VALUE_IS_OUT_OF_RANGE", "ILLEGAL_COLUMN", "UNKNOWN_ELEMENT")
+
+
+def _ts(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds")
+
+
+class _Assignments(ConsumerRebalanceListener):
+    def __init__(self, sink: "ClickHouseSink") -> None:
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        # aiokafka keeps fetching while this runs, so no I/O here: the main loop re-plans.
+        self.sink.rebalanced = True
+
+
+class ClickHouseSink:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self.client: Any = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.marks: dict[MarkKey, int] = {}
+        self.recovery: dict[TopicPartition, int] = {}  # partition -> last offset of the pending batch
+        self.flushes = 0
+        self.rows_inserted = 0
+        self.last_flush_at: float | None = None
+        self.rebalanced = False
+        self.ready = asyncio.Event()
+
+    # ---------------------------------------------------------------- ClickHouse (one thread)
+    async def ch(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Every ClickHouse call goes through one thread: the chDB client is not safe concurrently."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def open(self) -> None:
+        from pipeline.storage.clickhouse import connect
+        from pipeline.storage.migrations import migrate
+
+        self.client = await self.ch(connect, self.settings.clickhouse)
+        applied = await self.ch(migrate, self.client, self.settings)
+        if applied:
+            log.warning("applied migrations: %s", ", ".join(applied))
+        await self.load_marks()
+
+    async def load_marks(self) -> None:
+        rows = (await self.ch(self.client.query, f"SELECT src_topic, src_partition, table, max(offset) FROM {SINK_MARKS.name} "
+                              "GROUP BY src_topic, src_partition, table")).result_rows
+        self.marks = {(t, int(p), tbl): int(o) for t, p, tbl, o in rows}
+
+    async def query(self, sql: str, fmt: str, settings: dict[str, Any] | None = None) -> bytes:
+        """An analyst's query; raises ReadOnlyViolation for anything but reads (see readonly.py)."""
+        return await self.ch(self.client.raw_query, make_read_only(sql), fmt=fmt, settings=settings or None)
+
+    # ---------------------------------------------------------------- recovery
+    async def plan_recovery(self) -> None:
+        """After an assignment: rewind every partition to its committed offset and find an intent
+        starting there. Whatever the loop had buffered is discarded, so nothing is read twice."""
+        assert self.consumer is not None
+        self.rebalanced = False
+        await self.load_marks()
+        self.recovery = {}
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                committed = (await self.consumer.beginning_offsets([tp]))[tp]
+            self.consumer.seek(tp, committed)
+            rows = (await self.ch(self.client.query,
+                                  f"SELECT last_offset FROM {SINK_BATCHES.name} WHERE topic = {{t:String}} "
+                                  f"AND partition = {{p:UInt32}} AND first_offset = {{f:Int64}} "
+                                  f"ORDER BY created_at DESC LIMIT 1",
+                                  parameters={"t": tp.topic, "p": tp.partition, "f": committed})).result_rows
+            if rows:
+                self.recovery[tp] = int(rows[0][0])
+                log.warning("re-forming the unconfirmed batch %s[%d] offsets %d-%d", tp.topic, tp.partition,
+                            committed, rows[0][0])
+
+    # ---------------------------------------------------------------- flush
+    async def _insert_chunk(self, chunk: Chunk) -> None:
+        body = chunk.body()
+        started = time.perf_counter()
+        try:
+            await self.ch(self.client.raw_insert, chunk.table, None, insert_block=body, fmt="JSONEachRow",
+                          settings={**INSERT_SETTINGS, "insert_deduplication_token": chunk.token})
+        except DatabaseError as exc:
+            if not any(code in str(exc) for code in DATA_ERRORS):
+                raise
+            await self._insert_line_by_line(chunk, str(exc))
+        metrics.INSERT_SECONDS.labels(chunk.table).observe(time.perf_counter() - started)
+        n = body.count(b"\n") + 1
+        metrics.ROWS_INSERTED.labels(chunk.table).inc(n)
+        self.rows_inserted += n
+
+    async def _insert_line_by_line(self, chunk: Chunk, first_error: str) -> None:
+        """ClickHouse rejected the block as bad data: keep the good lines, dead-letter the bad ones."""
+        log.warning("ClickHouse rejected a %s block (%s); inserting line by line", chunk.table, first_error[:200])
+        lines = [line for value in chunk.values for line in value.split(b"\n") if line.strip()]
+        for i, line in enumerate(lines):
+            try:
+                await self.ch(self.client.raw_insert, chunk.table, None, insert_block=line, fmt="JSONEachRow",
+                              settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{i}"})
+            except DatabaseError as exc:
+                if not any(code in str(exc) for code in DATA_ERRORS):
+                    raise
+                dead = DeadLetter.of(line, step="sink", source=f"{chunk.intent.topic}:{chunk.intent.partition}",
+                                     reason=f"ClickHouse rejected the row for {chunk.table}: {str(exc)[:500]}")
+                await self.ch(self.client.raw_insert, "dead_letters", None, insert_block=dead.to_row_json(),
+                              fmt="JSONEachRow",
+                              settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{i}:dl"})
+                metrics.DEAD_LETTERS.labels("sink", "sink").inc()
+
+    async def flush(self, batch: Batch) -> None:
+        assert self.consumer is not None
+        now = _ts(datetime.now(timezone.utc))
+        if batch.intents:
+            rows = b"\n".join(orjson.dumps({"topic": i.topic, "partition": i.partition, "first_offset": i.first_offset,
+                                            "last_offset": i.last_offset, "created_at": now}) for i in batch.intents)
+            await self.ch(self.client.raw_insert, SINK_BATCHES.name, None, insert_block=rows, fmt="JSONEachRow",
+                          settings=INSERT_SETTINGS)
+        for chunk in batch.chunks:
+            await self._insert_chunk(chunk)
+        self.flushes += 1
+        if self.settings.sink.crash_after_insert and self.flushes == self.settings.sink.crash_after_insert:
+            log.warning("PULSE_SINK_CRASH_AFTER_INSERT=%d: killing myself before the commit", self.flushes)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if batch.new_marks:
+            rows = b"\n".join(orjson.dumps({"src_topic": k[0], "src_partition": k[1], "table": k[2], "offset": v,
+                                            "created_at": now}) for k, v in batch.new_marks.items())
+            await self.ch(self.client.raw_insert, SINK_MARKS.name, None, insert_block=rows, fmt="JSONEachRow",
+                          settings=INSERT_SETTINGS)
+            self.marks.update(batch.new_marks)
+        if batch.duplicates:
+            metrics.DUPLICATES_DROPPED.labels("sink", "source_mark").inc(batch.duplicates)
+        try:
+            await self.consumer.commit({TopicPartition(i.topic, i.partition): i.last_offset + 1 for i in batch.intents})
+        except CommitFailedError as exc:
+            # Partitions moved to another sink; it re-forms this batch from the intent (same tokens).
+            log.warning("commit failed after a rebalance (%s); the new owner re-forms the batch", exc)
+        self.last_flush_at = time.time()
+        metrics.BATCH_SIZE.labels("sink").observe(batch.rows)
+
+    async def flush_with_retry(self, batch: Batch, stop: asyncio.Event) -> None:
+        """ClickHouse down or failing: pause, back off, try the same batch again (same tokens)."""
+        assert self.consumer is not None
+        delay = 0.5
+        while True:
+            try:
+                await self.flush(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - anything ClickHouse raises is retried, never committed
+                for chunk in batch.chunks:
+                    metrics.INSERT_FAILURES.labels(chunk.table).inc()
+                log.error("flush failed, retrying in %.1fs: %s", delay, str(exc)[:300])
+                self.consumer.pause(*self.consumer.assignment())
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                    raise
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    self.consumer.resume(*self.consumer.assignment())
+                delay = min(delay * 2, self.settings.sink.retry_backoff_max_s)
+
+    # ---------------------------------------------------------------- main loop
+    async def run(self, stop: asyncio.Event) -> None:
+        k = self.settings.kafka
+        await self.open()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers, group_id=self.settings.sink.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=20_000, fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024, session_timeout_ms=10_000, heartbeat_interval_ms=2_000)
+        self.consumer.subscribe([k.topic_storage, k.topic_dead_letter], listener=_Assignments(self))
+        await self.consumer.start()
+        self.ready.set()
+        log.warning("sink consuming %s, %s into %s", k.topic_storage, k.topic_dead_letter,
+                    "chDB " + str(self.settings.clickhouse.path) if self.settings.clickhouse.embedded else self.settings.clickhouse.url)
+        try:
+            while not stop.is_set():
+                await self._one_batch(stop)
+        finally:
+            await self.consumer.stop()
+            self.client.close()
+            self._executor.shutdown(wait=True)
+
+    async def _one_batch(self, stop: asyncio.Event) -> None:
+        assert self.consumer is not None
+        cfg = self.settings.sink
+        if self.rebalanced:
+            await self.plan_recovery()
+        builder = BatchBuilder(self.marks, STORABLE)
+        recovering: dict[TopicPartition, BatchBuilder] = {}
+        deadline = time.monotonic() + cfg.batch_seconds
+        while builder.rows < cfg.batch_rows and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and (len(builder) or not self.recovery):
+                break
+            data = await self.consumer.getmany(timeout_ms=max(int(remaining * 1000), 50), max_records=cfg.batch_rows)
+            if self.rebalanced:
+                return  # drop the buffer: plan_recovery rewinds to the committed offsets
+            for tp, records in data.items():
+                for r in records:
+                    rec = Record(tp.topic, tp.partition, r.offset, dict(r.headers or ()), r.value or b"")
+                    last = self.recovery.get(tp)
+                    if last is not None and r.offset <= last:
+                        recovering.setdefault(tp, BatchBuilder(self.marks, STORABLE)).add(rec)
+                        if r.offset == last:
+                            await self.flush_with_retry(recovering.pop(tp).build(), stop)
+                            del self.recovery[tp]
+                    else:
+                        if last is not None:  # offsets skipped past the intent's end: flush what we have
+                            if tp in recovering:
+                                await self.flush_with_retry(recovering.pop(tp).build(), stop)
+                            del self.recovery[tp]
+                        builder.add(rec)
+        if len(builder):
+            started = time.perf_counter()
+            await self.flush_with_retry(builder.build(), stop)
+            metrics.BATCH_SECONDS.labels("sink").observe(time.perf_counter() - started)
+        await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                try:
+                    pos = await self.consumer.position(tp)
+                except KafkaError:
+                    continue
+                metrics.CONSUMER_LAG.labels("sink", tp.topic, str(tp.partition)).set(max(high - pos, 0))
+
+
+def run_sink(settings: Settings) -> None:
+    """Blocking entry point (``pulse sink``): consumer loop + read-only SQL endpoint; SIGTERM stops cleanly."""
+    from aiohttp import web
+
+    from pipeline.storage.query_server import make_query_app
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sink = ClickHouseSink(settings)
+        runner = web.AppRunner(make_query_app(sink), access_log=None)
+        consume = asyncio.create_task(sink.run(stop))
+        ready = asyncio.create_task(sink.ready.wait())
+        await asyncio.wait([consume, ready], return_when=asyncio.FIRST_COMPLETED)
+        if consume.done():
+            ready.cancel()
+            consume.result()  # start-up failed: raise its error
+            return
+        await runner.setup()
+        await web.TCPSite(runner, settings.sink.host, settings.sink.port).start()
+        log.warning("read-only SQL on http://%s:%d/", settings.sink.host, settings.sink.port)
+        try:
+            await consume
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())

@@ -1,0 +1,137 @@
+"""The sink on a real broker and real chDB: exact counts, idempotence, SIGKILL safety, SQL endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipeline.contract import EVENT_ADAPTER, DeadLetter
+from pipeline.ingest.normalize import event_to_row
+from pipeline.settings import Settings
+from tests.integration.pipeline_procs import PipelineProcs
+
+pytestmark = pytest.mark.integration
+NOW = datetime.now(timezone.utc)
+
+
+def action_rows(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        e = EVENT_ADAPTER.validate_python({"event_id": str(uuid.uuid4()), "type": "action", "project": "p",
+                                           "timestamp": NOW.isoformat(), "session_id": f"s{i % 9}",
+                                           "action": {"kind": "click", "selector": "#b", "x": i, "y": 1}})
+        out.append(orjson.dumps(event_to_row(e, NOW)[1]))
+    return out
+
+
+async def produce(settings: Settings, messages: list[tuple[str, bytes, list[tuple[str, bytes]], int]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=10)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, headers=headers, partition=part) for topic, value, headers, part in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def storage_messages(settings: Settings, rows: list[bytes], per_message: int, src_topic: str = "raw.actions",
+                     first_src_offset: int = 0) -> list[tuple[str, bytes, list[tuple[str, bytes]], int]]:
+    out = []
+    for n, i in enumerate(range(0, len(rows), per_message)):
+        src = f"{src_topic}:{n % 2}:{first_src_offset + n}".encode()
+        out.append((settings.kafka.topic_storage, b"\n".join(rows[i:i + per_message]),
+                    [("pulse-table", b"actions"), ("pulse-src", src)], n % 2))
+    return out
+
+
+def sql(settings: Settings, query: str, fmt: str = "TabSeparated") -> str:
+    url = f"http://127.0.0.1:{settings.sink.port}/?" + urllib.parse.urlencode({"default_format": fmt})
+    with urllib.request.urlopen(urllib.request.Request(url, data=query.encode()), timeout=30) as resp:
+        return resp.read().decode()
+
+
+def wait_count(settings: Settings, table: str, expected: int, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    got = ""
+    while time.monotonic() < deadline:
+        got = sql(settings, f"SELECT count(), uniqExact(event_id) FROM {table}").strip()
+        if got == f"{expected}\t{expected}":
+            return got
+        time.sleep(0.3)
+    return got
+
+
+def test_rows_land_once_and_source_replays_are_dropped(settings: Settings, tmp_path: Path) -> None:
+    rows = action_rows(1000)
+    procs = PipelineProcs(settings, tmp_path / "logs")
+    try:
+        procs.start("sink")
+        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        msgs = storage_messages(settings, rows, 10)
+        dead = DeadLetter.of(b"{broken", step="collector", source="/api/v1/events", reason="invalid JSON")
+        asyncio.run(produce(settings, msgs + [(settings.kafka.topic_dead_letter, dead.to_row_json(),
+                                               [("pulse-table", b"dead_letters")], 0)]))
+        assert wait_count(settings, "actions", 1000) == "1000\t1000"
+        # A worker replay re-produces the same source offsets: dropped by the marks.
+        asyncio.run(produce(settings, msgs[:30]))
+        time.sleep(2)
+        assert wait_count(settings, "actions", 1000, timeout_s=3) == "1000\t1000"
+        assert sql(settings, "SELECT reason, step FROM dead_letters").strip() == "invalid JSON\tcollector"
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{settings.sink.port}/metrics").read().decode()
+        assert 'pulse_duplicates_dropped_total{by="source_mark",process="sink"} 30.0' in metrics
+    finally:
+        procs.stop_all()
+
+
+def test_sigkill_between_insert_and_commit_leaves_each_row_once(settings: Settings, tmp_path: Path) -> None:
+    rows = action_rows(3000)
+    msgs = storage_messages(settings, rows, 5)
+    asyncio.run(produce(settings, msgs))
+    procs = PipelineProcs(settings, tmp_path / "logs")
+    try:
+        # Small batches so that the 2nd flush happens mid-stream; then the process kills itself with SIGKILL.
+        crashed = procs.start("sink", PULSE_SINK_CRASH_AFTER_INSERT="2", PULSE_SINK_BATCH_ROWS="700")
+        assert crashed.wait(timeout=90) == -signal.SIGKILL, procs.log("sink")
+        procs.start("sink")
+        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        assert wait_count(settings, "actions", 3000) == "3000\t3000", procs.log("sink")
+        assert "re-forming the unconfirmed batch" in procs.log("sink")
+    finally:
+        procs.stop_all()
+
+
+def test_query_endpoint_speaks_clickhouse_http(settings: Settings, tmp_path: Path) -> None:
+    procs = PipelineProcs(settings, tmp_path / "logs")
+    try:
+        procs.start("sink")
+        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        base = f"http://127.0.0.1:{settings.sink.port}/"
+        assert urllib.request.urlopen(base + "?query=" + urllib.parse.quote("SELECT 1+1")).read() == b"2\n"
+        doc = orjson.loads(sql(settings, "SELECT count() AS n FROM errors FORMAT JSON"))
+        assert doc["data"] == [{"n": "0"}] or doc["data"] == [{"n": 0}]
+        for bad, status, text in [("DROP TABLE errors", 403, "READONLY"), ("SELEC 1", 400, "SYNTAX_ERROR"),
+                                  ("SELECT * FROM nope", 404, "UNKNOWN_TABLE")]:
+            with pytest.raises(urllib.error.HTTPError) as info:
+                sql(settings, bad)
+            assert info.value.code == status and text in info.value.read().decode()
+        assert sql(settings, "SELECT count() FROM errors").strip() == "0"  # DROP was refused
+
+        import clickhouse_connect
+
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=settings.sink.port, database="pulse")
+        assert client.query("SELECT number FROM numbers(3)").result_rows == [(0,), (1,), (2,)]
+        health = orjson.loads(urllib.request.urlopen(base + "health").read())
+        assert health["status"] == "healthy" and health["clickhouse"]["ok"]
+    finally:
+        procs.stop_all()
