@@ -13,6 +13,17 @@ from datetime import datetime, timezone
 from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
 
 MarkKey = tuple[str, int, str]  # (source topic, source partition, table)
+BAD_SOURCE = ("", -1, -1)
+
+
+def parse_source(header: bytes) -> tuple[str, int, int]:
+    """``b"topic:partition:offset"`` -> parts; BAD_SOURCE when it is not that shape."""
+    try:
+        topic, partition, offset = header.decode("utf-8").rsplit(":", 2)
+        parsed = (topic, int(partition), int(offset))
+    except ValueError:  # UnicodeDecodeError is a ValueError too
+        return BAD_SOURCE
+    return parsed if topic and parsed[1] >= 0 and parsed[2] >= 0 else BAD_SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +90,23 @@ class BatchBuilder:
         rng[1] = r.offset
         table = r.headers.get(HEADER_TABLE, b"").decode("utf-8", "replace")
         value = r.value.rstrip(b"\n")
-        if table not in self.tables or not value:
-            reason = (f"storage message without a known {HEADER_TABLE} header (got {table!r})" if table not in self.tables
-                      else "empty storage message")
+        src = parse_source(r.headers[HEADER_SOURCE]) if HEADER_SOURCE in r.headers else None
+        reason = (f"storage message without a known {HEADER_TABLE} header (got {table!r})" if table not in self.tables
+                  else "empty storage message" if not value
+                  else f"malformed {HEADER_SOURCE} header {r.headers[HEADER_SOURCE]!r}" if src == BAD_SOURCE
+                  else None)
+        if reason is not None:
+            # Expected bad input is a value: it becomes a dead_letters row, the sink never stops on it.
             value = DeadLetter.of(r.value, step="sink", source=f"{r.topic}:{r.partition}:{r.offset}", reason=reason,
                                   now=self.now).to_row_json()
             table = "dead_letters"
-        elif HEADER_SOURCE in r.headers:
-            src_topic, src_part, src_off = r.headers[HEADER_SOURCE].decode().rsplit(":", 2)
-            key = (src_topic, int(src_part), table)
-            if max(self.marks.get(key, -1), self._new_marks.get(key, -1)) >= int(src_off):
+        elif src is not None:
+            src_topic, src_part, src_off = src
+            key = (src_topic, src_part, table)
+            if max(self.marks.get(key, -1), self._new_marks.get(key, -1)) >= src_off:
                 self.duplicates += 1
                 return
-            self._new_marks[key] = int(src_off)
+            self._new_marks[key] = src_off
         self._values.setdefault((table, r.topic, r.partition), []).append(value)
         self.rows += value.count(b"\n") + 1
 

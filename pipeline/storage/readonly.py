@@ -24,6 +24,21 @@ class ReadOnlyViolation(ValueError):
         super().__init__(f"Code: 164. DB::Exception: {why}: Cannot execute query in readonly mode. (READONLY)")
 
 
+class UnknownStatement(ReadOnlyViolation):
+    """Not a statement ClickHouse knows (a typo such as ``SELEC``): a syntax error (code 62, HTTP 400),
+    as ClickHouse itself would answer, rather than a refusal."""
+
+    def __init__(self, word: str) -> None:
+        ValueError.__init__(self, f"Code: 62. DB::Exception: Syntax error: failed at position 1 ({word[:40]!r}): "
+                                  f"unknown statement. (SYNTAX_ERROR)")
+
+
+# Statements ClickHouse knows that are not reads: refused (403) rather than reported as syntax errors.
+STATEMENT_KEYWORDS = frozenset(
+    "INSERT CREATE DROP ALTER TRUNCATE DELETE UPDATE RENAME OPTIMIZE SYSTEM KILL GRANT REVOKE SET USE ATTACH "
+    "DETACH EXCHANGE UNDROP BACKUP RESTORE CHECK BEGIN COMMIT ROLLBACK MOVE WATCH REPLACE UPSERT".split())
+
+
 def make_read_only(sql: str) -> str:
     """Return SQL that ClickHouse will run read-only, or raise ReadOnlyViolation."""
     stripped = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
@@ -33,6 +48,8 @@ def make_read_only(sql: str) -> str:
     words = bare.split(None, 1)
     first = words[0].upper() if words else ""
     if first not in READ_KEYWORDS:
+        if first and first not in STATEMENT_KEYWORDS:
+            raise UnknownStatement(words[0])
         raise ReadOnlyViolation(f"{first or 'empty query'} is not a read query")
     if re.search(r"\bINTO\s+OUTFILE\b", bare, re.IGNORECASE):
         raise ReadOnlyViolation("INTO OUTFILE is not allowed")

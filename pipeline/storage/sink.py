@@ -70,6 +70,7 @@ class ClickHouseSink:
         self.last_flush_at: float | None = None
         self.rebalanced = False
         self.ready = asyncio.Event()
+        self._carry: list[Any] = []  # (TopicPartition, ConsumerRecord) read but not yet batched
 
     # ---------------------------------------------------------------- ClickHouse (one thread)
     async def ch(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -101,6 +102,7 @@ class ClickHouseSink:
         starting there. Whatever the loop had buffered is discarded, so nothing is read twice."""
         assert self.consumer is not None
         self.rebalanced = False
+        self._carry = []  # re-read from the committed offsets below
         await self.load_marks()
         self.recovery = {}
         for tp in self.consumer.assignment():
@@ -135,22 +137,40 @@ class ClickHouseSink:
         self.rows_inserted += n
 
     async def _insert_line_by_line(self, chunk: Chunk, first_error: str) -> None:
-        """ClickHouse rejected the block as bad data: keep the good lines, dead-letter the bad ones."""
-        log.warning("ClickHouse rejected a %s block (%s); inserting line by line", chunk.table, first_error[:200])
+        """ClickHouse rejected the block as bad data: keep the good lines, dead-letter the bad ones.
+
+        Bisects rather than going line by line (a 50,000-row block with one bad row costs ~32
+        inserts, not 50,000). Sub-block tokens derive from the chunk's token and line range, so a
+        crash half-way and a re-formed batch insert nothing twice.
+        """
+        log.warning("ClickHouse rejected a %s block (%s); isolating the bad rows", chunk.table, first_error[:200])
         lines = [line for value in chunk.values for line in value.split(b"\n") if line.strip()]
-        for i, line in enumerate(lines):
-            try:
-                await self.ch(self.client.raw_insert, chunk.table, None, insert_block=line, fmt="JSONEachRow",
-                              settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{i}"})
-            except DatabaseError as exc:
-                if not any(code in str(exc) for code in DATA_ERRORS):
-                    raise
-                dead = DeadLetter.of(line, step="sink", source=f"{chunk.intent.topic}:{chunk.intent.partition}",
-                                     reason=f"ClickHouse rejected the row for {chunk.table}: {str(exc)[:500]}")
-                await self.ch(self.client.raw_insert, "dead_letters", None, insert_block=dead.to_row_json(),
-                              fmt="JSONEachRow",
-                              settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{i}:dl"})
-                metrics.DEAD_LETTERS.labels("sink", "sink").inc()
+        # (lo, hi, error): a line range not tried yet (error None), or one line ClickHouse refused.
+        todo: list[tuple[int, int, str | None]] = (
+            [(0, len(lines) // 2, None), (len(lines) // 2, len(lines), None)] if len(lines) > 1 else [(0, 1, first_error)])
+        while todo:
+            lo, hi, error = todo.pop(0)
+            if hi <= lo:
+                continue
+            if error is None:
+                try:
+                    await self.ch(self.client.raw_insert, chunk.table, None, insert_block=b"\n".join(lines[lo:hi]),
+                                  fmt="JSONEachRow",
+                                  settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{lo}-{hi}"})
+                    continue
+                except DatabaseError as exc:
+                    if not any(code in str(exc) for code in DATA_ERRORS):
+                        raise
+                    mid = (lo + hi) // 2
+                    todo[:0] = [(lo, mid, None), (mid, hi, None)] if hi - lo > 1 else [(lo, hi, str(exc))]
+                    continue
+            i = chunk.intent
+            dead = DeadLetter.of(lines[lo], step="sink", source=f"{i.topic}:{i.partition}:{i.first_offset}-{i.last_offset}",
+                                 reason=f"ClickHouse rejected the row for {chunk.table}: {(error or '')[:500]}")
+            await self.ch(self.client.raw_insert, "dead_letters", None, insert_block=dead.to_row_json(),
+                          fmt="JSONEachRow",
+                          settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{lo}:dl"})
+            metrics.DEAD_LETTERS.labels("sink", "sink").inc()
 
     async def flush(self, batch: Batch) -> None:
         assert self.consumer is not None
@@ -233,28 +253,37 @@ class ClickHouseSink:
         builder = BatchBuilder(self.marks, STORABLE)
         recovering: dict[TopicPartition, BatchBuilder] = {}
         deadline = time.monotonic() + cfg.batch_seconds
+        # getmany counts messages, a batch counts rows: records fetched past the row limit wait here
+        # for the next batch (in order), so batch_rows holds however many rows a message carries.
+        pending, self._carry = self._carry, []
         while builder.rows < cfg.batch_rows and not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and (len(builder) or not self.recovery):
-                break
-            data = await self.consumer.getmany(timeout_ms=max(int(remaining * 1000), 50), max_records=cfg.batch_rows)
-            if self.rebalanced:
-                return  # drop the buffer: plan_recovery rewinds to the committed offsets
-            for tp, records in data.items():
-                for r in records:
-                    rec = Record(tp.topic, tp.partition, r.offset, dict(r.headers or ()), r.value or b"")
-                    last = self.recovery.get(tp)
-                    if last is not None and r.offset <= last:
-                        recovering.setdefault(tp, BatchBuilder(self.marks, STORABLE)).add(rec)
-                        if r.offset == last:
+            if not pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and (len(builder) or not self.recovery):
+                    break
+                data = await self.consumer.getmany(timeout_ms=max(int(remaining * 1000), 50),
+                                                   max_records=cfg.batch_rows)
+                if self.rebalanced:
+                    return  # drop the buffer: plan_recovery rewinds to the committed offsets
+                pending = [(tp, r) for tp, records in data.items() for r in records]
+            for i, (tp, r) in enumerate(pending):
+                if builder.rows >= cfg.batch_rows:
+                    self._carry = pending[i:]
+                    break
+                rec = Record(tp.topic, tp.partition, r.offset, dict(r.headers or ()), r.value or b"")
+                last = self.recovery.get(tp)
+                if last is not None and r.offset <= last:
+                    recovering.setdefault(tp, BatchBuilder(self.marks, STORABLE)).add(rec)
+                    if r.offset == last:
+                        await self.flush_with_retry(recovering.pop(tp).build(), stop)
+                        del self.recovery[tp]
+                else:
+                    if last is not None:  # offsets skipped past the intent's end: flush what we have
+                        if tp in recovering:
                             await self.flush_with_retry(recovering.pop(tp).build(), stop)
-                            del self.recovery[tp]
-                    else:
-                        if last is not None:  # offsets skipped past the intent's end: flush what we have
-                            if tp in recovering:
-                                await self.flush_with_retry(recovering.pop(tp).build(), stop)
-                            del self.recovery[tp]
-                        builder.add(rec)
+                        del self.recovery[tp]
+                    builder.add(rec)
+            pending = []
         if len(builder):
             started = time.perf_counter()
             await self.flush_with_retry(builder.build(), stop)

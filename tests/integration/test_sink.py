@@ -135,3 +135,34 @@ def test_query_endpoint_speaks_clickhouse_http(settings: Settings, tmp_path: Pat
         assert health["status"] == "healthy" and health["clickhouse"]["ok"]
     finally:
         procs.stop_all()
+
+
+def test_rows_clickhouse_rejects_become_dead_letters_and_the_rest_lands(settings: Settings, tmp_path: Path) -> None:
+    good = action_rows(5)
+    bad_uuid = orjson.dumps({**orjson.loads(good[0]), "event_id": "not-a-uuid"})
+    block = b"\n".join([good[0], bad_uuid, good[1], b"{this is not json", good[2]])
+    procs = PipelineProcs(settings, tmp_path / "logs")
+    try:
+        procs.start("sink")
+        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        asyncio.run(produce(settings, [
+            (settings.kafka.topic_storage, block, [("pulse-table", b"actions"), ("pulse-src", b"raw:0:1")], 0),
+            (settings.kafka.topic_storage, good[3], [("pulse-table", b"nope")], 1),  # unknown table
+            # raw partition 1 -> storage partition 1 (the contract: one raw partition, one storage partition)
+            (settings.kafka.topic_storage, good[4], [("pulse-table", b"actions"), ("pulse-src", b"raw:1:2")], 1),
+        ]))
+        got = wait_count(settings, "actions", 4)
+        assert got == "4\t4", (got, procs.log("sink"), urllib.request.urlopen(f"http://127.0.0.1:{settings.sink.port}/health").read())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sql(settings, "SELECT count() FROM dead_letters").strip() != "3":
+            time.sleep(0.3)
+        rows = [orjson.loads(line) for line in sql(
+            settings, "SELECT step, reason, payload FROM dead_letters ORDER BY payload", "JSONEachRow").splitlines()]
+        assert len(rows) == 3 and {r["step"] for r in rows} == {"sink"}
+        by_payload = {r["payload"]: r["reason"] for r in rows}
+        assert "ClickHouse rejected the row for actions" in by_payload[bad_uuid.decode()]
+        assert "Code:" in by_payload["{this is not json"]  # ClickHouse's own error text
+        assert "nope" in by_payload[good[3].decode()]
+        assert procs.procs["sink"].poll() is None  # bad data never stops the sink
+    finally:
+        procs.stop_all()

@@ -40,8 +40,25 @@ def migrate(client: Any, settings: Settings) -> list[str]:
             client.command(statement)
         client.insert(MIGRATIONS_TABLE, [[module.VERSION, module.NAME]], column_names=["version", "name"])
         applied.append(f"{module.VERSION:04d}_{module.NAME}")
-    for table in ALL_TABLES:
-        if table.ttl_column and not table.internal:
-            client.command(f"ALTER TABLE {table.name} MODIFY TTL toDateTime({table.ttl_column}) + "
-                           f"INTERVAL {settings.clickhouse.raw_ttl_days} DAY")
+    apply_ttl(client, settings)
     return applied
+
+
+def apply_ttl(client: Any, settings: Settings) -> list[str]:
+    """Re-apply the configured retention where it differs; returns the tables altered.
+
+    Only when it changed: MODIFY TTL rewrites TTL information of every part on a server
+    (``materialize_ttl_after_modify``), too costly to run on every start-up.
+    """
+    engines = dict(client.query("SELECT name, engine_full FROM system.tables "
+                                "WHERE database = currentDatabase()").result_rows)
+    days = settings.clickhouse.raw_ttl_days
+    altered = []
+    for table in ALL_TABLES:
+        if not table.ttl_column or table.internal:
+            continue
+        if f"TTL toDateTime({table.ttl_column}) + toIntervalDay({days})" in engines.get(table.name, ""):
+            continue
+        client.command(f"ALTER TABLE {table.name} MODIFY TTL toDateTime({table.ttl_column}) + INTERVAL {days} DAY")
+        altered.append(table.name)
+    return altered

@@ -39,3 +39,8 @@ def test_everything_else_is_refused_with_clickhouse_wording(sql: str) -> None:
 )
 def test_trailing_format_clause_is_lifted(sql: str, result: tuple[str, str]) -> None:
     assert split_format(sql, "TSV") == result
+
+
+def test_an_unknown_statement_is_a_syntax_error_not_a_refusal() -> None:
+    with pytest.raises(ReadOnlyViolation, match=r"Code: 62\. .*\(SYNTAX_ERROR\)"):
+        make_read_only("SELEC 1")

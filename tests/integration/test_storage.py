@@ -1,0 +1,88 @@
+"""Tables and migrations on real chDB; the DDL snapshot matches the code.
+
+chDB opens one data directory per process, so everything that opens one runs in a child process:
+this pytest process may host other tests that hold their own chDB directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import Settings
+from pipeline.storage.tables import ALL_TABLES, SCHEMAS_DIR, render_ddl
+
+pytestmark = pytest.mark.integration
+
+MIGRATE_TWICE = textwrap.dedent("""
+    import json, sys
+    from pipeline.settings import ClickHouseSettings, Settings
+    from pipeline.storage.clickhouse import connect
+    from pipeline.storage.migrations import migrate
+
+    path = sys.argv[1]
+    out = {}
+    for run, ttl in (("first", 30), ("again", 30), ("ttl_changed", 7)):
+        settings = Settings(clickhouse=ClickHouseSettings(path=path, raw_ttl_days=ttl))
+        client = connect(settings.clickhouse)
+        try:
+            out[run] = migrate(client, settings)
+        finally:
+            client.close()
+    settings = Settings(clickhouse=ClickHouseSettings(path=path, raw_ttl_days=7))
+    client = connect(settings.clickhouse)
+    try:
+        out["tables"] = {name: engine for name, engine in client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = 'pulse'").result_rows}
+        out["versions"] = [r[0] for r in client.query("SELECT version FROM _pulse_migrations").result_rows]
+    finally:
+        client.close()
+    print(json.dumps(out))
+""")
+
+
+def _run_child(code: str, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_migrations_create_every_table_once_and_reapply_a_changed_ttl(tmp_path: Path) -> None:
+    out = _run_child(MIGRATE_TWICE, str(tmp_path / "chdb"))
+    assert out["first"] == ["0001_initial"]
+    assert out["again"] == []  # idempotent: nothing re-applied, nothing recorded twice
+    assert out["versions"] == [1]
+    assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations"}
+    for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
+        engine = out["tables"][table]
+        assert engine.startswith("MergeTree") and "non_replicated_deduplication_window = 10000" in engine
+        assert "toIntervalDay(7)" in engine, engine  # the new retention replaced 30 days
+    assert "TTL" not in out["tables"]["_pulse_sink_marks"]  # marks must outlive the raw rows they guard
+
+
+def test_duplicate_migration_versions_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.storage.migrations as migrations
+
+    (tmp_path / "m0099_copy.py").write_text("VERSION = 1\nNAME = 'copy'\n\ndef forward(settings):\n    return []\n")
+    monkeypatch.setattr(migrations, "__path__", [*migrations.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "pipeline.storage.migrations.m0099_copy", raising=False)
+    try:
+        with pytest.raises(RuntimeError, match=r"duplicate migration versions: \[1\]"):
+            migrations.discover()
+    finally:
+        sys.modules.pop("pipeline.storage.migrations.m0099_copy", None)
+
+
+def test_ddl_snapshot_matches_the_table_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("PULSE_")]:
+        monkeypatch.delenv(key)
+    snapshot = (SCHEMAS_DIR / "clickhouse.sql").read_text()
+    assert snapshot == render_ddl(Settings()), "run `pulse schemas export` and commit schemas/clickhouse.sql"
