@@ -21,3 +21,7 @@ INSERT_SECONDS = Histogram("pulse_clickhouse_insert_seconds", "ClickHouse insert
 ROWS_INSERTED = Counter("pulse_clickhouse_rows_inserted_total", "Rows inserted into ClickHouse", ["table"])
 INSERT_FAILURES = Counter("pulse_clickhouse_insert_failures_total", "Failed inserts (retried)", ["table"])
 CONSUMER_LAG = Gauge("pulse_consumer_lag", "Messages behind the high watermark", ["process", "topic", "partition"])
+HTTP_REQUEST_SECONDS = Histogram("pulse_http_request_seconds", "HTTP request latency, delivery to Kafka included",
+                                 ["process", "endpoint"])
+HTTP_BODY_BYTES = Histogram("pulse_http_body_bytes", "Request body size after decompression", ["process", "endpoint"],
+                            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 5242880))

@@ -1,0 +1,319 @@
+"""The HTTP collector: browsers and SDKs POST events; valid ones are on Kafka before we answer.
+
+Endpoints:
+  * ``POST /api/v1/events`` — project key in ``X-Pulse-Key`` (or ``?key=``). Body: a JSON array, one
+    JSON object, or NDJSON (``Content-Type: application/x-ndjson``, or detected), optionally
+    ``Content-Encoding: gzip``. 200 ``{"accepted", "rejected", "errors": [{"index", "event_id",
+    "reason"}]}`` once Kafka acknowledged every message; 400 unreadable body; 401 unknown key;
+    413 too large (body, one event, event count); 415 unknown encoding; 503 + Retry-After when
+    Kafka did not confirm delivery in time (nothing is claimed accepted; the client retries and
+    the worker drops duplicates by event_id).
+  * ``GET /health`` — 200/503 with per-dependency detail. ``GET /metrics`` — Prometheus text.
+
+Serve with ``auto_decompress=False`` (``run_collector`` and the tests do): the handler then inflates
+gzip itself with a cap on the output, so a gzip bomb costs at most max_body_bytes, and bad gzip is a
+400 naming the problem. Under aiohttp's default (auto_decompress=True) the body arrives inflated
+(no gzip magic) and is read with the same cap, so the app is safe either way.
+
+Run::
+
+    pulse collector        # or: python -m pipeline.collector
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
+from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from pipeline.settings import Settings
+
+log = logging.getLogger("pulse.collector")
+
+PROCESS = "collector"
+EVENTS_PATH = "/api/v1/events"
+SOURCE = "http:" + EVENTS_PATH
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, X-Pulse-Key",
+    "Access-Control-Expose-Headers": "Retry-After",
+    "Access-Control-Max-Age": "86400",
+}
+# Health answers from a cached broker check at most this old, so probes cannot flood the broker.
+HEALTH_CACHE_S = 1.0
+GZIP_MAGIC = b"\x1f\x8b"
+HEALTH_CHECK_TIMEOUT_S = 2.0
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+PRODUCER_KEY = web.AppKey("producer", EventProducer)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A request we answer with an error status, and the message the client reads."""
+
+    status: int
+    message: str
+
+
+# ------------------------------------------------------------------ pure steps (bytes -> items)
+
+
+def decompress_gzip(data: bytes, limit: int) -> bytes | Problem:
+    """Inflate with a cap: output beyond ``limit`` stops at limit+1 bytes (a gzip bomb costs nothing)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        return Problem(400, f"body is not valid gzip: {exc}")
+    if len(out) > limit:
+        return Problem(413, f"body exceeds {limit} bytes after decompression")
+    if not inflater.eof:
+        return Problem(400, "body is not valid gzip: truncated stream")
+    return out
+
+
+def parse_events(body: bytes, content_type: str) -> list[Any] | Problem:
+    """A JSON array, one JSON object, or NDJSON (declared, or detected when JSON parsing fails).
+
+    Broken NDJSON lines become ``Unreadable`` items (dead letters with their index) as long as one
+    line parses; a body with nothing readable is a 400.
+    """
+    if not body.strip():
+        return Problem(400, "empty body: expected a JSON array, a JSON object or NDJSON")
+    ndjson = "ndjson" in content_type or "jsonlines" in content_type or "json-seq" in content_type
+    if not ndjson:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            if b"\n" not in body.strip():
+                return Problem(400, f"body is not JSON: {exc}")
+        else:
+            if isinstance(doc, list):
+                return doc
+            if isinstance(doc, dict):
+                return [doc]
+            return Problem(400, f"expected a JSON array, a JSON object or NDJSON, got {type(doc).__name__}")
+    items: list[Any] = []
+    readable = 0
+    for line in body.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            items.append(orjson.loads(line))
+            readable += 1
+        except orjson.JSONDecodeError as exc:
+            items.append(Unreadable(line, f"invalid JSON: {exc}"))
+    if not readable:
+        return Problem(400, "body is neither JSON nor NDJSON: no line is a JSON value")
+    return items
+
+
+def check_limits(items: list[Any], body_len: int, *, max_events: int, max_event_bytes: int) -> Problem | None:
+    if len(items) > max_events:
+        return Problem(413, f"{len(items)} events in one request; the limit is {max_events}")
+    if body_len <= max_event_bytes:
+        return None  # no single event can be larger than the whole body
+    for index, item in enumerate(items):
+        size = len(item.raw) if isinstance(item, Unreadable) else len(orjson.dumps(item))
+        if size > max_event_bytes:
+            return Problem(413, f"event at index {index} is {size} bytes; the limit is {max_event_bytes}")
+    return None
+
+
+# ------------------------------------------------------------------ HTTP edge
+
+
+def _json(status: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json", headers=headers)
+
+
+def _problem(p: Problem, headers: dict[str, str] | None = None) -> web.Response:
+    return _json(p.status, {"error": p.message}, headers)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | Problem:
+    """Read at most ``limit`` (+1) bytes off the wire, whatever Content-Length claims."""
+    if request.content_length is not None and request.content_length > limit:
+        return Problem(413, f"body of {request.content_length} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+        if total > limit:
+            return Problem(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY].collector
+    producer = request.app[PRODUCER_KEY]
+    key = request.headers.get("X-Pulse-Key") or request.query.get("key")
+    project = settings.project_keys.get(key) if key else None
+    if project is None:
+        return _json(401, {"error": "missing or unknown project key (header X-Pulse-Key or query parameter key)"})
+
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip", "x-gzip"):
+        return _problem(Problem(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none"))
+    body = await _read_body(request, settings.max_body_bytes)
+    if isinstance(body, Problem):
+        return _problem(body)
+    if encoding in ("gzip", "x-gzip") and body[:2] == GZIP_MAGIC:
+        body = decompress_gzip(body, settings.max_body_bytes)
+        if isinstance(body, Problem):
+            return _problem(body)
+    HTTP_BODY_BYTES.labels(PROCESS, EVENTS_PATH).observe(len(body))
+    items = parse_events(body, request.headers.get("Content-Type", "").lower())
+    if isinstance(items, Problem):
+        return _problem(items)
+    too_big = check_limits(items, len(body), max_events=settings.max_events_per_request,
+                           max_event_bytes=settings.max_event_bytes)
+    if too_big is not None:
+        return _problem(too_big)
+
+    now = datetime.now(timezone.utc)
+    try:
+        result = await producer.send(items, project=project, received_at=now, source=SOURCE, now=now,
+                                     timeout_s=settings.produce_timeout_s)
+    except ProduceError as exc:
+        log.warning("503: %s", exc)
+        return _json(503, {"error": f"events not stored, retry later: {exc}"},
+                     headers={"Retry-After": str(settings.retry_after_s)})
+    return _json(200, {"accepted": result.accepted, "rejected": len(result.rejected),
+                       "errors": [r.as_dict() for r in result.rejected]})
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+@dataclass
+class _BrokerCheck:
+    checked_at: float = float("-inf")
+    error: str | None = "not checked yet"
+    lock: asyncio.Lock | None = None
+
+
+HEALTH_STATE_KEY = web.AppKey("health_state", _BrokerCheck)
+
+
+async def health(request: web.Request) -> web.Response:
+    producer = request.app[PRODUCER_KEY]
+    state = request.app[HEALTH_STATE_KEY]
+    if state.lock is None:
+        state.lock = asyncio.Lock()
+    async with state.lock:
+        if time.monotonic() - state.checked_at > HEALTH_CACHE_S:
+            state.error = await producer.check_broker(HEALTH_CHECK_TIMEOUT_S)
+            state.checked_at = time.monotonic()
+    kafka_ok = producer.started and state.error is None
+    doc = {"status": "ok" if kafka_ok else "unavailable",
+           "dependencies": {"kafka": {"ok": kafka_ok, "connected": producer.started,
+                                      "bootstrap_servers": producer.kafka.bootstrap_servers,
+                                      "detail": state.error or "metadata request answered",
+                                      "checked_s_ago": round(time.monotonic() - state.checked_at, 3)}}}
+    return _json(200 if kafka_ok else 503, doc)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """CORS on every answer, request count and latency per endpoint, unexpected errors as JSON 500."""
+    t0 = time.perf_counter()
+    route = request.match_info.route.resource
+    endpoint = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = _json(exc.status, {"error": exc.reason})
+    except Exception:  # noqa: BLE001 - the boundary: log it, answer 500, keep serving
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = _json(500, {"error": "internal error"})
+    if endpoint == EVENTS_PATH:
+        response.headers.update(CORS_HEADERS)
+    HTTP_REQUESTS.labels(PROCESS, endpoint, str(response.status)).inc()
+    HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint).observe(time.perf_counter() - t0)
+    return response
+
+
+def make_app(settings: Settings, producer: EventProducer) -> web.Application:
+    """The collector's routes around a producer the caller starts and stops.
+
+    Serve it with ``auto_decompress=False`` (e.g. ``web.AppRunner(app, auto_decompress=False)``).
+    """
+    app = web.Application(middlewares=[_edge])
+    app[SETTINGS_KEY] = settings
+    app[PRODUCER_KEY] = producer
+    app[HEALTH_STATE_KEY] = _BrokerCheck()
+    app.router.add_post(EVENTS_PATH, post_events)
+    app.router.add_route("OPTIONS", EVENTS_PATH, preflight)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _connect(producer: EventProducer, stop: asyncio.Event) -> None:
+    """Keep trying until Kafka answers: the collector serves (503s, /health) while it waits."""
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            await producer.start()
+            log.info("connected to Kafka at %s", producer.kafka.bootstrap_servers)
+            return
+        except Exception as exc:  # noqa: BLE001 - KafkaConnectionError, OSError, ...: retry
+            log.warning("Kafka at %s not reachable (attempt %d): %s", producer.kafka.bootstrap_servers, attempt, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), min(0.5 * attempt, 5.0))
+        except asyncio.TimeoutError:
+            pass
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set; in-flight requests finish before the producer closes."""
+    producer = EventProducer(settings.kafka, process=PROCESS)
+    runner = web.AppRunner(make_app(settings, producer), auto_decompress=False, access_log=None,
+                           shutdown_timeout=settings.collector.produce_timeout_s + 1)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.collector.host, settings.collector.port)
+    await site.start()
+    log.info("collector listening on http://%s:%s%s", settings.collector.host, settings.collector.port, EVENTS_PATH)
+    connecting = asyncio.create_task(_connect(producer, stop))
+    try:
+        await stop.wait()
+    finally:
+        connecting.cancel()
+        await runner.cleanup()
+        await producer.stop()
+
+
+def run_collector(settings: Settings) -> None:
+    """Blocking entry for ``pulse collector``; SIGTERM/SIGINT stop it gracefully."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,56 @@
+"""Read what landed on topics, polling with a deadline (shared by the collector and producer tests)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+
+@dataclass
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+    @property
+    def doc(self) -> Any:
+        return orjson.loads(self.value)
+
+
+async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[list[Record]], bool] | None = None,
+                      timeout_s: float = 15.0, quiet_s: float = 1.0) -> list[Record]:
+    """Every record from the start of ``topics``: stop once ``until(records)`` holds (then wait
+    ``quiet_s`` more for strays), or at the deadline."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        quiet_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out += [Record(r.topic, r.key, r.value, dict(r.headers)) for r in records]
+            if until is not None and until(out):
+                quiet_until = quiet_until or time.monotonic() + quiet_s
+                if time.monotonic() >= quiet_until:
+                    break
+        return out
+    finally:
+        await consumer.stop()
+
+
+def events_of(records: list[Record]) -> list[dict[str, Any]]:
+    """Raw-topic messages are one event or an array of one session's events."""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        doc = r.doc
+        out += doc if isinstance(doc, list) else [doc]
+    return out
