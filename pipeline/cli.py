@@ -169,8 +169,12 @@ def schemas_export() -> None:
 def schemas_check() -> None:
     """Exit 1 when schemas/ differs from what the code generates."""
     from pipeline.contract.export import drifted
+    from pipeline.storage.tables import SCHEMAS_DIR, render_ddl
 
     stale = drifted()
+    ddl = SCHEMAS_DIR / "clickhouse.sql"
+    if not ddl.exists() or ddl.read_text() != render_ddl(Settings()):
+        stale.append("clickhouse.sql")
     if stale:
         console.print(f"[red]stale: {', '.join(stale)} (run `pulse schemas export`)[/red]")
         raise typer.Exit(1)
