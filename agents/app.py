@@ -1,0 +1,87 @@
+"""The Faust app: configuration, topics, and the /health and /metrics pages.
+
+``make_app(settings)`` builds a fresh app (no module-global app: settings are injected), attaches
+the ingest agent and the web pages, and returns it. Run it with ``agents.worker.run_worker``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.settings import Settings
+
+
+@dataclass
+class WorkerState:
+    """What /health reports; updated by the agent after each batch."""
+
+    started_at: float = field(default_factory=time.time)
+    last_batch_at: float | None = None
+    batches: int = 0
+    messages: int = 0
+    last_error: str | None = None
+
+
+def make_app(settings: Settings) -> faust.App:
+    """The worker app for ``settings``: ingest agent on the raw topics, /health and /metrics."""
+    from agents.ingest import attach_ingest_agent
+
+    kafka, worker = settings.kafka, settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
+        datadir=str(worker.data_dir),
+        store="memory://",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=False,  # topics are created by pipeline.kafka_admin with the project's counts
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # At-least-once: offsets of a batch are acked only after its outputs are delivered; faust
+        # flushes the producer before every commit as well.
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        # A killed worker's partitions move to the survivors after this long (faust default: 60 s).
+        broker_session_timeout=15.0,
+        stream_buffer_maxsize=max(4096, worker.batch_size * 4),
+        consumer_max_fetch_size=4 * 1024 * 1024,
+        producer_compression_type=kafka.compression_type,
+        producer_linger=kafka.linger_ms / 1000.0,
+        producer_max_request_size=kafka.max_request_bytes,
+        # Storage messages are kilobytes of rows: 16 KiB batches would mean a produce batch per message.
+        producer_max_batch_size=min(1024 * 1024, kafka.max_request_bytes),
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=worker.web_port,
+    )
+    state = WorkerState()
+    raw = app.topic(*kafka.raw_topics, key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw", internal=False)
+    attach_ingest_agent(app, settings, raw, state)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        return web.json({
+            "status": "ok",
+            "app_id": worker.app_id,
+            "assigned_partitions": assigned,
+            "last_batch_at": state.last_batch_at,
+            "batches": state.batches,
+            "messages": state.messages,
+            "last_error": state.last_error,
+            "uptime_s": round(time.time() - state.started_at, 3),
+        })
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app

@@ -1,0 +1,150 @@
+"""ingest_events: raw topics -> validated, deduplicated rows on the storage topic (+ dead letters).
+
+The agent is an adapter: decode a batch into ``RawMessage``s, call ``process_batch`` once, send
+the results, wait until Kafka confirmed every send, then let faust ack the batch.
+
+Delivery and commits (faust 0.15 semantics, read from its source):
+  * ``stream.take_events`` disables per-event acks and acks the whole batch when the loop asks
+    for the next batch -- and also in its ``finally`` when the body raises. So the body must
+    never raise, and must not leave a batch before its sends are confirmed: we await every
+    send's delivery future (and, on cancellation during shutdown, still wait for them).
+  * Offsets are committed by faust's commit timer only for acked events, and
+    ``Consumer._commit_offsets`` flushes the producer before committing.
+Together: a raw offset is committed only after its storage messages and dead letters are on
+the broker (at-least-once). Replays after a crash re-send the same (source, table) messages,
+which the sink drops by source offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+
+from agents.app import WorkerState
+from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
+from pipeline.ingest.dedup import RecentIds
+from pipeline.ingest.process import DEAD_LETTER_TABLE, RawMessage, dead_letter_for, process_batch
+from pipeline.metrics import BATCH_SECONDS, BATCH_SIZE, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN, EVENTS_OUT
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+PROCESS = "worker"
+SEND_ATTEMPTS = 5
+Send = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]]]  # topic, key, value, partition, headers
+
+
+def to_raw_message(event: Any) -> RawMessage:
+    """A faust Event (raw serializer) as plain data."""
+    m = event.message
+    ts = m.timestamp
+    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value if m.value is not None else b"",
+                      int(ts * 1000) if ts and ts > 0 else None)
+
+
+def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, state: WorkerState) -> Any:
+    """Register the ``ingest_events`` agent (reading ``raw``) on ``app`` and return it. Output goes
+    to ``settings.kafka.topic_storage`` / ``topic_dead_letter`` through the app's producer."""
+    dedup = RecentIds(settings.worker.dedup_capacity)
+    storage_partitions = settings.kafka.partitions
+    storage_topic, dead_letter_topic = settings.kafka.topic_storage, settings.kafka.topic_dead_letter
+    batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
+
+    async def send_all(sends: list[Send]) -> list[BaseException | None]:
+        """Send, then wait for every delivery. Retriable failures are retried; returns the final
+        error (or None) per send. Waits for deliveries even if cancelled meanwhile.
+
+        Uses faust's producer directly (``app.producer.send`` -> aiokafka's delivery future):
+        ``Topic.send`` costs several times more per message (FutureMessage, sensors, callbacks).
+        """
+        producer = app.producer
+        results: list[BaseException | None] = [None] * len(sends)
+        pending = list(range(len(sends)))
+        for attempt in range(SEND_ATTEMPTS):
+            futs = []
+            for i in pending:
+                topic, key, value, partition, headers = sends[i]
+                futs.append(await producer.send(topic, key, value, partition, None, headers))
+            try:
+                outcomes = await asyncio.gather(*futs, return_exceptions=True)
+            except asyncio.CancelledError:
+                # Shutting down: faust acks the batch anyway, so let the sends finish first.
+                await asyncio.wait(futs, timeout=30)
+                raise
+            retry = []
+            for i, outcome in zip(pending, outcomes):
+                err = outcome if isinstance(outcome, BaseException) else None
+                results[i] = err
+                if err is not None and isinstance(err, KafkaError) and err.retriable and attempt + 1 < SEND_ATTEMPTS:
+                    retry.append(i)
+            if not retry:
+                break
+            log.warning("retrying %d sends after %r", len(retry), results[retry[0]])
+            pending = retry
+            await asyncio.sleep(0.5 * 2 ** attempt)
+        return results
+
+    def dl_send(dl: DeadLetter) -> Send:
+        return (dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, DEAD_LETTER_TABLE)])
+
+    async def handle_batch(events: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        messages: list[RawMessage] = []
+        try:
+            messages = [to_raw_message(e) for e in events]
+            out = process_batch(messages, dedup, storage_partitions, now)
+            sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]
+            sends += [dl_send(dl) for dl in out.dead_letters]
+            errors = await send_all(sends)
+            failed = [(sends[i], err) for i, err in enumerate(errors) if err is not None]
+            if failed:
+                # Non-retriable (e.g. a row batch above max_request_bytes): keep the input instead.
+                by_source = {m.source: m for m in messages}
+                retry_dls = []
+                for send, err in failed:
+                    src = dict(send[4]).get(HEADER_SOURCE)
+                    msg = by_source.get(src.decode()) if isinstance(src, bytes) else None
+                    if msg is not None:
+                        retry_dls.append(dead_letter_for(msg, f"worker could not produce output: {err!r}", now))
+                    log.error("send failed for good: %r", err)
+                await send_all([dl_send(dl) for dl in retry_dls])
+            for type_, n in out.events_in.items():
+                EVENTS_IN.labels(PROCESS, type_).inc(n)
+            for table, n in out.rows_out.items():
+                EVENTS_OUT.labels(PROCESS, table).inc(n)
+            if out.dead_letters:
+                DEAD_LETTERS.labels(PROCESS, "worker").inc(len(out.dead_letters))
+            if out.duplicates:
+                DUPLICATES_DROPPED.labels(PROCESS, "event_id").inc(out.duplicates)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
+            log.exception("batch failed; dead-lettering %d messages", len(events))
+            state.last_error = f"{type(exc).__name__}: {exc}"
+            try:
+                msgs = messages or [to_raw_message(e) for e in events]
+                reason = f"worker batch failed: {type(exc).__name__}: {exc}"
+                await send_all([dl_send(dead_letter_for(m, reason, now)) for m in msgs])
+                DEAD_LETTERS.labels(PROCESS, "worker").inc(len(msgs))
+            except Exception:  # noqa: BLE001
+                log.exception("could not dead-letter a failed batch")
+        state.batches += 1
+        state.messages += len(events)
+        state.last_batch_at = time.time()
+        BATCH_SIZE.labels(PROCESS).observe(len(events))
+        BATCH_SECONDS.labels(PROCESS).observe(time.perf_counter() - started)
+
+    @app.agent(raw, name="ingest_events")
+    async def ingest_events(stream: faust.StreamT) -> None:
+        """Batches of raw messages -> storage messages and dead letters."""
+        async for events in stream.take_events(batch_size, within=within):
+            await handle_batch(events)
+
+    return ingest_events

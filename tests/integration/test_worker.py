@@ -1,0 +1,209 @@
+"""The worker process on a real broker: raw messages in, storage messages and dead letters out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline.settings import Settings
+from tests.conftest import settings_env
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Out:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.value.split(b"\n")]
+
+
+def ev(type_: str, **kw: Any) -> dict[str, Any]:
+    payload = {"vital": {"name": "LCP", "value": 1200.0},
+               "error": {"exception_type": "TypeError", "message": "x is undefined"},
+               "action": {"kind": "click", "selector": "#buy"},
+               "api": {"url": "/api/cart", "status": 200, "duration_ms": 12.5}}[type_]
+    return {"event_id": str(uuid.uuid4()), "type": type_, "project": "shop", "timestamp": "2026-11-23T10:00:00.5Z",
+            "session_id": "s-1", type_: payload, **kw}
+
+
+def start_worker(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings), **extra_env}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "agents"], env=env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def worker_proc(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_worker(settings, tmp_path / "worker.log")
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+async def read_until(settings: Settings, topics: list[str], done: Any, timeout_s: float = 60.0,
+                     quiet_s: float = 2.0) -> list[Out]:
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Out] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        quiet_until: float | None = None
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out += [Out(r.topic, r.partition, r.key, r.value, dict(r.headers)) for r in records]
+            if done(out):
+                quiet_until = quiet_until or time.monotonic() + quiet_s
+                if time.monotonic() >= quiet_until:
+                    break
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_worker_routes_rows_dead_letters_and_drops_duplicates(
+        settings: Settings, worker_proc: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    k = settings.kafka
+    single = ev("vital")
+    batch = [ev("error"), ev("vital"), ev("action"), ev("api"), ev("vital")]
+    bad_event = ev("vital", vital={"name": "LCP", "value": -5})
+    mixed = [ev("action", action={"kind": "pageview"}), bad_event]
+    dup_of_single = [single, ev("vital")]  # same topic-partition, after `single`: its first event is a duplicate
+
+    producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap_servers)
+    await producer.start()
+    try:
+        async def put(topic: str, partition: int, value: bytes, key: bytes = b"s-1") -> str:
+            md = await producer.send_and_wait(topic, value, key=key, partition=partition)
+            return f"{topic}:{partition}:{md.offset}"
+
+        src_single = await put(k.topic_vitals, 0, orjson.dumps(single))
+        src_batch = await put(k.topic_errors, 1, orjson.dumps(batch), key=b"s-2")
+        src_garbage = await put(k.topic_actions, 0, b'{"event_id": oops')
+        src_mixed = await put(k.topic_actions, 1, orjson.dumps(mixed))
+        src_dup = await put(k.topic_vitals, 0, orjson.dumps(dup_of_single))
+        src_all_dup = await put(k.topic_vitals, 0, orjson.dumps(single))
+    finally:
+        await producer.stop()
+
+    records = await read_until(settings, [k.topic_storage, k.topic_dead_letter],
+                               lambda out: sum(r.topic == k.topic_storage for r in out) >= 7
+                               and sum(r.topic == k.topic_dead_letter for r in out) >= 2)
+    assert worker_proc.poll() is None, (tmp_path / "worker.log").read_text()
+    storage = [r for r in records if r.topic == k.topic_storage]
+    dead = [r for r in records if r.topic == k.topic_dead_letter]
+
+    got = sorted((r.headers["pulse-src"].decode(), r.headers["pulse-table"].decode(), r.partition, r.key,
+                  tuple(row["event_id"] for row in r.rows())) for r in storage)
+    ids = [e["event_id"] for e in batch]
+    expected = sorted([
+        (src_single, "vitals", 0, b"s-1", (single["event_id"],)),
+        (src_batch, "errors", 1, b"s-2", (ids[0],)),
+        (src_batch, "vitals", 1, b"s-2", (ids[1], ids[4])),
+        (src_batch, "actions", 1, b"s-2", (ids[2],)),
+        (src_batch, "api_calls", 1, b"s-2", (ids[3],)),
+        (src_mixed, "actions", 1, b"s-1", (mixed[0]["event_id"],)),
+        (src_dup, "vitals", 0, b"s-1", (dup_of_single[1]["event_id"],)),
+    ])
+    assert got == expected
+    assert src_all_dup not in {g[0] for g in got}
+    row = next(r for r in storage if r.headers["pulse-table"] == b"api_calls").rows()[0]
+    assert row["request_url"] == "/api/cart" and row["ok"] is True and row["received_at"]
+
+    assert all(r.headers["pulse-table"] == b"dead_letters" for r in dead)
+    docs = sorted((orjson.loads(r.value) for r in dead), key=lambda d: d["source"])
+    assert [d["source"] for d in docs] == sorted([src_garbage, src_mixed])
+    by_src = {d["source"]: d for d in docs}
+    assert by_src[src_garbage]["reason"].startswith("invalid JSON") and by_src[src_garbage]["step"] == "worker"
+    assert by_src[src_garbage]["payload"] == '{"event_id": oops'
+    assert by_src[src_mixed]["event_id"] == bad_event["event_id"] and "value" in by_src[src_mixed]["reason"]
+
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{settings.worker.web_port}"
+        async with http.get(f"{base}/health") as resp:
+            health = await resp.json(content_type=None)
+        assert resp.status == 200 and health["last_batch_at"] and health["messages"] >= 6
+        assert f"{k.topic_vitals}:0" in health["assigned_partitions"]
+        async with http.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+        assert 'pulse_duplicates_dropped_total{by="event_id",process="worker"} 2.0' in text
+        assert 'pulse_dead_letters_total{process="worker",step="worker"} 2.0' in text
+
+    worker_proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker_proc.wait, 30) == 0, (tmp_path / "worker.log").read_text()
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_replays_identical_messages(settings: Settings,
+                                                                               tmp_path: Path) -> None:
+    """Kill -9 while batches are in flight, restart: every event arrives; a (source, table) seen
+    twice carries the same rows (the sink drops the replay by source offset)."""
+    k = settings.kafka
+    n_messages, per = 400, 10
+    sent_ids: set[str] = set()
+    producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap_servers, linger_ms=10)
+    await producer.start()
+    try:
+        futs = []
+        for m in range(n_messages):
+            evs = [ev("vital" if j % 2 else "error", session_id=f"s-{m}") for j in range(per)]
+            sent_ids.update(e["event_id"] for e in evs)
+            futs.append(await producer.send(k.raw_topics[m % 2], orjson.dumps(evs), key=f"s-{m}".encode()))
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+    small = {"PULSE_WORKER_BATCH_SIZE": "10", "PULSE_WORKER_BATCH_WITHIN_S": "0.05"}
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, log, **small)
+    try:
+        partial = await read_until(settings, [k.topic_storage], lambda out: len(out) >= 100, quiet_s=0)
+        assert len(partial) >= 100, log.read_text()
+        proc.kill()
+        proc.wait()
+        proc = start_worker(settings, log, **small)
+
+        def complete(out: list[Out]) -> bool:
+            return {e for r in out for e in (row["event_id"] for row in r.rows())} >= sent_ids
+
+        records = await read_until(settings, [k.topic_storage], complete, timeout_s=90)
+    finally:
+        stop(proc)
+    by_key: dict[tuple[bytes, bytes], set[bytes]] = {}
+    for r in records:
+        by_key.setdefault((r.headers["pulse-src"], r.headers["pulse-table"]), set()).add(r.value)
+    assert all(len(values) == 1 for values in by_key.values())
+    assert len(by_key) == n_messages * 2
+    assert {row["event_id"] for r in records for row in r.rows()} == sent_ids

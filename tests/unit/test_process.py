@@ -1,0 +1,160 @@
+"""process_batch: raw messages -> one storage message per (message, table), dead letters, dedup."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from pipeline.contract import HEADER_SOURCE, HEADER_TABLE
+from pipeline.ingest.dedup import RecentIds
+from pipeline.ingest.process import RawMessage, process_batch
+
+NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
+TS_MS = 1_795_425_600_250  # 2026-11-23T09:20:00.250Z
+ENVELOPE_KEYS = {"event_id", "project", "timestamp", "received_at", "session_id", "user_id", "anonymous_id", "release",
+                 "environment", "url", "route", "user_agent", "sdk_name", "sdk_version", "consent"}
+
+
+def ev(type_: str, **kw: Any) -> dict[str, Any]:
+    payload = {"vital": {"name": "LCP", "value": 1200.0},
+               "error": {"exception_type": "TypeError", "message": "x is undefined"},
+               "action": {"kind": "click", "selector": "#buy"},
+               "api": {"url": "/api/cart", "status": 200, "duration_ms": 12.5}}[type_]
+    return {"event_id": str(uuid.uuid4()), "type": type_, "project": "shop", "timestamp": "2026-11-23T10:00:00.5Z",
+            "session_id": "s-1", "user_id": "u1", "anonymous_id": "a1", type_: payload, **kw}
+
+
+def msg(value: Any, offset: int = 0, partition: int = 0, topic: str = "raw.vitals", key: bytes | None = b"s-1",
+        ts: int | None = TS_MS) -> RawMessage:
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    return RawMessage(topic, partition, offset, key, raw, ts)
+
+
+def rows(value: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in value.split(b"\n")]
+
+
+def run(*messages: RawMessage, dedup: RecentIds | None = None, partitions: int = 2):  # type: ignore[no-untyped-def]
+    return process_batch(list(messages), dedup if dedup is not None else RecentIds(1000), partitions, NOW)
+
+
+def test_single_object_message_becomes_one_storage_message() -> None:
+    e = ev("vital")
+    out = run(msg(e, offset=7, partition=3, topic="raw.vitals"))
+    assert out.dead_letters == [] and len(out.storage) == 1
+    s = out.storage[0]
+    assert s.table == "vitals" and s.source == "raw.vitals:3:7" and s.key == b"s-1"
+    assert s.partition_hint == 3 % 2
+    assert s.headers == [(HEADER_TABLE, b"vitals"), (HEADER_SOURCE, b"raw.vitals:3:7")]
+    (row,) = rows(s.value)
+    assert ENVELOPE_KEYS <= row.keys() and {"name", "value", "rating"} <= row.keys()
+    assert row["event_id"] == e["event_id"] and row["value"] == 1200.0
+    assert out.events_in == {"vital": 1} and out.rows_out == {"vitals": 1}
+
+
+def test_array_message_one_storage_message_per_table_in_event_order() -> None:
+    events = [ev("vital"), ev("api"), ev("vital"), ev("error"), ev("action")]
+    out = run(msg(events, offset=11, partition=1))
+    assert sorted(s.table for s in out.storage) == ["actions", "api_calls", "errors", "vitals"]
+    by_table = {s.table: rows(s.value) for s in out.storage}
+    assert [r["event_id"] for r in by_table["vitals"]] == [events[0]["event_id"], events[2]["event_id"]]
+    assert {"request_url", "method", "status", "duration_ms", "ok"} <= by_table["api_calls"][0].keys()
+    assert {"exception_type", "message", "stacktrace", "fingerprint"} <= by_table["errors"][0].keys()
+    assert {"kind", "selector", "dom_mutation_ms"} <= by_table["actions"][0].keys()
+    assert all(s.source == "raw.vitals:1:11" and s.partition_hint == 1 for s in out.storage)
+    assert out.rows_out == {"vitals": 2, "api_calls": 1, "errors": 1, "actions": 1}
+
+
+def test_invalid_json_is_a_dead_letter_with_the_original_bytes() -> None:
+    out = run(msg(b'{"event_id": nope', offset=4, topic="raw.errors"))
+    assert out.storage == []
+    (dl,) = out.dead_letters
+    assert dl.step == "worker" and dl.source == "raw.errors:0:4" and dl.reason.startswith("invalid JSON")
+    assert dl.payload == '{"event_id": nope'
+    doc = orjson.loads(dl.to_row_json())
+    assert doc["reason"] == dl.reason
+
+
+def test_not_an_object_or_array_is_a_dead_letter() -> None:
+    out = run(msg(b"42"))
+    assert out.storage == [] and "expected a JSON object or array" in out.dead_letters[0].reason
+
+
+def test_non_utf8_payload_is_kept_base64() -> None:
+    out = run(msg(b"\xff\xfe\x00"))
+    assert out.dead_letters[0].payload_encoding == "base64"
+
+
+def test_one_bad_event_in_an_array_only_it_is_dead_lettered() -> None:
+    good1, good2 = ev("vital"), ev("vital")
+    bad = ev("vital", vital={"name": "LCP", "value": -1})
+    out = run(msg([good1, bad, good2], offset=9))
+    (s,) = out.storage
+    assert [r["event_id"] for r in rows(s.value)] == [good1["event_id"], good2["event_id"]]
+    (dl,) = out.dead_letters
+    assert dl.event_id == bad["event_id"] and "value" in dl.reason and dl.source == "raw.vitals:0:9"
+    assert orjson.loads(dl.payload)["event_id"] == bad["event_id"]
+
+
+def test_duplicates_dropped_within_a_message() -> None:
+    e = ev("vital")
+    out = run(msg([e, e, ev("vital")]))
+    assert len(rows(out.storage[0].value)) == 2 and out.duplicates == 1
+
+
+def test_duplicates_dropped_across_messages_and_batches() -> None:
+    dedup = RecentIds(1000)
+    a, b = ev("vital"), ev("error")
+    first = run(msg([a, b], offset=0), msg(a, offset=1), dedup=dedup)
+    assert [s.source for s in first.storage] == ["raw.vitals:0:0", "raw.vitals:0:0"]
+    assert first.duplicates == 1
+    second = run(msg([b, ev("error")], offset=2), dedup=dedup)
+    (s,) = second.storage
+    assert s.table == "errors" and len(rows(s.value)) == 1 and second.duplicates == 1
+
+
+def test_all_duplicate_message_emits_nothing() -> None:
+    dedup = RecentIds(1000)
+    e = ev("vital")
+    run(msg(e), dedup=dedup)
+    out = run(msg(e, offset=1), dedup=dedup)
+    assert out.storage == [] and out.dead_letters == [] and out.duplicates == 1
+
+
+def test_consent_false_drops_user_ids() -> None:
+    out = run(msg([ev("vital", consent=False), ev("vital")]))
+    r1, r2 = rows(out.storage[0].value)
+    assert (r1["user_id"], r1["anonymous_id"], r1["consent"]) == ("", "", False)
+    assert (r2["user_id"], r2["anonymous_id"]) == ("u1", "a1")
+
+
+def test_received_at_from_message_timestamp_unless_the_event_has_one() -> None:
+    own = ev("vital", received_at="2026-11-23T10:00:01.000Z")
+    out = run(msg([ev("vital"), own]))
+    r1, r2 = rows(out.storage[0].value)
+    assert r1["received_at"] == "2026-11-23T09:20:00.250+00:00"
+    assert r2["received_at"] == "2026-11-23T10:00:01.000+00:00"
+    (r,) = rows(run(msg(ev("vital"), ts=None)).storage[0].value)
+    assert r["received_at"] == "2026-11-23T10:00:05.123+00:00"
+
+
+def test_partition_hint_is_raw_partition_modulo_storage_partitions() -> None:
+    out = run(*(msg(ev("vital"), partition=p, offset=p) for p in range(5)), partitions=3)
+    assert [s.partition_hint for s in out.storage] == [0, 1, 2, 0, 1]
+
+
+def test_unexpected_exception_dead_letters_only_that_message() -> None:
+    class Exploding(RecentIds):
+        def first_time(self, event_id: object) -> bool:
+            if str(event_id) == boom["event_id"]:
+                raise RuntimeError("kaboom")
+            return super().first_time(event_id)  # type: ignore[arg-type]
+
+    boom = ev("vital")
+    out = run(msg(ev("vital"), offset=0), msg(boom, offset=1), msg(ev("vital"), offset=2), dedup=Exploding(1000))
+    assert [s.source for s in out.storage] == ["raw.vitals:0:0", "raw.vitals:0:2"]
+    (dl,) = out.dead_letters
+    assert dl.source == "raw.vitals:0:1" and "RuntimeError: kaboom" in dl.reason
