@@ -1,6 +1,9 @@
 """Events -> storage rows (plain dicts whose keys are ClickHouse columns).
 
-The worker serializes these as JSONEachRow; the sink hands the bytes to ClickHouse unparsed.
+The worker serializes these with orjson as JSONEachRow; the sink hands the bytes to ClickHouse
+unparsed. Datetimes and UUIDs stay Python objects: orjson writes them (RFC 3339, canonical UUID)
+several times faster than ``isoformat``/``str`` would, and ClickHouse parses them with
+``date_time_input_format=best_effort``.
 """
 
 from __future__ import annotations
@@ -15,18 +18,13 @@ from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, VitalEvent
 TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
 
 
-def _ts(value: datetime) -> str:
-    # ClickHouse parses this with date_time_input_format=best_effort; millisecond precision.
-    return value.isoformat(timespec="milliseconds")
-
-
 def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:
     consent = event.consent
     return {
-        "event_id": str(event.event_id),
+        "event_id": event.event_id,
         "project": event.project,
-        "timestamp": _ts(event.timestamp),
-        "received_at": _ts(event.received_at or received_at),
+        "timestamp": event.timestamp,
+        "received_at": event.received_at or received_at,
         "session_id": event.session_id,
         # Without consent no user identifiers are kept.
         "user_id": (event.user_id or "") if consent else "",

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
+import orjson
+
 from pipeline.contract import EVENT_ADAPTER
 from pipeline.ingest.normalize import event_to_row
 
@@ -20,11 +22,15 @@ def test_consent_false_keeps_no_user_identifiers() -> None:
     assert row["user_id"] == "" and row["anonymous_id"] == "" and row["consent"] is False
 
 
-def test_received_at_falls_back_to_given_time_with_ms_precision() -> None:
+def test_received_at_falls_back_to_given_time_and_serializes_as_rfc3339() -> None:
     e = EVENT_ADAPTER.validate_python(base(type="vital", vital={"name": "LCP", "value": 1}))
     _, row = event_to_row(e, NOW)
-    assert row["received_at"] == "2026-11-23T10:00:05.123+00:00"
-    assert row["timestamp"] == "2026-11-23T10:00:00.500+00:00"
+    line = orjson.loads(orjson.dumps(row))  # what the sink hands to ClickHouse
+    assert line["received_at"] == "2026-11-23T10:00:05.123000+00:00"
+    assert line["timestamp"] == "2026-11-23T10:00:00.500000+00:00"
+    assert line["event_id"] == str(e.event_id)
+    own = EVENT_ADAPTER.validate_python(base(type="vital", received_at="2026-11-23T09:00:00Z", vital={"name": "LCP", "value": 1}))
+    assert orjson.loads(orjson.dumps(event_to_row(own, NOW)[1]))["received_at"] == "2026-11-23T09:00:00+00:00"
 
 
 def test_api_ok_defaults_from_status() -> None:
