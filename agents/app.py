@@ -35,7 +35,7 @@ def make_app(settings: Settings) -> faust.App:
     app = faust.App(
         worker.app_id,
         broker=[f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(",")],
-        datadir=str(worker.data_dir),
+        datadir=str(worker.data_dir.resolve()),
         store="memory://",
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,

@@ -24,10 +24,12 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(wait_for_broker(settings.kafka.bootstrap_servers, timeout_s=60))
     loop.run_until_complete(ensure_topics(settings.kafka))
-    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    # Absolute: faust chdir()s into workdir, after which a relative datadir would point elsewhere.
+    data_dir = settings.worker.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
     app = make_app(settings)
     worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False,
-                          workdir=str(settings.worker.data_dir))
+                          workdir=str(data_dir))
     # faust's terminal spinner sets the root logger to DEBUG (to spin on every record): every
     # send then builds debug log records, a measurable cost per message. No spinner.
     worker.spinner = None

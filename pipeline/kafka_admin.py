@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -12,9 +14,26 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pipeline.settings import KafkaSettings
 
 
+@contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    """While probing, 'Unable connect' is the expected answer: don't print it as an error."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 async def wait_for_broker(bootstrap: str, timeout_s: float = 60.0,
                           on_attempt: Callable[[int], None] | None = None) -> None:
     """Ready = a metadata request succeeds. Raises TimeoutError naming the address."""
+    with _quiet_aiokafka():
+        await _wait_for_broker(bootstrap, timeout_s, on_attempt)
+
+
+async def _wait_for_broker(bootstrap: str, timeout_s: float, on_attempt: Callable[[int], None] | None) -> None:
     deadline = time.monotonic() + timeout_s
     attempt = 0
     last: Exception | None = None

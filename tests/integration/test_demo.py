@@ -1,0 +1,31 @@
+"""The README's demo command works from a fresh directory with relative default paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_settings, settings_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_pulse_demo_runs_end_to_end_and_reports_every_event_stored(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {**os.environ, **settings_env(make_settings(kafka_bootstrap, tmp_path)),
+           # the defaults' shape: relative to the working directory, nothing created beforehand
+           "PULSE_DATA_DIR": ".pulse", "PULSE_CLICKHOUSE_PATH": ".pulse/chdb", "PULSE_WORKER_DATA_DIR": ".pulse/worker",
+           "COLUMNS": "200"}
+    workdir = tmp_path / "fresh"
+    workdir.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--exit", "--duration", "5", "--sessions", "25"],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=280)
+    logs = "".join(p.read_text(errors="replace")[-1500:] for p in (workdir / ".pulse" / "logs").glob("*.log"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
+    assert "all there" in proc.stdout
+    for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
+        assert table in proc.stdout
+    assert (workdir / ".pulse" / "chdb").is_dir() and (workdir / ".pulse" / "worker").is_dir()
