@@ -128,7 +128,7 @@ def query(sql: str = typer.Argument(..., help="A read-only query (SELECT, SHOW, 
 
 @app.command()
 def simulate(sessions: int = typer.Option(300, help="Simulated browser sessions"),
-             duration: float = typer.Option(60.0, help="Seconds over which sessions start (sent in real time)"),
+             duration: float = typer.Option(60.0, help="Seconds of sending (session time is compressed to fit)"),
              seed: int = typer.Option(7),
              url: Optional[str] = typer.Option(None, help="Collector base URL (default from settings)"),
              key: Optional[str] = typer.Option(None, help="Project key (default: the first configured)")) -> None:
