@@ -37,6 +37,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
+from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from pipeline.settings import Settings
 
@@ -278,6 +279,10 @@ async def _connect(producer: EventProducer, stop: asyncio.Event) -> None:
         try:
             await producer.start()
             log.info("connected to Kafka at %s", producer.kafka.bootstrap_servers)
+            try:  # the project's partition counts, not whatever auto-creation would pick
+                await ensure_topics(producer.kafka)
+            except Exception as exc:  # noqa: BLE001 - producing still works; the worker creates them too
+                log.warning("could not create topics: %s", exc)
             return
         except Exception as exc:  # noqa: BLE001 - KafkaConnectionError, OSError, ...: retry
             log.warning("Kafka at %s not reachable (attempt %d): %s", producer.kafka.bootstrap_servers, attempt, exc)

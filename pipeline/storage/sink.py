@@ -28,9 +28,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from pipeline import metrics
 from pipeline.contract import DeadLetter
+from pipeline.kafka_admin import ensure_topics
 from pipeline.settings import Settings
-from pipeline.storage.readonly import make_read_only
 from pipeline.storage.batching import Batch, BatchBuilder, Chunk, MarkKey, Record
+from pipeline.storage.readonly import make_read_only
 from pipeline.storage.tables import SINK_BATCHES, SINK_MARKS, STORABLE
 
 log = logging.getLogger("pulse.sink")
@@ -228,6 +229,7 @@ class ClickHouseSink:
     async def run(self, stop: asyncio.Event) -> None:
         k = self.settings.kafka
         await self.open()
+        await ensure_topics(k)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=k.bootstrap_servers, group_id=self.settings.sink.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=20_000, fetch_max_bytes=64 * 1024 * 1024,
