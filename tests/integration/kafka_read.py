@@ -1,4 +1,4 @@
-"""Read what landed on topics, polling with a deadline (shared by the collector and producer tests)."""
+"""Read what landed on topics, polling with a deadline (shared by the integration tests)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,15 @@ class Record:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    partition: int = 0
 
     @property
     def doc(self) -> Any:
         return orjson.loads(self.value)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Storage messages hold JSONEachRow lines."""
+        return [orjson.loads(line) for line in self.value.split(b"\n")]
 
 
 async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[list[Record]], bool] | None = None,
@@ -37,7 +42,7 @@ async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[lis
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
-                out += [Record(r.topic, r.key, r.value, dict(r.headers)) for r in records]
+                out += [Record(r.topic, r.key, r.value, dict(r.headers), r.partition) for r in records]
             if until is not None and until(out):
                 quiet_until = quiet_until or time.monotonic() + quiet_s
                 if time.monotonic() >= quiet_until:

@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from pipeline.ingest.producer import EventProducer
 from pipeline.settings import Settings
 from pipeline.simulate import generate_scenario
 from pipeline.storage.query_client import QueryError, run_query
+from tests.integration.kafka_read import read_topics
 from tests.integration.pipeline_procs import running_pipeline
 
 pytestmark = pytest.mark.integration
@@ -117,20 +117,10 @@ def test_exactly_the_valid_events_land_once_and_bad_ones_are_dead_letters(settin
         assert "invalid JSON" in str(garbage["reason"]) and garbage["payload_encoding"] == "base64"
 
         # The dead-letter topic itself holds them too, with reasons.
-        async def read_dlq() -> list[dict[str, object]]:
-            consumer = AIOKafkaConsumer(settings.kafka.topic_dead_letter, bootstrap_servers=settings.kafka.bootstrap_servers,
-                                        auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
-            await consumer.start()
-            try:
-                out: list[dict[str, object]] = []
-                for records in (await consumer.getmany(timeout_ms=3000)).values():
-                    out += [orjson.loads(r.value) for r in records]
-                return out
-            finally:
-                await consumer.stop()
-
-        dlq = asyncio.run(read_dlq())
-        assert len(dlq) == totals["rejected"] + 1 and all(d["reason"] for d in dlq)
+        expected_dead = totals["rejected"] + 1
+        dlq = [r.doc for r in asyncio.run(read_topics(settings.kafka.bootstrap_servers, [settings.kafka.topic_dead_letter],
+                                                      until=lambda out: len(out) >= expected_dead))]
+        assert len(dlq) == expected_dead and all(d["reason"] for d in dlq)
 
         # Analysts query while the sink owns the database, and writes are refused.
         with pytest.raises(QueryError):

@@ -7,35 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from pipeline.settings import Settings
 from tests.conftest import settings_env
+from tests.integration.kafka_read import Record, read_topics
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Out:
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes
-    headers: dict[str, bytes]
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.value.split(b"\n")]
 
 
 def ev(type_: str, **kw: Any) -> dict[str, Any]:
@@ -74,24 +61,9 @@ def worker_proc(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen
 
 
 async def read_until(settings: Settings, topics: list[str], done: Any, timeout_s: float = 60.0,
-                     quiet_s: float = 2.0) -> list[Out]:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    out: list[Out] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        quiet_until: float | None = None
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out += [Out(r.topic, r.partition, r.key, r.value, dict(r.headers)) for r in records]
-            if done(out):
-                quiet_until = quiet_until or time.monotonic() + quiet_s
-                if time.monotonic() >= quiet_until:
-                    break
-        return out
-    finally:
-        await consumer.stop()
+                     quiet_s: float = 2.0) -> list[Record]:
+    return await read_topics(settings.kafka.bootstrap_servers, topics, until=done, timeout_s=timeout_s,
+                             quiet_s=quiet_s)
 
 
 async def test_worker_routes_rows_dead_letters_and_drops_duplicates(
@@ -195,7 +167,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_replays_identical_messages(s
         proc.wait()
         proc = start_worker(settings, log, **small)
 
-        def complete(out: list[Out]) -> bool:
+        def complete(out: list[Record]) -> bool:
             return {e for r in out for e in (row["event_id"] for row in r.rows())} >= sent_ids
 
         records = await read_until(settings, [k.topic_storage], complete, timeout_s=90)
