@@ -1,0 +1,36 @@
+"""Pure logic stays pure: the contract, the ingest steps, sessions and the simulator never import
+Kafka, Faust or ClickHouse clients (they are I/O, and live at the edges: agents/, collector,
+producer, storage). Checked on the source, so a stray import fails here before it couples layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "pipeline"
+PURE = [*sorted((ROOT / "contract").glob("*.py")), *sorted((ROOT / "sessions").glob("*.py")),
+        *(p for p in sorted((ROOT / "ingest").glob("*.py")) if p.name != "producer.py"),
+        ROOT / "storage" / "batching.py", ROOT / "storage" / "readonly.py", ROOT / "simulate.py", ROOT / "settings.py"]
+IO_PACKAGES = {"faust", "aiokafka", "clickhouse_connect", "chdb", "aiohttp", "mode"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("path", PURE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_pure_module_imports_no_io_library(path: Path) -> None:
+    assert imported_roots(path) & IO_PACKAGES == set()
+
+
+def test_the_check_sees_imports() -> None:
+    # guard against a vacuous pass: the sink does import aiokafka and clickhouse_connect
+    assert {"aiokafka", "clickhouse_connect"} <= imported_roots(ROOT / "storage" / "sink.py")
