@@ -8,6 +8,7 @@ import faust
 
 from agents.app import make_app
 from pipeline.kafka_admin import ensure_topics, wait_for_broker
+from pipeline.runtime import tune_gc
 from pipeline.settings import Settings
 
 
@@ -28,6 +29,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     data_dir = settings.worker.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     app = make_app(settings)
+    tune_gc()
     worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False,
                           workdir=str(data_dir))
     # faust's terminal spinner sets the root logger to DEBUG (to spin on every record): every

@@ -39,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
 from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from pipeline.runtime import tune_gc
 from pipeline.settings import Settings
 
 log = logging.getLogger("pulse.collector")
@@ -313,6 +314,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 def run_collector(settings: Settings) -> None:
     """Blocking entry for ``pulse collector``; SIGTERM/SIGINT stop it gracefully."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_gc()
 
     async def main() -> None:
         stop = asyncio.Event()

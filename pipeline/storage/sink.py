@@ -308,9 +308,11 @@ def run_sink(settings: Settings) -> None:
     """Blocking entry point (``pulse sink``): consumer loop + read-only SQL endpoint; SIGTERM stops cleanly."""
     from aiohttp import web
 
+    from pipeline.runtime import tune_gc
     from pipeline.storage.query_server import make_query_app
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tune_gc()
 
     async def main() -> None:
         stop = asyncio.Event()
