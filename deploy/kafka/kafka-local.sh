@@ -41,8 +41,9 @@ fetch() {
   need mvn "install Maven (e.g. apt-get install maven)"
   say "fetching Apache Kafka $KAFKA_VERSION jars with Maven into $JARS_DIR (first time only)..."
   mkdir -p "$JARS_DIR"
+  # (Maven 3.8 prints bare ANSI resets even in batch mode: strip them; pipefail keeps its status)
   mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$JARS_DIR" >&2 \
+      -DincludeScope=runtime -DoutputDirectory="$JARS_DIR" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2 \
     || die "Maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION (is Maven Central reachable?)"
   ls "$JARS_DIR"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka_2.13 jar missing after fetch"
   touch "$JARS_DIR/.complete"
