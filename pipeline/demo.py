@@ -29,7 +29,6 @@ from pipeline.settings import Settings
 from pipeline.simulate import generate_scenario
 
 RAW_TABLES = ("errors", "vitals", "actions", "api_calls")
-TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
 
 
 @dataclass
