@@ -170,16 +170,13 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
     valid: list[tuple[int, Any, Any]] = []  # (index, dict, model)
     decoded = validate_items([c[1] for c in candidates], step="collector", source=source, now=now,
                              project=project or "")
-    if not decoded.dead_letters:
-        valid = [(c[0], c[1], e) for c, e in zip(candidates, decoded.events)]
-    else:
-        # validate_items does not say which input failed; redo one by one (rare path) for indexes.
-        for index, item in candidates:
-            one = validate_items([item], step="collector", source=source, now=now, project=project or "")
-            if one.events:
-                valid.append((index, item, one.events[0]))
-            else:
-                reject(index, item, one.dead_letters[0].reason)
+    failed = {position: dead.reason for position, dead in zip(decoded.rejected_at, decoded.dead_letters)}
+    events = iter(decoded.events)  # the valid ones, in input order
+    for position, (index, item) in enumerate(candidates):
+        if position in failed:
+            reject(index, item, failed[position])
+        else:
+            valid.append((index, item, next(events)))
 
     topics = {t: topic_for_type(kafka, t) for t in EVENT_TYPES}
     groups: dict[tuple[str, str], list[bytes]] = {}

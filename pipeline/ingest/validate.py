@@ -19,6 +19,7 @@ class Decoded:
 
     events: list[Any] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    rejected_at: list[int] = field(default_factory=list)  # input position of each dead letter (validate_items)
 
 
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
@@ -67,7 +68,7 @@ def validate_items(items: list[Any], *, step: DeadLetterStep, source: str, now: 
     except ValidationError:
         pass
     out = Decoded()
-    for item in items:
+    for position, item in enumerate(items):
         try:
             out.events.append(EVENT_ADAPTER.validate_python(item))
         except ValidationError as exc:
@@ -76,4 +77,5 @@ def validate_items(items: list[Any], *, step: DeadLetterStep, source: str, now: 
                 orjson.dumps(item), step=step, source=source, event_id=event_id[:64],
                 project=project or (str(item.get("project", ""))[:128] if isinstance(item, dict) else ""),
                 reason=describe_validation_error(exc), now=now))
+            out.rejected_at.append(position)
     return out

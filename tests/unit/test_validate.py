@@ -58,3 +58,11 @@ def test_naive_timestamps_are_utc_and_unknown_fields_ignored() -> None:
 def test_arbitrary_bytes_never_raise_and_nothing_is_lost(raw: bytes) -> None:
     out = decode_message(raw, step="worker", source="t", now=NOW)
     assert len(out.events) + len(out.dead_letters) >= 1
+
+
+def test_rejected_items_report_their_input_position() -> None:
+    from pipeline.ingest.validate import validate_items
+
+    out = validate_items([vital(), vital(-1), vital(), {"type": "nope"}], step="collector", source="x", now=NOW)
+    assert len(out.events) == 2 and out.rejected_at == [1, 3]
+    assert validate_items([vital()], step="collector", source="x", now=NOW).rejected_at == []
