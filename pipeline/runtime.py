@@ -1,8 +1,12 @@
-"""Process-level tuning shared by the long-running processes (collector, worker, sink)."""
+"""Process-level start-up shared by the long-running processes (collector, worker, sink)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import signal
+from collections.abc import Awaitable, Callable
 
 
 def tune_gc(gen0_threshold: int = 50_000) -> None:
@@ -17,3 +21,22 @@ def tune_gc(gen0_threshold: int = 50_000) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+def run_service(serve: Callable[[asyncio.Event], Awaitable[None]], *, log_level: int = logging.INFO) -> None:
+    """Run ``serve(stop)`` until it returns; SIGTERM/SIGINT set ``stop`` so it can finish cleanly.
+
+    The common start of the asyncio processes (``pulse collector``, ``pulse sink``): one log
+    format, GC tuning, signal handling.
+    """
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tune_gc()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    asyncio.run(main())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -39,7 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
 from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
-from pipeline.runtime import tune_gc
+from pipeline.runtime import run_service
 from pipeline.settings import Settings
 
 log = logging.getLogger("pulse.collector")
@@ -313,14 +312,4 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 def run_collector(settings: Settings) -> None:
     """Blocking entry for ``pulse collector``; SIGTERM/SIGINT stop it gracefully."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tune_gc()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(main())
+    run_service(lambda stop: serve(settings, stop), log_level=logging.INFO)
