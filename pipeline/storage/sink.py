@@ -28,7 +28,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from pipeline import metrics
 from pipeline.contract import DeadLetter
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka_admin import ensure_topics, wait_for_broker
 from pipeline.settings import Settings
 from pipeline.storage.batching import Batch, BatchBuilder, Chunk, MarkKey, Record
 from pipeline.storage.readonly import make_read_only
@@ -229,6 +229,7 @@ class ClickHouseSink:
     async def run(self, stop: asyncio.Event) -> None:
         k = self.settings.kafka
         await self.open()
+        await wait_for_broker(k.bootstrap_servers, timeout_s=60)  # clear error instead of a bootstrap traceback
         await ensure_topics(k)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=k.bootstrap_servers, group_id=self.settings.sink.group_id, enable_auto_commit=False,
@@ -308,17 +309,10 @@ def run_sink(settings: Settings) -> None:
     """Blocking entry point (``pulse sink``): consumer loop + read-only SQL endpoint; SIGTERM stops cleanly."""
     from aiohttp import web
 
-    from pipeline.runtime import tune_gc
+    from pipeline.runtime import run_service
     from pipeline.storage.query_server import make_query_app
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    tune_gc()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         sink = ClickHouseSink(settings)
         runner = web.AppRunner(make_query_app(sink), access_log=None)
         consume = asyncio.create_task(sink.run(stop))
@@ -336,4 +330,4 @@ def run_sink(settings: Settings) -> None:
         finally:
             await runner.cleanup()
 
-    asyncio.run(main())
+    run_service(main, log_level=logging.WARNING)
