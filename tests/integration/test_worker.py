@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,46 +15,25 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.settings import Settings
-from tests.conftest import settings_env
+from tests.events import ev
 from tests.integration.kafka_read import Record, read_topics
+from tests.integration.pipeline_procs import PipelineProcs
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-
-
-def ev(type_: str, **kw: Any) -> dict[str, Any]:
-    payload = {"vital": {"name": "LCP", "value": 1200.0},
-               "error": {"exception_type": "TypeError", "message": "x is undefined"},
-               "action": {"kind": "click", "selector": "#buy"},
-               "api": {"url": "/api/cart", "status": 200, "duration_ms": 12.5}}[type_]
-    return {"event_id": str(uuid.uuid4()), "type": type_, "project": "shop", "timestamp": "2026-11-23T10:00:00.5Z",
-            "session_id": "s-1", type_: payload, **kw}
-
-
-def start_worker(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), **extra_env}
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "agents"], env=env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
-def worker_proc(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_worker(settings, tmp_path / "worker.log")
+def procs(settings: Settings, tmp_path: Path) -> Iterator[PipelineProcs]:
+    running = PipelineProcs(settings, tmp_path / "logs")
     try:
-        yield proc
+        yield running
     finally:
-        stop(proc)
+        running.stop_all()
+
+
+@pytest.fixture
+def worker_proc(procs: PipelineProcs) -> subprocess.Popen[bytes]:
+    return procs.start("worker")
 
 
 async def read_until(settings: Settings, topics: list[str], done: Any, timeout_s: float = 60.0,
@@ -67,7 +43,7 @@ async def read_until(settings: Settings, topics: list[str], done: Any, timeout_s
 
 
 async def test_worker_routes_rows_dead_letters_and_drops_duplicates(
-        settings: Settings, worker_proc: subprocess.Popen[bytes], tmp_path: Path) -> None:
+        settings: Settings, worker_proc: subprocess.Popen[bytes], procs: PipelineProcs) -> None:
     k = settings.kafka
     single = ev("vital")
     batch = [ev("error"), ev("vital"), ev("action"), ev("api"), ev("vital")]
@@ -94,7 +70,7 @@ async def test_worker_routes_rows_dead_letters_and_drops_duplicates(
     records = await read_until(settings, [k.topic_storage, k.topic_dead_letter],
                                lambda out: sum(r.topic == k.topic_storage for r in out) >= 7
                                and sum(r.topic == k.topic_dead_letter for r in out) >= 2)
-    assert worker_proc.poll() is None, (tmp_path / "worker.log").read_text()
+    assert worker_proc.poll() is None, procs.log("worker")
     storage = [r for r in records if r.topic == k.topic_storage]
     dead = [r for r in records if r.topic == k.topic_dead_letter]
 
@@ -135,11 +111,11 @@ async def test_worker_routes_rows_dead_letters_and_drops_duplicates(
         assert 'pulse_dead_letters_total{process="worker",step="worker"} 2.0' in text
 
     worker_proc.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker_proc.wait, 30) == 0, (tmp_path / "worker.log").read_text()
+    assert await asyncio.to_thread(worker_proc.wait, 30) == 0, procs.log("worker")
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_replays_identical_messages(settings: Settings,
-                                                                               tmp_path: Path) -> None:
+                                                                               procs: PipelineProcs) -> None:
     """Kill -9 while batches are in flight, restart: every event arrives; a (source, table) seen
     twice carries the same rows (the sink drops the replay by source offset)."""
     k = settings.kafka
@@ -158,21 +134,16 @@ async def test_sigkill_mid_stream_loses_nothing_and_replays_identical_messages(s
         await producer.stop()
 
     small = {"PULSE_WORKER_BATCH_SIZE": "10", "PULSE_WORKER_BATCH_WITHIN_S": "0.05"}
-    log = tmp_path / "worker.log"
-    proc = start_worker(settings, log, **small)
-    try:
-        partial = await read_until(settings, [k.topic_storage], lambda out: len(out) >= 100, quiet_s=0)
-        assert len(partial) >= 100, log.read_text()
-        proc.kill()
-        proc.wait()
-        proc = start_worker(settings, log, **small)
+    procs.start("worker", **small)
+    partial = await read_until(settings, [k.topic_storage], lambda out: len(out) >= 100, quiet_s=0)
+    assert len(partial) >= 100, procs.log("worker")
+    procs.stop("worker", sig=signal.SIGKILL)
+    procs.start("worker", **small)
 
-        def complete(out: list[Record]) -> bool:
-            return {e for r in out for e in (row["event_id"] for row in r.rows())} >= sent_ids
+    def complete(out: list[Record]) -> bool:
+        return {e for r in out for e in (row["event_id"] for row in r.rows())} >= sent_ids
 
-        records = await read_until(settings, [k.topic_storage], complete, timeout_s=90)
-    finally:
-        stop(proc)
+    records = await read_until(settings, [k.topic_storage], complete, timeout_s=90)
     by_key: dict[tuple[bytes, bytes], set[bytes]] = {}
     for r in records:
         by_key.setdefault((r.headers["pulse-src"], r.headers["pulse-table"]), set()).add(r.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,20 +10,12 @@ import orjson
 from pipeline.contract import HEADER_SOURCE, HEADER_TABLE
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.process import RawMessage, process_batch
+from tests.events import ev
 
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
 TS_MS = 1_795_425_600_250  # 2026-11-23T09:20:00.250Z
 ENVELOPE_KEYS = {"event_id", "project", "timestamp", "received_at", "session_id", "user_id", "anonymous_id", "release",
                  "environment", "url", "route", "user_agent", "sdk_name", "sdk_version", "consent"}
-
-
-def ev(type_: str, **kw: Any) -> dict[str, Any]:
-    payload = {"vital": {"name": "LCP", "value": 1200.0},
-               "error": {"exception_type": "TypeError", "message": "x is undefined"},
-               "action": {"kind": "click", "selector": "#buy"},
-               "api": {"url": "/api/cart", "status": 200, "duration_ms": 12.5}}[type_]
-    return {"event_id": str(uuid.uuid4()), "type": type_, "project": "shop", "timestamp": "2026-11-23T10:00:00.5Z",
-            "session_id": "s-1", "user_id": "u1", "anonymous_id": "a1", type_: payload, **kw}
 
 
 def msg(value: Any, offset: int = 0, partition: int = 0, topic: str = "raw.vitals", key: bytes | None = b"s-1",
