@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +23,7 @@ from rich.table import Table
 
 from pipeline.settings import Settings
 from pipeline.simulate import generate_scenario
+from pipeline.supervise import ChildProcesses
 
 RAW_TABLES = ("errors", "vitals", "actions", "api_calls")
 
@@ -118,54 +115,6 @@ async def send_traffic(settings: Settings, *, sessions: int, duration_s: float, 
 # ------------------------------------------------------------------ orchestration
 
 
-class Processes:
-    """Child processes of the demo, each logging to .pulse/logs/<name>.log; stopped in reverse order."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        log_dir.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", name], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.children.append((name, proc))
-
-    def check_alive(self) -> None:
-        for name, proc in self.children:
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; last log lines:\n{tail}")
-
-    def stop(self, console: Console) -> None:
-        for name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                console.print(f"{name} did not stop in 20 s; killing it")
-                proc.kill()
-                proc.wait()
-            console.print(f"stopped {name}")
-
-
-async def _wait_http(url: str, deadline: float, procs: Processes) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while time.monotonic() < deadline:
-            procs.check_alive()
-            try:
-                async with session.get(url) as resp:
-                    if resp.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer in time")
-
-
 def _query_json(settings: Settings, sql: str) -> list[dict[str, Any]]:
     from pipeline.storage.query_client import run_query
 
@@ -177,7 +126,7 @@ def _since(report: TrafficReport) -> str:
     return f"received_at >= toDateTime64('{report.started_at.strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC')"
 
 
-def wait_for_rows(settings: Settings, report: TrafficReport, console: Console, procs: Processes | None,
+def wait_for_rows(settings: Settings, report: TrafficReport, console: Console, procs: ChildProcesses | None,
                   timeout_s: float = 120.0) -> int:
     """Poll ClickHouse until every accepted event of this run is stored (or time runs out)."""
     union = " UNION ALL ".join(f"SELECT count() AS c FROM {t} WHERE {_since(report)}" for t in RAW_TABLES)
@@ -256,7 +205,7 @@ def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int,
     data_dir = settings.data_dir.resolve()
     host, _, port = settings.kafka.bootstrap_servers.split(",")[0].rpartition(":")
     broker: LocalBroker | None = None
-    procs = Processes(data_dir / "logs")
+    procs = ChildProcesses(data_dir / "logs")
     try:
         try:
             asyncio.run(wait_for_broker(settings.kafka.bootstrap_servers, timeout_s=3))
@@ -275,9 +224,8 @@ def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int,
         with console.status("starting sink, worker and collector (logs in .pulse/logs)"):
             for name in ("sink", "worker", "collector"):
                 procs.start(name)
-            deadline = time.monotonic() + 90
-            asyncio.run(_wait_http(f"http://127.0.0.1:{settings.sink.port}/ping", deadline, procs))
-            asyncio.run(_wait_http(collector_url(settings) + "/health", deadline, procs))
+            procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
+            procs.wait_http(collector_url(settings) + "/health")
         console.print("pipeline running: collector -> Kafka -> worker -> Kafka -> sink -> ClickHouse (chDB)")
         report = asyncio.run(send_traffic(settings, sessions=sessions, duration_s=duration_s, seed=seed,
                                           console=console))
@@ -297,7 +245,7 @@ def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int,
         console.print(f"[red]{exc}[/red]")
         return 1
     finally:
-        procs.stop(console)
+        procs.stop_all(on_stopped=lambda name, _code: console.print(f"stopped {name}"))
         if broker is not None:
             broker.stop()
             console.print("stopped Kafka")

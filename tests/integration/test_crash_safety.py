@@ -62,7 +62,7 @@ def test_worker_sigkill_mid_stream_loses_and_duplicates_nothing(settings: Settin
     procs = PipelineProcs(settings, tmp_path / "logs")
     try:
         procs.start("sink")
-        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
         procs.start("worker")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and stored(settings)[0] == 0:

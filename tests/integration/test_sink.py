@@ -77,7 +77,7 @@ def test_rows_land_once_and_source_replays_are_dropped(settings: Settings, tmp_p
     procs = PipelineProcs(settings, tmp_path / "logs")
     try:
         procs.start("sink")
-        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
         msgs = storage_messages(settings, rows, 10)
         dead = DeadLetter.of(b"{broken", step="collector", source="/api/v1/events", reason="invalid JSON")
         asyncio.run(produce(settings, msgs + [(settings.kafka.topic_dead_letter, dead.to_row_json(),
@@ -104,7 +104,7 @@ def test_sigkill_between_insert_and_commit_leaves_each_row_once(settings: Settin
         crashed = procs.start("sink", PULSE_SINK_CRASH_AFTER_INSERT="2", PULSE_SINK_BATCH_ROWS="700")
         assert crashed.wait(timeout=90) == -signal.SIGKILL, procs.log("sink")
         procs.start("sink")
-        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
         assert wait_count(settings, "actions", 3000) == "3000\t3000", procs.log("sink")
         assert "re-forming the unconfirmed batch" in procs.log("sink")
     finally:
@@ -115,7 +115,7 @@ def test_query_endpoint_speaks_clickhouse_http(settings: Settings, tmp_path: Pat
     procs = PipelineProcs(settings, tmp_path / "logs")
     try:
         procs.start("sink")
-        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
         base = f"http://127.0.0.1:{settings.sink.port}/"
         assert urllib.request.urlopen(base + "?query=" + urllib.parse.quote("SELECT 1+1")).read() == b"2\n"
         doc = orjson.loads(sql(settings, "SELECT count() AS n FROM errors FORMAT JSON"))
@@ -144,7 +144,7 @@ def test_rows_clickhouse_rejects_become_dead_letters_and_the_rest_lands(settings
     procs = PipelineProcs(settings, tmp_path / "logs")
     try:
         procs.start("sink")
-        procs.wait_http("sink", f"http://127.0.0.1:{settings.sink.port}/ping")
+        procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
         asyncio.run(produce(settings, [
             (settings.kafka.topic_storage, block, [("pulse-table", b"actions"), ("pulse-src", b"raw:0:1")], 0),
             (settings.kafka.topic_storage, good[3], [("pulse-table", b"nope")], 1),  # unknown table
