@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pipeline.settings import Settings
 from pipeline.simulate import generate_scenario
+from pipeline.storage.query_client import sink_url
 from pipeline.supervise import ChildProcesses
 
 RAW_TABLES = ("errors", "vitals", "actions", "api_calls")
@@ -193,7 +194,7 @@ def print_summary(settings: Settings, report: TrafficReport, stored: int, consol
               f"[{'green' if ok else 'red'}]{'all there' if ok else 'MISMATCH'}[/]\n")
     out.print("Query it (works while the sink runs):\n"
               "  .venv/bin/pulse query \"SELECT route, count() FROM actions WHERE kind='click' GROUP BY route\"\n"
-              f"  curl '{'http://127.0.0.1:' + str(settings.sink.port)}/?query=SELECT+count()+FROM+errors'\n")
+              f"  curl '{sink_url(settings)}?query=SELECT+count()+FROM+errors'\n")
 
 
 def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int, keep_running: bool,
@@ -224,7 +225,7 @@ def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int,
         with console.status("starting sink, worker and collector (logs in .pulse/logs)"):
             for name in ("sink", "worker", "collector"):
                 procs.start(name)
-            procs.wait_http(f"http://127.0.0.1:{settings.sink.port}/ping")
+            procs.wait_http(sink_url(settings) + "ping")
             procs.wait_http(collector_url(settings) + "/health")
         console.print("pipeline running: collector -> Kafka -> worker -> Kafka -> sink -> ClickHouse (chDB)")
         report = asyncio.run(send_traffic(settings, sessions=sessions, duration_s=duration_s, seed=seed,
