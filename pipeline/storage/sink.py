@@ -86,7 +86,7 @@ class ClickHouseSink:
         applied = await self.ch(migrate, self.client, self.settings)
         if applied:
             log.warning("applied migrations: %s", ", ".join(applied))
-        await self.load_marks()
+        # Marks are loaded by plan_recovery, which runs on every assignment before any flush.
 
     async def load_marks(self) -> None:
         rows = (await self.ch(self.client.query, f"SELECT src_topic, src_partition, table, max(offset) FROM {SINK_MARKS.name} "
