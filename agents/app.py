@@ -30,6 +30,7 @@ class WorkerState:
 def make_app(settings: Settings) -> faust.App:
     """The worker app for ``settings``: ingest agent on the raw topics, /health and /metrics."""
     from agents.ingest import attach_ingest_agent
+    from agents.sessions import SessionState
 
     kafka, worker = settings.kafka, settings.worker
     app = faust.App(
@@ -64,7 +65,12 @@ def make_app(settings: Settings) -> faust.App:
     state = WorkerState()
     raw = app.topic(*kafka.raw_topics, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw", internal=False)
-    attach_ingest_agent(app, settings, raw, state)
+    sessions = SessionState(app, settings)
+    attach_ingest_agent(app, settings, raw, state, sessions)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        sessions.forget({tp.partition for tp in revoked if tp.topic in settings.kafka.session_topics})
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -77,6 +83,7 @@ def make_app(settings: Settings) -> faust.App:
             "batches": state.batches,
             "messages": state.messages,
             "last_error": state.last_error,
+            "sessions": sessions.health(),
             "uptime_s": round(time.time() - state.started_at, 3),
         })
 

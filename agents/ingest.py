@@ -28,6 +28,7 @@ import faust
 from aiokafka.errors import KafkaError
 
 from agents.app import WorkerState
+from agents.sessions import SessionState
 from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.process import DEAD_LETTER_TABLE, RawMessage, dead_letter_for, process_batch
@@ -48,10 +49,13 @@ def to_raw_message(event: Any) -> RawMessage:
                       int(ts * 1000) if ts and ts > 0 else None)
 
 
-def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, state: WorkerState) -> Any:
+def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, state: WorkerState,
+                        sessions: SessionState) -> Any:
     """Register the ``ingest_events`` agent (reading ``raw``) on ``app`` and return it. Output goes
-    to ``settings.kafka.topic_storage`` / ``topic_dead_letter`` through the app's producer."""
+    to ``settings.kafka.topic_storage`` / ``topic_dead_letter`` through the app's producer; action
+    and error events also go through sessionization (``sessions``)."""
     dedup = RecentIds(settings.worker.dedup_capacity)
+    session_topics = frozenset(settings.kafka.session_topics)
     storage_partitions = settings.kafka.partitions
     storage_topic, dead_letter_topic = settings.kafka.topic_storage, settings.kafka.topic_dead_letter
     batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
@@ -99,10 +103,18 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
         messages: list[RawMessage] = []
         try:
             messages = [to_raw_message(e) for e in events]
-            out = process_batch(messages, dedup, storage_partitions, now)
+            out = process_batch(messages, dedup, storage_partitions, now, session_topics)
             sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]
             sends += [dl_send(dl) for dl in out.dead_letters]
-            errors = await send_all(sends)
+            async with sessions.lock:
+                steps = sessions.step_batch(out)
+                session_sends = sessions.sends_for(steps)
+                errors = await send_all(sends + session_sends)
+                # Session outputs must be on Kafka before their state is written (see agents/sessions.py).
+                await sessions.deliver([s for s, e in zip(session_sends, errors[len(sends):]) if e is not None],
+                                       send_all)
+                sessions.write_changelog(steps)
+            errors = errors[:len(sends)]
             failed = [(sends[i], err) for i, err in enumerate(errors) if err is not None]
             if failed:
                 # Non-retriable (e.g. a row batch above max_request_bytes): keep the input instead.
@@ -140,6 +152,15 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
         state.last_batch_at = time.time()
         BATCH_SIZE.labels(PROCESS).observe(len(events))
         BATCH_SECONDS.labels(PROCESS).observe(time.perf_counter() - started)
+
+    @app.timer(settings.sessions.timer_interval_s)
+    async def advance_quiet_partitions() -> None:
+        try:
+            await sessions.advance_quiet_partitions(send_all)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
+            log.exception("session timer tick failed")
 
     @app.agent(raw, name="ingest_events")
     async def ingest_events(stream: faust.StreamT) -> None:

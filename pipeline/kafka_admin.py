@@ -57,9 +57,13 @@ async def _wait_for_broker(bootstrap: str, timeout_s: float, on_attempt: Callabl
     raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s (last error: {last})")
 
 
-async def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> list[str]:
-    """Create the project's topics (idempotent). Returns the names that were created now."""
-    wanted = topics if topics is not None else kafka.all_topics
+async def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None,
+                        compacted: list[str] | None = None) -> list[str]:
+    """Create the project's topics (idempotent). Returns the names that were created now.
+    ``compacted`` topics (state changelogs) get ``cleanup.policy=compact``: only the last record
+    per key matters, and deleting them by age would lose state."""
+    compact = set(compacted or [])
+    wanted = list(dict.fromkeys([*(topics if topics is not None else kafka.all_topics), *sorted(compact)]))
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
@@ -68,7 +72,9 @@ async def ensure_topics(kafka: KafkaSettings, topics: list[str] | None = None) -
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing])
+                    [NewTopic(t, kafka.partitions, kafka.replication_factor,
+                              topic_configs={"cleanup.policy": "compact"} if t in compact else None)
+                     for t in missing])
             except TopicAlreadyExistsError:
                 pass  # raced with another process; fine
         return missing

@@ -14,10 +14,13 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from pipeline.sessions.sessionizer import SessionRules
 
 ENV_PREFIX = "PULSE_"
 
@@ -39,6 +42,7 @@ class KafkaSettings(BaseSettings):
     topic_actions: str = Field("pulse.raw.actions", description="PULSE_KAFKA_TOPIC_ACTIONS: raw user actions")
     topic_dead_letter: str = Field("pulse.dead-letter", description="PULSE_KAFKA_TOPIC_DEAD_LETTER: invalid input with the reason")
     topic_storage: str = Field("pulse.storage", description="PULSE_KAFKA_TOPIC_STORAGE: rows for ClickHouse, written by the worker")
+    topic_ux_signals: str = Field("pulse.ux-signals", description="PULSE_KAFKA_TOPIC_UX_SIGNALS: rage and dead clicks, for alerting")
     compression: Literal["none", "gzip", "lz4", "zstd"] = Field("lz4", description="PULSE_KAFKA_COMPRESSION: producer compression")
     linger_ms: int = Field(5, ge=0, le=10_000, description="PULSE_KAFKA_LINGER_MS: producer linger")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="PULSE_KAFKA_MAX_REQUEST_BYTES: largest produce request")
@@ -58,7 +62,12 @@ class KafkaSettings(BaseSettings):
 
     @property
     def all_topics(self) -> list[str]:
-        return [*self.raw_topics, self.topic_dead_letter, self.topic_storage]
+        return [*self.raw_topics, self.topic_dead_letter, self.topic_storage, self.topic_ux_signals]
+
+    @property
+    def session_topics(self) -> list[str]:
+        """Raw topics sessionization reads (co-partitioned by session_id)."""
+        return [self.topic_errors, self.topic_actions]
 
     @property
     def compression_type(self) -> str | None:
@@ -128,6 +137,35 @@ class WorkerSettings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
 
 
+class SessionSettings(BaseSettings):
+    """Sessionization, rage and dead clicks (``PULSE_SESSIONS_*``). Defaults are the product spec's."""
+
+    model_config = _config("PULSE_SESSIONS_")
+
+    idle_timeout_s: float = Field(1800, gt=0, description="PULSE_SESSIONS_IDLE_TIMEOUT_S: a gap longer than this starts a new session")
+    max_duration_s: float = Field(86400, gt=0, description="PULSE_SESSIONS_MAX_DURATION_S: a session ends at this age")
+    bounce_max_s: float = Field(10, ge=0, description="PULSE_SESSIONS_BOUNCE_MAX_S: one pageview and shorter than this = bounce")
+    allowed_lateness_s: float = Field(60, ge=0, description="PULSE_SESSIONS_ALLOWED_LATENESS_S: out-of-order tolerance (watermark lag)")
+    rage_min_clicks: int = Field(3, ge=2, description="PULSE_SESSIONS_RAGE_MIN_CLICKS")
+    rage_max_gap_ms: int = Field(1000, ge=1, description="PULSE_SESSIONS_RAGE_MAX_GAP_MS: between consecutive clicks (inclusive)")
+    rage_max_distance_px: float = Field(30, ge=0, description="PULSE_SESSIONS_RAGE_MAX_DISTANCE_PX: Manhattan, inclusive")
+    dead_click_window_ms: float = Field(2500, gt=0, description="PULSE_SESSIONS_DEAD_CLICK_WINDOW_MS: no effect within this = dead")
+    timer_interval_s: float = Field(1.0, gt=0, description="PULSE_SESSIONS_TIMER_INTERVAL_S: how often quiet partitions follow the clock")
+
+    def rules(self) -> "SessionRules":
+        from pipeline.sessions.clicks import DeadClickRule, RageClickRule
+        from pipeline.sessions.sessionizer import SessionRules
+
+        return SessionRules(idle_ms=int(self.idle_timeout_s * 1000), max_ms=int(self.max_duration_s * 1000),
+                            bounce_max_ms=int(self.bounce_max_s * 1000),
+                            rage=RageClickRule(self.rage_min_clicks, self.rage_max_gap_ms, self.rage_max_distance_px),
+                            dead=DeadClickRule(self.dead_click_window_ms))
+
+    @property
+    def lateness_ms(self) -> int:
+        return int(self.allowed_lateness_s * 1000)
+
+
 class SinkSettings(BaseSettings):
     """The ClickHouse sink, the single owner of the database connection (``PULSE_SINK_*``)."""
 
@@ -155,6 +193,7 @@ class Settings(BaseSettings):
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> "Settings":
@@ -177,6 +216,7 @@ def describe_settings_error(exc: Exception) -> str:
         "CollectorSettings": "PULSE_COLLECTOR_",
         "WorkerSettings": "PULSE_WORKER_",
         "SinkSettings": "PULSE_SINK_",
+        "SessionSettings": "PULSE_SESSIONS_",
     }.get(title, ENV_PREFIX)
     lines = []
     for err in exc.errors():

@@ -185,3 +185,121 @@ PARTITION BY toYYYYMM(created_at)
 -- ORDER BY serves: highest stored source offset per raw partition and table
 ORDER BY (src_topic, src_partition, table)
 SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS sessions
+(
+    `project` LowCardinality(String),
+    `session_id` String,
+    `user_id` String,
+    `start` DateTime64(3, 'UTC'),
+    `end` DateTime64(3, 'UTC'),
+    `duration_ms` UInt64,
+    `pageviews` UInt32,
+    `clicks` UInt32,
+    `rage_clicks` UInt32,
+    `dead_clicks` UInt32,
+    `errors` UInt32,
+    `max_scroll` Float32,
+    `forms_started` UInt32,
+    `forms_submitted` UInt32,
+    `forms_abandoned` UInt32,
+    `entry_page` LowCardinality(String),
+    `exit_page` LowCardinality(String),
+    `bounce` Bool,
+    `release` LowCardinality(String),
+    `browser` LowCardinality(String),
+    `browser_version` LowCardinality(String),
+    `os` LowCardinality(String),
+    `device` LowCardinality(String),
+    `user_agent` String
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(start)
+-- ORDER BY serves: sessions per project and day; one session by id
+ORDER BY (project, toDate(start), session_id, start)
+TTL toDateTime(start) + INTERVAL 30 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS page_views
+(
+    `project` LowCardinality(String),
+    `session_id` String,
+    `session_start` DateTime64(3, 'UTC'),
+    `page` LowCardinality(String),
+    `start` DateTime64(3, 'UTC'),
+    `end` DateTime64(3, 'UTC'),
+    `visible_ms` UInt64,
+    `max_scroll` Float32,
+    `milestones` Array(UInt8),
+    `clicks` UInt32,
+    `rage_clicks` UInt32,
+    `dead_clicks` UInt32,
+    `forms_started` UInt32,
+    `forms_abandoned` UInt32
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(start)
+-- ORDER BY serves: UX of one page over a time range (scroll depth, time on page, forms)
+ORDER BY (project, page, start, session_id)
+TTL toDateTime(start) + INTERVAL 30 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS rage_clicks
+(
+    `project` LowCardinality(String),
+    `session_id` String,
+    `session_start` DateTime64(3, 'UTC'),
+    `page` LowCardinality(String),
+    `selector` String,
+    `first_click` DateTime64(3, 'UTC'),
+    `detected_at` DateTime64(3, 'UTC'),
+    `clicks` UInt32
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(first_click)
+-- ORDER BY serves: rage clicks by page and element over a time range
+ORDER BY (project, page, selector, first_click, session_id)
+TTL toDateTime(first_click) + INTERVAL 30 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS dead_clicks
+(
+    `project` LowCardinality(String),
+    `session_id` String,
+    `session_start` DateTime64(3, 'UTC'),
+    `event_id` String,
+    `timestamp` DateTime64(3, 'UTC'),
+    `page` LowCardinality(String),
+    `selector` String,
+    `kind` LowCardinality(String)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(timestamp)
+-- ORDER BY serves: dead clicks by page and element over a time range
+ORDER BY (project, page, selector, timestamp, event_id)
+TTL toDateTime(timestamp) + INTERVAL 30 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE VIEW IF NOT EXISTS page_ux_minute AS
+SELECT project, page, minute,
+    sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,
+    sum(reached_25) AS reached_25, sum(reached_50) AS reached_50, sum(reached_75) AS reached_75,
+    sum(reached_90) AS reached_90, sum(reached_100) AS reached_100,
+    sum(forms_started) AS forms_started, sum(forms_abandoned) AS forms_abandoned,
+    sum(rage) AS rage_clicks, sum(dead) AS dead_clicks
+FROM
+(
+    SELECT project, page, toStartOfMinute(start) AS minute, count() AS pageviews, sum(visible_ms) AS visible_ms,
+        countIf(has(milestones, 25)) AS reached_25, countIf(has(milestones, 50)) AS reached_50,
+        countIf(has(milestones, 75)) AS reached_75, countIf(has(milestones, 90)) AS reached_90,
+        countIf(has(milestones, 100)) AS reached_100, sum(forms_started) AS forms_started,
+        sum(forms_abandoned) AS forms_abandoned, toUInt64(0) AS rage, toUInt64(0) AS dead
+    FROM page_views FINAL GROUP BY project, page, minute
+    UNION ALL
+    SELECT project, page, toStartOfMinute(detected_at), 0, 0, 0, 0, 0, 0, 0, 0, 0, count(), 0
+    FROM rage_clicks FINAL GROUP BY project, page, toStartOfMinute(detected_at)
+    UNION ALL
+    SELECT project, page, toStartOfMinute(timestamp), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, count()
+    FROM dead_clicks FINAL GROUP BY project, page, toStartOfMinute(timestamp)
+)
+GROUP BY project, page, minute;

@@ -89,6 +89,7 @@ def make_settings(bootstrap: str, tmp: Path, **env: str) -> Settings:
         "PULSE_KAFKA_TOPIC_ACTIONS": f"t{tag}.raw.actions",
         "PULSE_KAFKA_TOPIC_DEAD_LETTER": f"t{tag}.dead-letter",
         "PULSE_KAFKA_TOPIC_STORAGE": f"t{tag}.storage",
+        "PULSE_KAFKA_TOPIC_UX_SIGNALS": f"t{tag}.ux-signals",
         "PULSE_CLICKHOUSE_PATH": str(tmp / "chdb"),
         "PULSE_COLLECTOR_PORT": str(free_port()),
         "PULSE_WORKER_APP_ID": f"pulse-worker-{tag}",

@@ -30,6 +30,8 @@ from pipeline.contract import EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE,
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import Decoded, decode_message
+from pipeline.sessions.events import session_event
+from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
 DEAD_LETTER_TABLE = b"dead_letters"
@@ -76,6 +78,10 @@ class ProcessedBatch:
     events_in: Counter[str] = field(default_factory=Counter)  # valid events by type, duplicates included
     rows_out: Counter[str] = field(default_factory=Counter)  # rows by table
     duplicates: int = 0
+    # Sessionization input, per raw partition: first-time action/error events with their origin,
+    # and the highest offset per session topic seen in the batch (invalid messages included).
+    session_events: dict[int, list[Sourced]] = field(default_factory=dict)
+    session_upto: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 def _decode(msg: RawMessage, now: datetime) -> Decoded:
@@ -101,27 +107,36 @@ def _received_at(msg: RawMessage, now: datetime) -> datetime:
 
 
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
-                    out: ProcessedBatch) -> None:
+                    out: ProcessedBatch, session_topics: frozenset[str] = frozenset()) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
     seen, so a failure while building leaves the dedup state untouched."""
+    for_sessions = msg.topic in session_topics
+    if for_sessions:
+        upto = out.session_upto.setdefault(msg.partition, {})
+        if msg.offset > upto.get(msg.topic, -1):
+            upto[msg.topic] = msg.offset
     decoded = _decode(msg, now)
     if not decoded.events:
         out.dead_letters.extend(decoded.dead_letters)
         return
     received_at = _received_at(msg, now)
-    built: list[tuple[Any, str, dict[str, Any]]] = []
+    built: list[tuple[Any, str, dict[str, Any], Any]] = []
     types: list[str] = []
     for event in decoded.events:
         table, row = event_to_row(event, received_at)
-        built.append((row["event_id"], table, row))  # canonical str: hashes faster than UUID
+        sess = session_event(event) if for_sessions else None
+        built.append((row["event_id"], table, row, sess))  # canonical str: hashes faster than UUID
         types.append(event.type)
     by_table: dict[str, list[bytes]] = {}
     first_time = dedup.first_time
     dumps = orjson.dumps
-    for event_id, table, row in built:
+    sourced: list[Sourced] | None = out.session_events.setdefault(msg.partition, []) if for_sessions else None
+    for event_id, table, row, sess in built:
         if not first_time(event_id):
             out.duplicates += 1
             continue
+        if sess is not None and sourced is not None:
+            sourced.append(Sourced(msg.topic, msg.offset, sess))
         lines = by_table.get(table)
         if lines is None:
             lines = by_table[table] = []
@@ -136,13 +151,14 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
 
 
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
-                  now: datetime) -> ProcessedBatch:
+                  now: datetime, session_topics: frozenset[str] = frozenset()) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
-    into a dead letter carrying the exception text; the others continue."""
+    into a dead letter carrying the exception text; the others continue. Valid first-time events
+    of ``session_topics`` are also handed out for sessionization (``out.session_events``)."""
     out = ProcessedBatch()
     for msg in messages:
         try:
-            process_message(msg, dedup, storage_partitions, now, out)
+            process_message(msg, dedup, storage_partitions, now, out, session_topics)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out

@@ -64,6 +64,8 @@ class DeadClick:
     selector: str
     page: str
     kind: str
+    event_id: str = ""
+    project: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class SessionRage:
     session_id: str
     session_start_ms: int
     rage: RageClick
+    project: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class PageView:
     dead_clicks: int
     forms_started: int
     forms_abandoned: int
+    project: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +145,12 @@ class _Page:
         self.forms_started: set[str] = set()
         self.forms_submitted: set[str] = set()
 
-    def end(self, session_id: str, session_start: int, end_ms: int) -> PageView:
+    def end(self, session_id: str, session_start: int, end_ms: int, project: str = "") -> PageView:
         visible = self.visible_ms + (end_ms - self.visible_since if self.visible_since is not None else 0)
         abandoned = len(self.forms_started - self.forms_submitted)
         return PageView(session_id, session_start, self.page, self.start_ms, end_ms, visible, self.max_scroll,
                         tuple(m for m in SCROLL_MILESTONES if self.max_scroll >= m), self.clicks, self.rage,
-                        self.dead, len(self.forms_started), abandoned)
+                        self.dead, len(self.forms_started), abandoned, project)
 
 
 class _Session:
@@ -175,6 +179,7 @@ class Sessionizer:
         self._active: dict[str, _Session] = {}
         self._pending: dict[str, list[SessionEvent]] = {}
         self._deadlines: list[tuple[int, str]] = []  # (close-at watermark, session_id); stale entries skipped
+        self.dirty: set[str] = set()  # sessions whose state changed since the caller last took them
 
     # ---------------------------------------------------------------- input
     def add(self, events: list[SessionEvent]) -> list[SessionEvent]:
@@ -185,6 +190,7 @@ class Sessionizer:
                 late.append(e)
             else:
                 self._pending.setdefault(e.session_id, []).append(e)
+                self.dirty.add(e.session_id)
         return late
 
     def advance(self, watermark_ms: int) -> Emitted:
@@ -199,13 +205,19 @@ class Sessionizer:
             rest = [e for e in evs if e.ts_ms > watermark_ms]
             if rest:
                 self._pending[sid] = rest
+            previous = None
             for e in ready:
-                self._apply(e, out)
+                key = (e.ts_ms, e.event_id)
+                if key != previous:  # the same event delivered twice within the lateness counts once
+                    self._apply(e, out)
+                previous = key
+            self.dirty.add(sid)
         while self._deadlines and self._deadlines[0][0] < watermark_ms:
             _, sid = heapq.heappop(self._deadlines)
             s = self._active.get(sid)
             if s is not None and self._close_at(s) < watermark_ms:
                 out.extend(self._close(s))
+                self.dirty.add(sid)
         return out
 
     def flush_all(self) -> Emitted:
@@ -244,7 +256,7 @@ class Sessionizer:
             s.clicks += 1
             detected, ended = s.detector.feed(e.click)
             if ended:
-                out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended))
+                out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
             if detected:
                 s.rage += 1
                 if page:
@@ -253,7 +265,8 @@ class Sessionizer:
             if kind:
                 s.dead += 1
                 out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, e.click.selector,
-                                                 e.click.page or (page.page if page else ""), kind))
+                                                 e.click.page or (page.page if page else ""), kind,
+                                                 e.event_id, s.project))
             if page:
                 page.clicks += 1
                 page.dead += 1 if kind else 0
@@ -275,7 +288,7 @@ class Sessionizer:
 
     def _end_page(self, s: _Session, end_ms: int) -> PageView:
         assert s.page is not None
-        pv = s.page.end(s.session_id, s.start_ms, end_ms)
+        pv = s.page.end(s.session_id, s.start_ms, end_ms, s.project)
         s.forms_started += pv.forms_started
         s.forms_submitted += pv.forms_started - pv.forms_abandoned
         s.forms_abandoned += pv.forms_abandoned
@@ -288,7 +301,7 @@ class Sessionizer:
             out.page_views.append(self._end_page(s, s.last_ms))
         ended = s.detector.close()
         if ended:
-            out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended))
+            out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
         duration = s.last_ms - s.start_ms
         out.sessions.append(SessionSummary(
             s.session_id, s.project, s.user_id, s.start_ms, s.last_ms, duration, s.pageviews, s.clicks, s.rage,

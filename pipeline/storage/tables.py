@@ -41,12 +41,13 @@ class Table:
     order_by_serves: str  # which queries the sort key is for
     ttl_column: str | None = "timestamp"
     internal: bool = False
+    engine: str = "MergeTree"
 
     def create_sql(self, settings: Settings) -> str:
         cols = ",\n    ".join(f"`{n}` {t}" for n, t in self.columns)
         ttl = (f"\nTTL toDateTime({self.ttl_column}) + INTERVAL {settings.clickhouse.raw_ttl_days} DAY"
                if self.ttl_column else "")
-        return (f"CREATE TABLE IF NOT EXISTS {self.name}\n(\n    {cols}\n)\nENGINE = MergeTree\n"
+        return (f"CREATE TABLE IF NOT EXISTS {self.name}\n(\n    {cols}\n)\nENGINE = {self.engine}\n"
                 f"PARTITION BY toYYYYMM({self.ttl_column or 'created_at'})\n"
                 f"-- ORDER BY serves: {self.order_by_serves}\n"
                 f"ORDER BY ({self.order_by}){ttl}\n"
@@ -99,8 +100,72 @@ SINK_MARKS = Table("_pulse_sink_marks", [
 ], "src_topic, src_partition, table", "highest stored source offset per raw partition and table",
     ttl_column=None, internal=True)
 
-ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS]
-STORABLE = {t.name for t in [*RAW_TABLES, DEAD_LETTERS]}  # tables the storage topic may name
+# Sessionization output. Rows are re-emitted identically when the worker replays after a crash, so
+# each table is a ReplacingMergeTree whose sort key is the row's natural key: duplicates collapse
+# in background merges, and `FINAL` (or GROUP BY the key) gives exact answers at any moment.
+SESSION_TABLES = [
+    Table("sessions", [
+        ("project", "LowCardinality(String)"), ("session_id", "String"), ("user_id", "String"),
+        ("start", "DateTime64(3, 'UTC')"), ("end", "DateTime64(3, 'UTC')"), ("duration_ms", "UInt64"),
+        ("pageviews", "UInt32"), ("clicks", "UInt32"), ("rage_clicks", "UInt32"), ("dead_clicks", "UInt32"),
+        ("errors", "UInt32"), ("max_scroll", "Float32"), ("forms_started", "UInt32"), ("forms_submitted", "UInt32"),
+        ("forms_abandoned", "UInt32"), ("entry_page", "LowCardinality(String)"),
+        ("exit_page", "LowCardinality(String)"), ("bounce", "Bool"), ("release", "LowCardinality(String)"),
+        ("browser", "LowCardinality(String)"), ("browser_version", "LowCardinality(String)"),
+        ("os", "LowCardinality(String)"), ("device", "LowCardinality(String)"), ("user_agent", "String"),
+    ], "project, toDate(start), session_id, start", "sessions per project and day; one session by id",
+        ttl_column="start", engine="ReplacingMergeTree"),
+    Table("page_views", [
+        ("project", "LowCardinality(String)"), ("session_id", "String"), ("session_start", "DateTime64(3, 'UTC')"),
+        ("page", "LowCardinality(String)"), ("start", "DateTime64(3, 'UTC')"), ("end", "DateTime64(3, 'UTC')"),
+        ("visible_ms", "UInt64"), ("max_scroll", "Float32"), ("milestones", "Array(UInt8)"), ("clicks", "UInt32"),
+        ("rage_clicks", "UInt32"), ("dead_clicks", "UInt32"), ("forms_started", "UInt32"),
+        ("forms_abandoned", "UInt32"),
+    ], "project, page, start, session_id", "UX of one page over a time range (scroll depth, time on page, forms)",
+        ttl_column="start", engine="ReplacingMergeTree"),
+    Table("rage_clicks", [
+        ("project", "LowCardinality(String)"), ("session_id", "String"), ("session_start", "DateTime64(3, 'UTC')"),
+        ("page", "LowCardinality(String)"), ("selector", "String"), ("first_click", "DateTime64(3, 'UTC')"),
+        ("detected_at", "DateTime64(3, 'UTC')"), ("clicks", "UInt32"),
+    ], "project, page, selector, first_click, session_id", "rage clicks by page and element over a time range",
+        ttl_column="first_click", engine="ReplacingMergeTree"),
+    Table("dead_clicks", [
+        ("project", "LowCardinality(String)"), ("session_id", "String"), ("session_start", "DateTime64(3, 'UTC')"),
+        ("event_id", "String"), ("timestamp", "DateTime64(3, 'UTC')"), ("page", "LowCardinality(String)"),
+        ("selector", "String"), ("kind", "LowCardinality(String)"),
+    ], "project, page, selector, timestamp, event_id", "dead clicks by page and element over a time range",
+        engine="ReplacingMergeTree"),
+]
+
+# Page-level UX per minute, computed from the deduplicated rows when queried (exact under replays;
+# a materialized view would count a replayed block twice).
+PAGE_UX_MINUTE_VIEW = """CREATE VIEW IF NOT EXISTS page_ux_minute AS
+SELECT project, page, minute,
+    sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,
+    sum(reached_25) AS reached_25, sum(reached_50) AS reached_50, sum(reached_75) AS reached_75,
+    sum(reached_90) AS reached_90, sum(reached_100) AS reached_100,
+    sum(forms_started) AS forms_started, sum(forms_abandoned) AS forms_abandoned,
+    sum(rage) AS rage_clicks, sum(dead) AS dead_clicks
+FROM
+(
+    SELECT project, page, toStartOfMinute(start) AS minute, count() AS pageviews, sum(visible_ms) AS visible_ms,
+        countIf(has(milestones, 25)) AS reached_25, countIf(has(milestones, 50)) AS reached_50,
+        countIf(has(milestones, 75)) AS reached_75, countIf(has(milestones, 90)) AS reached_90,
+        countIf(has(milestones, 100)) AS reached_100, sum(forms_started) AS forms_started,
+        sum(forms_abandoned) AS forms_abandoned, toUInt64(0) AS rage, toUInt64(0) AS dead
+    FROM page_views FINAL GROUP BY project, page, minute
+    UNION ALL
+    SELECT project, page, toStartOfMinute(detected_at), 0, 0, 0, 0, 0, 0, 0, 0, 0, count(), 0
+    FROM rage_clicks FINAL GROUP BY project, page, toStartOfMinute(detected_at)
+    UNION ALL
+    SELECT project, page, toStartOfMinute(timestamp), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, count()
+    FROM dead_clicks FINAL GROUP BY project, page, toStartOfMinute(timestamp)
+)
+GROUP BY project, page, minute"""
+VIEWS = [PAGE_UX_MINUTE_VIEW]
+
+ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS, *SESSION_TABLES]
+STORABLE = {t.name for t in [*RAW_TABLES, DEAD_LETTERS, *SESSION_TABLES]}  # tables the storage topic may name
 MIGRATIONS_TABLE = "_pulse_migrations"
 
 
@@ -108,6 +173,7 @@ def render_ddl(settings: Settings) -> str:
     parts = ["-- Generated by `pulse schemas export` from pipeline/storage/tables.py; do not edit.",
              f"-- Database: {settings.clickhouse.database}; TTL days: {settings.clickhouse.raw_ttl_days}."]
     parts += [t.create_sql(settings) + ";" for t in ALL_TABLES]
+    parts += [v + ";" for v in VIEWS]
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,0 +1,182 @@
+"""Session state in the worker: pure ``PartitionSessions`` per owned partition, made durable
+through a Faust table's changelog, and a timer that lets quiet partitions follow the clock.
+
+The ingest agent calls ``SessionState.run_step`` once per batch (validation happened already), so
+sessionization costs no extra decode and no extra coroutine hop per event. The order inside a step
+is what makes a SIGKILL harmless (see ``pipeline/sessions/partition.py``):
+
+1. compute the step (pure): rows, UX signals, and the state records to write;
+2. send rows and signals and wait until Kafka confirmed them;
+3. only then write the state records to the changelog (one per touched session, then the
+   partition's record), and let Faust ack the raw batch.
+
+A crash before 3 replays the batch and re-emits identical rows (collapsed by ClickHouse); a
+crash after 3 skips what the records already hold. Nothing is lost, nothing counted twice.
+
+The Faust table is used for what it is good at -- a compacted changelog, restored into memory
+by Faust before a partition's events flow -- and the working state lives in ``PartitionSessions``
+objects: after a partition is rebuilt from the restored records, those records are dropped from
+the table's memory so each session is held once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+import orjson
+
+from pipeline.contract import HEADER_TABLE
+from pipeline.ingest.process import ProcessedBatch
+from pipeline.metrics import ACTIVE_SESSIONS, LATE_EVENTS, SESSION_OUTPUTS, SESSION_REPLAY_SKIPPED
+from pipeline.sessions.partition import PartitionSessions, Step, split_key
+from pipeline.sessions.rows import rows_by_table, signals
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+PROCESS = "worker"
+TABLE_NAME = "session_state"
+Send = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]]]
+SendAll = Callable[[list[Send]], Awaitable[list[BaseException | None]]]
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust's name for the table's changelog (created by the worker as a compacted topic)."""
+    return f"{settings.worker.app_id}-{TABLE_NAME}-changelog"
+
+
+class SessionState:
+    """Owned partitions' sessions; one asyncio lock serialises the agent's batches and the timer."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.rules = settings.sessions.rules()
+        self.lateness_ms = settings.sessions.lateness_ms
+        self.topics = settings.kafka.session_topics
+        self.storage_topic = settings.kafka.topic_storage
+        self.signal_topic = settings.kafka.topic_ux_signals
+        self.storage_partitions = settings.kafka.partitions
+        self.parts: dict[int, PartitionSessions] = {}
+        self.lock = asyncio.Lock()
+        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, key_serializer="raw",
+                               value_serializer="raw", partitions=settings.kafka.partitions)
+
+    # ------------------------------------------------------------ partitions
+    def owned_partitions(self) -> set[int]:
+        """Partitions of which this worker holds every session topic."""
+        by_topic: dict[str, set[int]] = {t: set() for t in self.topics}
+        for tp in self.app.consumer.assignment():
+            if tp.topic in by_topic:
+                by_topic[tp.topic].add(tp.partition)
+        return set.intersection(*by_topic.values()) if by_topic else set()
+
+    def part(self, partition: int) -> PartitionSessions:
+        part = self.parts.get(partition)
+        if part is None:
+            part = self.parts[partition] = self._restore(partition)
+        return part
+
+    def _restore(self, partition: int) -> PartitionSessions:
+        store = self.table.data.data  # the memory store's dict, filled by Faust's recovery
+        keys = [k for k in store if split_key(k.decode())[0] == partition]
+        records = [(split_key(k.decode())[1], store[k]) for k in keys if store[k] is not None]
+        part = PartitionSessions.restore(partition, records, self.rules, self.lateness_ms)
+        for k in keys:
+            store.pop(k, None)
+        if records:
+            log.info("partition %d: restored %d sessions (%d buffered events), watermark %d",
+                     partition, part.active_sessions, part.buffered_events, part.watermark_ms)
+        return part
+
+    def forget(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.parts.pop(p, None)
+            ACTIVE_SESSIONS.labels(str(p)).set(0)
+
+    def drop_restored_copies(self) -> None:
+        """Records Faust re-read for partitions already held (e.g. after a rebalance) are stale copies."""
+        store = self.table.data.data
+        for k in [k for k in store if split_key(k.decode())[0] in self.parts]:
+            store.pop(k, None)
+
+    # ------------------------------------------------------------ steps
+    def step_batch(self, out: ProcessedBatch) -> list[tuple[int, Step]]:
+        steps = []
+        for p in sorted(set(out.session_events) | set(out.session_upto)):
+            step = self.part(p).process(out.session_events.get(p, []), out.session_upto.get(p, {}))
+            steps.append((p, step))
+        return steps
+
+    def sends_for(self, steps: list[tuple[int, Step]]) -> list[Send]:
+        sends: list[Send] = []
+        for p, step in steps:
+            partition = p % self.storage_partitions
+            for table, rows in rows_by_table(step.emitted).items():
+                value = b"\n".join(orjson.dumps(r) for r in rows)
+                sends.append((self.storage_topic, None, value, partition, [(HEADER_TABLE, table.encode())]))
+                SESSION_OUTPUTS.labels(table).inc(len(rows))
+            for signal in signals(step.emitted):
+                sends.append((self.signal_topic, signal["project"].encode(), orjson.dumps(signal), None, []))
+        return sends
+
+    def write_changelog(self, steps: list[tuple[int, Step]]) -> None:
+        for p, step in steps:
+            for key, value in step.writes:
+                self.table.send_changelog(p, key.encode(), value, key_serializer="raw", value_serializer="raw")
+            part = self.parts.get(p)
+            if part is not None:
+                ACTIVE_SESSIONS.labels(str(p)).set(part.active_sessions)
+            if step.late:
+                LATE_EVENTS.labels(PROCESS, "sessions").inc(len(step.late))
+            if step.skipped:
+                SESSION_REPLAY_SKIPPED.inc(step.skipped)
+
+    async def deliver(self, sends: list[Send], send_all: SendAll) -> None:
+        """Send and wait; outputs must be on Kafka before the state that produced them is written,
+        so this keeps retrying (the agent pauses) while Kafka refuses them."""
+        pending, delay = sends, 0.5
+        while pending:
+            errors = await send_all(pending)
+            failed = [s for s, err in zip(pending, errors) if err is not None]
+            if failed:
+                log.error("could not deliver %d session outputs (%r); retrying in %.1fs",
+                          len(failed), next(e for e in errors if e is not None), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            pending = failed
+
+    # ------------------------------------------------------------ timer
+    async def advance_quiet_partitions(self, send_all: SendAll) -> None:
+        """Quiet, caught-up partitions follow the wall clock: watermark = now - allowed lateness,
+        so idle sessions close even when no more events arrive on their partition."""
+        app = self.app
+        if app.rebalancing or getattr(app, "in_recovery", False) or not app.tables.recovery.completed.is_set():
+            return
+        owned = self.owned_partitions()
+        if not owned:
+            return
+        self.drop_restored_copies()
+        tps = [tp for tp in app.consumer.assignment() if tp.topic in self.topics and tp.partition in owned]
+        ends = await app.consumer.highwaters(*tps)
+        watermark = int(time.time() * 1000) - self.lateness_ms
+        async with self.lock:
+            steps = []
+            for p in sorted(owned):
+                part = self.part(p)
+                end_offsets = {tp.topic: off for tp, off in ends.items() if tp.partition == p and off is not None}
+                if part.caught_up(end_offsets) and watermark > part.watermark_ms:
+                    step = part.advance_to(watermark)
+                    if step.writes:
+                        steps.append((p, step))
+            if steps:
+                await self.deliver(self.sends_for(steps), send_all)
+                self.write_changelog(steps)
+
+    def health(self) -> dict[str, Any]:
+        return {str(p): {"active_sessions": part.active_sessions, "buffered_events": part.buffered_events,
+                         "watermark_ms": part.watermark_ms} for p, part in sorted(self.parts.items())}

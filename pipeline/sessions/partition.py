@@ -1,0 +1,187 @@
+"""One raw partition's sessions, with the bookkeeping that makes at-least-once replays exact.
+
+The worker keeps this state in a Faust table: after each batch it writes one record per touched
+session key and then one record for the partition, all into the same changelog partition (Kafka
+keeps their order). After a crash the table is restored to some prefix of those writes and the
+raw topics replay from the last committed offset. Two marks make the replay exact:
+
+* the partition record's ``marks``: the highest raw offset per topic already processed. Written
+  last in a batch, so if it is present every record before it is too. Replayed events at or below
+  it are skipped.
+* each session record's own ``marks``: events at or below them are already inside that session's
+  state, even when the batch's partition record did not make it.
+
+A closed session's key is not deleted at once: its record stays (a *tombstone* with marks) until a
+later batch, when the partition record written after it covers its offsets; only then is the key
+deleted. Without that, a replay of a closed session's last events would reopen it half-empty.
+
+Outputs (session summaries, page views, rage and dead clicks) are deterministic functions of the
+events, so a replay re-emits identical rows; the ClickHouse tables collapse them (ReplacingMergeTree
+on the natural key). The caller sends outputs *before* it writes the changelog records: a crash in
+between replays and re-emits, never loses.
+
+Example::
+
+    part = PartitionSessions(0, SessionRules(), lateness_ms=60_000)
+    step = part.process([Sourced("pulse.raw.actions", 17, session_event)], {"pulse.raw.actions": 17})
+    step.emitted.sessions, step.late, step.writes  # writes: [(key, bytes | None), ...] in order
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pipeline.sessions.codec import decode_partition, decode_session, encode_partition, encode_session
+from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
+
+NEVER = -(2**62)
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced:
+    """A session event with the raw topic and offset it came from."""
+
+    topic: str
+    offset: int
+    event: SessionEvent
+
+
+@dataclass
+class Step:
+    emitted: Emitted = field(default_factory=Emitted)
+    late: list[SessionEvent] = field(default_factory=list)
+    skipped: int = 0  # replayed events already inside the state
+    writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # apply in this order
+
+
+def state_key(partition: int, session_id: str = "") -> str:
+    """Table key: ``"<partition>|<session_id>"``; the partition's own record has an empty session id."""
+    return f"{partition}|{session_id}"
+
+
+def split_key(key: str) -> tuple[int, str]:
+    p, _, sid = key.partition("|")
+    return int(p), sid
+
+
+class PartitionSessions:
+    """Sessions of one raw partition (the actions and errors topics are co-partitioned by session_id)."""
+
+    def __init__(self, partition: int, rules: SessionRules = SessionRules(), lateness_ms: int = 60_000) -> None:
+        self.partition = partition
+        self.rules = rules
+        self.lateness_ms = lateness_ms
+        self.sessionizer = Sessionizer(rules)
+        self.marks: dict[str, int] = {}  # topic -> highest raw offset processed
+        self.max_ts_ms = NEVER
+        self._session_marks: dict[str, dict[str, int]] = {}  # session key -> topic -> offset inside its state
+        self._tombstones: set[str] = set()  # closed keys whose record still exists
+        self._dirty_partition = False
+
+    # ------------------------------------------------------------ restore
+    @classmethod
+    def restore(cls, partition: int, records: Iterable[tuple[str, bytes]], rules: SessionRules = SessionRules(),
+                lateness_ms: int = 60_000) -> "PartitionSessions":
+        """Rebuild from table records ``(session_id or "", bytes)`` of this partition."""
+        part = cls(partition, rules, lateness_ms)
+        sz = part.sessionizer
+        for sid, raw in records:
+            if sid == "":
+                wm, part.max_ts_ms, part.marks = decode_partition(raw)
+                sz.watermark_ms = max(sz.watermark_ms, wm)
+                continue
+            active, pending, marks = decode_session(sid, raw, rules)
+            part._session_marks[sid] = marks
+            if active is not None:
+                sz._active[sid] = active
+                heapq.heappush(sz._deadlines, (sz._close_at(active), sid))
+            if pending:
+                sz._pending[sid] = pending
+            if active is None and not pending:
+                part._tombstones.add(sid)
+        return part
+
+    # ------------------------------------------------------------ input
+    def process(self, events: Iterable[Sourced], processed_upto: Mapping[str, int]) -> Step:
+        """Take a batch of this partition's session events (in offset order per topic).
+        ``processed_upto``: highest raw offset per topic in the batch for this partition, including
+        messages that held no session event (they count for "caught up")."""
+        step = Step()
+        accepted: list[SessionEvent] = []
+        marks, session_marks = self.marks, self._session_marks
+        max_ts = self.max_ts_ms
+        for src in events:
+            if src.offset <= marks.get(src.topic, -1):
+                step.skipped += 1
+                continue
+            e = src.event
+            if e.ts_ms > max_ts:
+                max_ts = e.ts_ms
+            own = session_marks.get(e.session_id)
+            if own is None:
+                own = session_marks[e.session_id] = {}
+            elif own.get(src.topic, -1) >= src.offset:
+                step.skipped += 1
+                continue
+            own[src.topic] = src.offset
+            accepted.append(e)
+        for topic, offset in processed_upto.items():
+            if offset > marks.get(topic, -1):
+                marks[topic] = offset
+                self._dirty_partition = True
+        self.max_ts_ms = max_ts
+        step.late = self.sessionizer.add(accepted)
+        for e in step.late:  # late events are not in any state, but their offsets are processed
+            self.sessionizer.dirty.add(e.session_id)
+        step.emitted = self.sessionizer.advance(max_ts - self.lateness_ms)
+        self._collect_writes(step)
+        return step
+
+    def advance_to(self, watermark_ms: int) -> Step:
+        """The timer's way in: a quiet, caught-up partition follows the wall clock."""
+        step = Step()
+        if watermark_ms > self.sessionizer.watermark_ms:
+            step.emitted = self.sessionizer.advance(watermark_ms)
+            self._dirty_partition = True
+            self._collect_writes(step)
+        return step
+
+    def caught_up(self, end_offsets: Mapping[str, int]) -> bool:
+        """True when every message in the log (``end_offsets``: next offset per topic) is processed."""
+        return all(end - 1 <= self.marks.get(topic, -1) for topic, end in end_offsets.items())
+
+    @property
+    def watermark_ms(self) -> int:
+        return self.sessionizer.watermark_ms
+
+    @property
+    def active_sessions(self) -> int:
+        return self.sessionizer.active_sessions
+
+    @property
+    def buffered_events(self) -> int:
+        return sum(len(v) for v in self.sessionizer._pending.values())
+
+    # ------------------------------------------------------------ output
+    def _collect_writes(self, step: Step) -> None:
+        sz = self.sessionizer
+        writes = step.writes
+        dirty = sz.dirty
+        # Tombstones from earlier batches are covered by the partition record written since: delete.
+        for sid in list(self._tombstones):
+            if sid not in dirty:
+                writes.append((state_key(self.partition, sid), None))
+                self._session_marks.pop(sid, None)
+            self._tombstones.discard(sid)
+        for sid in sorted(dirty):
+            active, pending = sz._active.get(sid), sz._pending.get(sid, [])
+            marks = self._session_marks.get(sid, {})
+            writes.append((state_key(self.partition, sid), encode_session(active, pending, marks)))
+            if active is None and not pending:
+                self._tombstones.add(sid)
+        if writes or self._dirty_partition:
+            writes.append((state_key(self.partition), encode_partition(sz.watermark_ms, self.max_ts_ms, self.marks)))
+        dirty.clear()
+        self._dirty_partition = False
