@@ -29,6 +29,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from pipeline.contract import HEADER_TABLE
 from pipeline.ingest.process import ProcessedBatch
@@ -63,8 +64,7 @@ class SessionState:
         self.storage_partitions = settings.kafka.partitions
         self.parts: dict[int, PartitionSessions] = {}
         self.lock = asyncio.Lock()
-        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, key_serializer="raw",
-                               value_serializer="raw", partitions=settings.kafka.partitions)
+        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.kafka.partitions)
 
     # ------------------------------------------------------------ partitions
     def owned_partitions(self) -> set[int]:
@@ -108,9 +108,23 @@ class SessionState:
     def step_batch(self, out: ProcessedBatch) -> list[tuple[int, Step]]:
         steps = []
         for p in sorted(set(out.session_events) | set(out.session_upto)):
-            step = self.part(p).process(out.session_events.get(p, []), out.session_upto.get(p, {}))
+            part, upto = self.part(p), out.session_upto.get(p, {})
+            step = part.process(out.session_events.get(p, []), upto, self.lagging_topics(p, part, upto))
             steps.append((p, step))
         return steps
+
+    def lagging_topics(self, partition: int, part: PartitionSessions, upto: dict[str, int]) -> list[str]:
+        """Session topics of ``partition`` with unread messages, by the high watermark of the last
+        fetch (no broker round trip). Unknown counts as lagging: the watermark then waits."""
+        lagging = []
+        for topic in self.topics:
+            try:
+                hw = self.app.consumer.highwater(TP(topic, partition))
+            except Exception:  # noqa: BLE001 - not assigned any more / no fetch yet
+                hw = None
+            if hw is None or max(part.marks.get(topic, -1), upto.get(topic, -1)) < hw - 1:
+                lagging.append(topic)
+        return lagging
 
     def sends_for(self, steps: list[tuple[int, Step]]) -> list[Send]:
         sends: list[Send] = []

@@ -101,12 +101,13 @@ def decode_session(sid: str, raw: bytes, rules: SessionRules
         raise StateFormatError(f"session state of {sid!r} is unreadable: {exc}") from exc
 
 
-def encode_partition(watermark_ms: int, max_ts_ms: int, marks: dict[str, int]) -> bytes:
-    return orjson.dumps([VERSION, watermark_ms, max_ts_ms, marks])
+def encode_partition(watermark_ms: int, max_ts: dict[str, int], marks: dict[str, int]) -> bytes:
+    """The partition's progress: watermark, highest event time and highest offset per topic."""
+    return orjson.dumps([VERSION, watermark_ms, max_ts, marks])
 
 
-def decode_partition(raw: bytes) -> tuple[int, int, dict[str, int]]:
+def decode_partition(raw: bytes) -> tuple[int, dict[str, int], dict[str, int]]:
     v = orjson.loads(raw)
     if not isinstance(v, list) or v[0] != VERSION:
         raise StateFormatError(f"partition state: unknown layout {v!r:.80}")
-    return v[1], v[2], dict(v[3])
+    return v[1], dict(v[2]), dict(v[3])

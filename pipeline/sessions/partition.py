@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.sessions.codec import decode_partition, decode_session, encode_partition, encode_session
@@ -75,7 +75,7 @@ class PartitionSessions:
         self.lateness_ms = lateness_ms
         self.sessionizer = Sessionizer(rules)
         self.marks: dict[str, int] = {}  # topic -> highest raw offset processed
-        self.max_ts_ms = NEVER
+        self.max_ts: dict[str, int] = {}  # topic -> highest event time seen on it
         self._session_marks: dict[str, dict[str, int]] = {}  # session key -> topic -> offset inside its state
         self._tombstones: set[str] = set()  # closed keys whose record still exists
         self._dirty_partition = False
@@ -89,7 +89,7 @@ class PartitionSessions:
         sz = part.sessionizer
         for sid, raw in records:
             if sid == "":
-                wm, part.max_ts_ms, part.marks = decode_partition(raw)
+                wm, part.max_ts, part.marks = decode_partition(raw)
                 sz.watermark_ms = max(sz.watermark_ms, wm)
                 continue
             active, pending, marks = decode_session(sid, raw, rules)
@@ -104,38 +104,49 @@ class PartitionSessions:
         return part
 
     # ------------------------------------------------------------ input
-    def process(self, events: Iterable[Sourced], processed_upto: Mapping[str, int]) -> Step:
+    def process(self, events: Iterable[Sourced], processed_upto: Mapping[str, int],
+                lagging: Collection[str] = ()) -> Step:
         """Take a batch of this partition's session events (in offset order per topic).
+
         ``processed_upto``: highest raw offset per topic in the batch for this partition, including
-        messages that held no session event (they count for "caught up")."""
+        messages that held no session event (they count for "caught up"). ``lagging``: topics with
+        unread messages. The topics are read independently, so one can run hours ahead of another
+        in a backlog; the watermark follows the slowest lagging topic (a caught-up topic does not
+        hold it back), else every event of the slow topic would be late.
+        """
         step = Step()
         accepted: list[SessionEvent] = []
-        marks, session_marks = self.marks, self._session_marks
-        max_ts = self.max_ts_ms
+        marks, session_marks, max_ts = self.marks, self._session_marks, self.max_ts
+        before: dict[str, dict[str, int]] = {}  # session marks as the step found them
         for src in events:
             if src.offset <= marks.get(src.topic, -1):
                 step.skipped += 1
                 continue
             e = src.event
-            if e.ts_ms > max_ts:
-                max_ts = e.ts_ms
-            own = session_marks.get(e.session_id)
+            if e.ts_ms > max_ts.get(src.topic, NEVER):
+                max_ts[src.topic] = e.ts_ms
+            sid = e.session_id
+            own = session_marks.get(sid)
             if own is None:
-                own = session_marks[e.session_id] = {}
-            elif own.get(src.topic, -1) >= src.offset:
+                own = session_marks[sid] = {}
+            base = before.get(sid)
+            if base is None:
+                base = before[sid] = dict(own)
+            # One message holds many events at one offset: compare with the marks before this step.
+            if base.get(src.topic, -1) >= src.offset:
                 step.skipped += 1
                 continue
-            own[src.topic] = src.offset
+            if src.offset > own.get(src.topic, -1):
+                own[src.topic] = src.offset
             accepted.append(e)
         for topic, offset in processed_upto.items():
             if offset > marks.get(topic, -1):
                 marks[topic] = offset
                 self._dirty_partition = True
-        self.max_ts_ms = max_ts
         step.late = self.sessionizer.add(accepted)
         for e in step.late:  # late events are not in any state, but their offsets are processed
             self.sessionizer.dirty.add(e.session_id)
-        step.emitted = self.sessionizer.advance(max_ts - self.lateness_ms)
+        step.emitted = self.sessionizer.advance(self.event_time_ms(lagging) - self.lateness_ms)
         self._collect_writes(step)
         return step
 
@@ -143,14 +154,22 @@ class PartitionSessions:
         """The timer's way in: a quiet, caught-up partition follows the wall clock."""
         step = Step()
         if watermark_ms > self.sessionizer.watermark_ms:
+            # Only a step that closed something writes state: a restored, older watermark is
+            # simply advanced again by the next tick.
             step.emitted = self.sessionizer.advance(watermark_ms)
-            self._dirty_partition = True
             self._collect_writes(step)
         return step
 
     def caught_up(self, end_offsets: Mapping[str, int]) -> bool:
         """True when every message in the log (``end_offsets``: next offset per topic) is processed."""
         return all(end - 1 <= self.marks.get(topic, -1) for topic, end in end_offsets.items())
+
+    def event_time_ms(self, lagging: Collection[str] = ()) -> int:
+        """How far event time has progressed on this partition (before subtracting lateness)."""
+        slow = [self.max_ts.get(t, NEVER) for t in lagging]
+        if slow:
+            return min(slow)
+        return max(self.max_ts.values(), default=NEVER)
 
     @property
     def watermark_ms(self) -> int:
@@ -182,6 +201,6 @@ class PartitionSessions:
             if active is None and not pending:
                 self._tombstones.add(sid)
         if writes or self._dirty_partition:
-            writes.append((state_key(self.partition), encode_partition(sz.watermark_ms, self.max_ts_ms, self.marks)))
+            writes.append((state_key(self.partition), encode_partition(sz.watermark_ms, self.max_ts, self.marks)))
         dirty.clear()
         self._dirty_partition = False
