@@ -63,6 +63,7 @@ class SessionState:
         self.signal_topic = settings.kafka.topic_ux_signals
         self.storage_partitions = settings.kafka.partitions
         self.parts: dict[int, PartitionSessions] = {}
+        self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
         self.lock = asyncio.Lock()
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.kafka.partitions)
 
@@ -88,6 +89,7 @@ class SessionState:
         part = PartitionSessions.restore(partition, records, self.rules, self.lateness_ms)
         for k in keys:
             store.pop(k, None)
+        self.last_input.setdefault(partition, time.monotonic())
         if records:
             log.info("partition %d: restored %d sessions (%d buffered events), watermark %d",
                      partition, part.active_sessions, part.buffered_events, part.watermark_ms)
@@ -96,6 +98,7 @@ class SessionState:
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:
             self.parts.pop(p, None)
+            self.last_input.pop(p, None)
             ACTIVE_SESSIONS.labels(str(p)).set(0)
 
     def drop_restored_copies(self) -> None:
@@ -109,6 +112,7 @@ class SessionState:
         steps = []
         for p in sorted(set(out.session_events) | set(out.session_upto)):
             part, upto = self.part(p), out.session_upto.get(p, {})
+            self.last_input[p] = time.monotonic()
             step = part.process(out.session_events.get(p, []), upto, self.lagging_topics(p, part, upto))
             steps.append((p, step))
         return steps
@@ -167,7 +171,11 @@ class SessionState:
     # ------------------------------------------------------------ timer
     async def advance_quiet_partitions(self, send_all: SendAll) -> None:
         """Quiet, caught-up partitions follow the wall clock: watermark = now - allowed lateness,
-        so idle sessions close even when no more events arrive on their partition."""
+        so idle sessions close even when no more events arrive on their partition.
+
+        Both conditions matter: *caught up* (every message in the log processed, by the broker's
+        end offsets) so a backlog is never declared late, and *quiet* (nothing arrived for
+        ``quiet_partition_s``) so a slow replay of older data is not cut off between messages."""
         app = self.app
         if app.rebalancing or getattr(app, "in_recovery", False) or not app.tables.recovery.completed.is_set():
             return
@@ -178,12 +186,14 @@ class SessionState:
         tps = [tp for tp in app.consumer.assignment() if tp.topic in self.topics and tp.partition in owned]
         ends = await app.consumer.highwaters(*tps)
         watermark = int(time.time() * 1000) - self.lateness_ms
+        quiet_since = time.monotonic() - self.settings.sessions.quiet_partition_s
         async with self.lock:
             steps = []
             for p in sorted(owned):
                 part = self.part(p)
                 end_offsets = {tp.topic: off for tp, off in ends.items() if tp.partition == p and off is not None}
-                if part.caught_up(end_offsets) and watermark > part.watermark_ms:
+                quiet = self.last_input.get(p, 0.0) <= quiet_since
+                if quiet and part.caught_up(end_offsets) and watermark > part.watermark_ms:
                     step = part.advance_to(watermark)
                     if step.writes:
                         steps.append((p, step))

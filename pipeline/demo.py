@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pipeline.settings import Settings
 from pipeline.simulate import generate_scenario
+from pipeline.simulate_sessions import SessionScenario, generate_session_scenario
 from pipeline.storage.query_client import sink_url
 from pipeline.supervise import ChildProcesses
 
@@ -111,6 +112,125 @@ async def send_traffic(settings: Settings, *, sessions: int, duration_s: float, 
             if pending:
                 await asyncio.gather(*pending)
     return report
+
+
+async def send_session_replay(settings: Settings, scenario: SessionScenario, console: Console,
+                              concurrency: int = 8) -> int:
+    """POST the session scenario's flushes in send order, as fast as the collector takes them."""
+    url = collector_url(settings) + "/api/v1/events"
+    headers = {"X-Pulse-Key": next(iter(settings.collector.project_keys)), "Content-Type": "application/json"}
+    limit = asyncio.Semaphore(concurrency)
+    accepted = 0
+
+    async def post(session: aiohttp.ClientSession, body: bytes) -> None:
+        nonlocal accepted
+        async with limit:
+            for attempt in range(6):
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        if resp.status == 503:
+                            await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                            continue
+                        accepted += (await resp.json(content_type=None)).get("accepted", 0)
+                        return
+                except aiohttp.ClientError:
+                    await asyncio.sleep(min(2 ** attempt * 0.2, 5))
+
+    with Progress(TextColumn("replaying sessions from 4 h ago"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("send", total=len(scenario.flushes))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            pending: set[asyncio.Task[None]] = set()
+            for flush in scenario.flushes:
+                while len(pending) >= concurrency:  # keep the send order close to event order
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    progress.advance(task, len(done))
+                pending.add(asyncio.create_task(post(session, orjson.dumps(flush.events))))
+            if pending:
+                await asyncio.gather(*pending)
+            progress.update(task, completed=len(scenario.flushes))
+    return accepted
+
+
+def worker_watermark_ms(settings: Settings, timeout_s: float = 60.0) -> int | None:
+    """The highest session watermark of the worker, once it holds all its partitions (None: none yet)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    parts: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.web_port}/health", timeout=5) as resp:
+                parts = orjson.loads(resp.read()).get("sessions", {})
+        except OSError:
+            parts = {}
+        if len(parts) >= settings.kafka.partitions:
+            break
+        time.sleep(0.5)
+    marks = [p["watermark_ms"] for p in parts.values() if p.get("watermark_ms", -1) > 0]
+    return max(marks) if marks else None
+
+
+def sessions_demo(settings: Settings, seed: int, console: Console, procs: ChildProcesses,
+                  timeout_s: float = 90.0) -> bool | None:
+    """Replay sessions from 1-4 h ago with known rage/dead clicks and bounces, wait until the worker
+    closed them all (the timer moves quiet partitions to the clock), and compare with the truth.
+    None = skipped (this data directory already holds newer event time, so the replay would be late)."""
+    start = datetime.now(timezone.utc) - timedelta(hours=4)
+    start_ms = int(start.timestamp() * 1000)
+    with console.status("waiting for the worker to hold its partitions"):
+        wm = worker_watermark_ms(settings)
+    if wm is not None and wm >= start_ms:
+        console.print("[yellow]session replay skipped: this .pulse directory already holds newer event time "
+                      "(an earlier demo); its sessions are shown below. `rm -rf .pulse` for a fresh demo.[/yellow]")
+        return None
+    scenario = generate_session_scenario(seed=seed, start=start, sessions=120)
+    asyncio.run(send_session_replay(settings, scenario, console))
+    window = (f"start >= toDateTime64('{start.strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC') "
+              f"AND start < toDateTime64('{(start + timedelta(hours=3, minutes=1)).strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC')")
+    truth = scenario.truth
+    with Progress(TextColumn("sessions closed by the worker"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("sessions", total=truth.session_count)
+        deadline, got = time.monotonic() + timeout_s, {}
+        while time.monotonic() < deadline:
+            procs.check_alive()
+            try:
+                got = _query_json(settings, f"SELECT count() AS sessions, countIf(bounce) AS bounces, "
+                                            f"sum(rage_clicks) AS rage, sum(dead_clicks) AS dead FROM sessions FINAL "
+                                            f"WHERE project = 'demo' AND {window}")[0]
+            except Exception:  # noqa: BLE001 - tables may not exist for a moment
+                got = {}
+            progress.update(task, completed=int(got.get("sessions", 0)))
+            if int(got.get("sessions", 0)) >= truth.session_count:
+                break
+            time.sleep(0.5)
+    out = Console()
+    t = Table(title="Sessions replayed from 1-4 h ago: pipeline vs. the generator's truth")
+    for c in ("", "stored", "expected"):
+        t.add_column(c, justify="right")
+    expected = {"sessions": truth.session_count, "bounces": truth.bounces, "rage": truth.total_rage,
+                "dead": truth.total_dead}
+    for k, label in (("sessions", "sessions"), ("bounces", "bounces"), ("rage", "rage clicks"),
+                     ("dead", "dead clicks")):
+        t.add_row(label, str(got.get(k, 0)), str(expected[k]))
+    out.print(t)
+    return all(int(got.get(k, -1)) == v for k, v in expected.items())
+
+
+def print_ux_summary(settings: Settings) -> None:
+    out = Console()
+    t = Table(title="Where users struggle: rage and dead clicks by page and element")
+    for c in ("page", "element", "rage clicks", "dead clicks"):
+        t.add_column(c)
+    rows = _query_json(settings, "SELECT page, selector, sum(rage) AS rage, sum(dead) AS dead FROM ("
+                                 "SELECT page, selector, count() AS rage, 0 AS dead FROM rage_clicks FINAL "
+                                 "GROUP BY page, selector UNION ALL "
+                                 "SELECT page, selector, 0, count() FROM dead_clicks FINAL GROUP BY page, selector) "
+                                 "GROUP BY page, selector ORDER BY rage + dead DESC LIMIT 8")
+    for r in rows:
+        t.add_row(r["page"], r["selector"], str(r["rage"]), str(r["dead"]))
+    out.print(t)
 
 
 # ------------------------------------------------------------------ orchestration
@@ -228,6 +348,8 @@ def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int,
             procs.wait_http(sink_url(settings) + "ping")
             procs.wait_http(collector_url(settings) + "/health")
         console.print("pipeline running: collector -> Kafka -> worker -> Kafka -> sink -> ClickHouse (chDB)")
+        sessions_ok = sessions_demo(settings, seed, console, procs)
+        print_ux_summary(settings)
         report = asyncio.run(send_traffic(settings, sessions=sessions, duration_s=duration_s, seed=seed,
                                           console=console))
         console.print(report.summary())
@@ -238,7 +360,7 @@ def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int,
             while True:
                 procs.check_alive()
                 time.sleep(1)
-        return 0 if stored == report.accepted else 1
+        return 0 if stored == report.accepted and sessions_ok is not False else 1
     except KeyboardInterrupt:
         console.print("\nstopping...")
         return 0

@@ -151,6 +151,9 @@ class SessionSettings(BaseSettings):
     rage_max_distance_px: float = Field(30, ge=0, description="PULSE_SESSIONS_RAGE_MAX_DISTANCE_PX: Manhattan, inclusive")
     dead_click_window_ms: float = Field(2500, gt=0, description="PULSE_SESSIONS_DEAD_CLICK_WINDOW_MS: no effect within this = dead")
     timer_interval_s: float = Field(1.0, gt=0, description="PULSE_SESSIONS_TIMER_INTERVAL_S: how often quiet partitions follow the clock")
+    quiet_partition_s: float = Field(
+        5.0, ge=0, description="PULSE_SESSIONS_QUIET_PARTITION_S: a caught-up partition that received nothing for this long "
+        "follows the wall clock (watermark = now - allowed lateness), closing idle sessions")
 
     def rules(self) -> "SessionRules":
         from pipeline.sessions.clicks import DeadClickRule, RageClickRule

@@ -124,8 +124,9 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     types: list[str] = []
     for event in decoded.events:
         table, row = event_to_row(event, received_at)
-        sess = session_event(event) if for_sessions else None
-        built.append((row["event_id"], table, row, sess))  # canonical str: hashes faster than UUID
+        event_id = row["event_id"]  # canonical str: hashes faster than UUID
+        sess = session_event(event, event_id) if for_sessions else None
+        built.append((event_id, table, row, sess))
         types.append(event.type)
     by_table: dict[str, list[bytes]] = {}
     first_time = dedup.first_time

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per click event, and frozen __init__ is several times slower
 class Click:
     ts_ms: int
     selector: str

@@ -46,7 +46,7 @@ def _page(p: _Page | None) -> list[Any] | None:
     if p is None:
         return None
     return [p.page, p.start_ms, p.last_ms, p.visible_since, p.visible_ms, p.max_scroll, p.clicks, p.rage, p.dead,
-            sorted(p.forms_started), sorted(p.forms_submitted)]
+            list(p.forms_started), list(p.forms_submitted)]
 
 
 def _unpage(v: list[Any] | None) -> _Page | None:
@@ -54,7 +54,7 @@ def _unpage(v: list[Any] | None) -> _Page | None:
         return None
     p = _Page(v[0], v[1])
     (p.last_ms, p.visible_since, p.visible_ms, p.max_scroll, p.clicks, p.rage, p.dead) = v[2:9]
-    p.forms_started, p.forms_submitted = set(v[9]), set(v[10])
+    p.forms_started, p.forms_submitted = tuple(v[9]), tuple(v[10])
     return p
 
 

@@ -11,6 +11,7 @@ only chooses the kind (``unresponsive`` vs ``non_interactive``). Rage clicks use
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from sys import intern
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,33 +39,35 @@ def page_of(route: str | None, url: str | None) -> str:
     return ""
 
 
-def session_event(event: Any) -> SessionEvent | None:
-    """The session view of a validated contract event; None for types sessions do not read."""
+def session_event(event: Any, event_id: str | None = None) -> SessionEvent | None:
+    """The session view of a validated contract event; None for types sessions do not read.
+    ``event_id``: its canonical string when the caller already has it (saves a UUID format)."""
     type_ = event.type
     if type_ not in SESSION_EVENT_TYPES:
         return None
     ts = epoch_ms(event.timestamp)
-    page = page_of(event.route, event.url)
-    common = dict(session_id=event.session_id, ts_ms=ts, event_id=str(event.event_id), page=page,
-                  project=event.project, user_id=(event.user_id or "") if event.consent else "",
-                  release=event.release or "", user_agent=event.user_agent or "")
+    # Interned: thousands of open sessions share a handful of pages, releases and user agents.
+    page = intern(page_of(event.route, event.url))
+    sid, eid = event.session_id, event_id or str(event.event_id)
+    project, release, ua = intern(event.project), intern(event.release or ""), intern(event.user_agent or "")
+    user_id = (event.user_id or "") if event.consent else ""
     if type_ == "error":
-        return SessionEvent(kind="error", **common)  # type: ignore[arg-type]
+        return SessionEvent(sid, ts, eid, "error", page, project, user_id, release, ua)
     a = event.action
     kind = a.kind
     if kind == "click":
         obs = a.observed
-        click = Click(ts_ms=ts, selector=a.selector or "", page=page, x=a.x, y=a.y, interactive=a.interactive,
-                      observed=obs is not None,
-                      dom_mutation_ms=obs.dom_mutation_ms if obs else None,
-                      navigated=obs.navigated if obs else False,
-                      scrolled=obs.scrolled if obs else False,
-                      observed_for_ms=obs.observed_for_ms if obs else None)
-        return SessionEvent(kind="click", click=click, **common)  # type: ignore[arg-type]
+        if obs is None:
+            click = Click(ts, intern(a.selector or ""), page, a.x, a.y, a.interactive)
+        else:
+            click = Click(ts, intern(a.selector or ""), page, a.x, a.y, a.interactive, True, obs.dom_mutation_ms,
+                          obs.navigated, obs.scrolled, obs.observed_for_ms)
+        return SessionEvent(sid, ts, eid, "click", page, project, user_id, release, ua, click)
     if kind == "scroll":
-        return SessionEvent(kind="scroll", scroll_depth=a.scroll_depth, **common)  # type: ignore[arg-type]
+        return SessionEvent(sid, ts, eid, "scroll", page, project, user_id, release, ua, scroll_depth=a.scroll_depth)
     if kind in ("form_start", "form_submit"):
-        return SessionEvent(kind=kind, form=a.form or "", **common)  # type: ignore[arg-type]
+        return SessionEvent(sid, ts, eid, kind, page, project, user_id, release, ua, form=a.form or "")
     if kind == "visibility":
-        return SessionEvent(kind="visibility", visible=a.visibility == "visible", **common)  # type: ignore[arg-type]
-    return SessionEvent(kind=kind, **common)  # type: ignore[arg-type]
+        return SessionEvent(sid, ts, eid, "visibility", page, project, user_id, release, ua,
+                            visible=a.visibility == "visible")
+    return SessionEvent(sid, ts, eid, kind, page, project, user_id, release, ua)

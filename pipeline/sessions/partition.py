@@ -189,11 +189,11 @@ class PartitionSessions:
         writes = step.writes
         dirty = sz.dirty
         # Tombstones from earlier batches are covered by the partition record written since: delete.
-        for sid in list(self._tombstones):
+        for sid in self._tombstones:
             if sid not in dirty:
                 writes.append((state_key(self.partition, sid), None))
                 self._session_marks.pop(sid, None)
-            self._tombstones.discard(sid)
+        self._tombstones = set()  # a fresh set: a cleared one keeps its peak capacity
         for sid in sorted(dirty):
             active, pending = sz._active.get(sid), sz._pending.get(sid, [])
             marks = self._session_marks.get(sid, {})
@@ -204,3 +204,5 @@ class PartitionSessions:
             writes.append((state_key(self.partition), encode_partition(sz.watermark_ms, self.max_ts, self.marks)))
         dirty.clear()
         self._dirty_partition = False
+        if not self._session_marks:  # everything closed: give the peak-sized tables back
+            self._session_marks, sz._active, sz._pending, sz._deadlines = {}, {}, {}, []

@@ -37,7 +37,7 @@ class SessionRules:
     dead: DeadClickRule = DeadClickRule()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per event on the hot path (frozen __init__ is slow); never mutated
 class SessionEvent:
     """What sessionization needs of an event (built from the contract by the agent)."""
 
@@ -142,12 +142,13 @@ class _Page:
         self.visible_ms = 0
         self.max_scroll = 0.0
         self.clicks = self.rage = self.dead = 0
-        self.forms_started: set[str] = set()
-        self.forms_submitted: set[str] = set()
+        # Tuples, not sets: almost always empty (the shared ``()`` costs nothing per page).
+        self.forms_started: tuple[str, ...] = ()
+        self.forms_submitted: tuple[str, ...] = ()
 
     def end(self, session_id: str, session_start: int, end_ms: int, project: str = "") -> PageView:
         visible = self.visible_ms + (end_ms - self.visible_since if self.visible_since is not None else 0)
-        abandoned = len(self.forms_started - self.forms_submitted)
+        abandoned = len(set(self.forms_started) - set(self.forms_submitted))
         return PageView(session_id, session_start, self.page, self.start_ms, end_ms, visible, self.max_scroll,
                         tuple(m for m in SCROLL_MILESTONES if self.max_scroll >= m), self.clicks, self.rage,
                         self.dead, len(self.forms_started), abandoned, project)
@@ -212,6 +213,9 @@ class Sessionizer:
                     self._apply(e, out)
                 previous = key
             self.dirty.add(sid)
+            s = self._active.get(sid)
+            if s is not None:  # one deadline entry per session and step, not per event
+                heapq.heappush(self._deadlines, (self._close_at(s), sid))
         while self._deadlines and self._deadlines[0][0] < watermark_ms:
             _, sid = heapq.heappop(self._deadlines)
             s = self._active.get(sid)
@@ -275,7 +279,10 @@ class Sessionizer:
             if page:
                 page.max_scroll = max(page.max_scroll, e.scroll_depth)
         elif e.kind in ("form_start", "form_submit") and page is not None:
-            (page.forms_started if e.kind == "form_start" else page.forms_submitted).add(e.form)
+            if e.kind == "form_start" and e.form not in page.forms_started:
+                page.forms_started += (e.form,)
+            elif e.kind == "form_submit" and e.form not in page.forms_submitted:
+                page.forms_submitted += (e.form,)
         elif e.kind == "visibility" and page is not None:
             if e.visible is False and page.visible_since is not None:
                 page.visible_ms += e.ts_ms - page.visible_since
@@ -284,7 +291,6 @@ class Sessionizer:
                 page.visible_since = e.ts_ms
         elif e.kind == "error":
             s.errors += 1
-        heapq.heappush(self._deadlines, (self._close_at(s), s.session_id))
 
     def _end_page(self, s: _Session, end_ms: int) -> PageView:
         assert s.page is not None

@@ -57,10 +57,10 @@ def _run_child(code: str, *args: str) -> dict:
 
 def test_migrations_create_every_table_once_and_reapply_a_changed_ttl(tmp_path: Path) -> None:
     out = _run_child(MIGRATE_TWICE, str(tmp_path / "chdb"))
-    assert out["first"] == ["0001_initial"]
+    assert out["first"] == ["0001_initial", "0002_sessions"]
     assert out["again"] == []  # idempotent: nothing re-applied, nothing recorded twice
-    assert out["versions"] == [1]
-    assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations"}
+    assert out["versions"] == [1, 2]
+    assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations", "page_ux_minute"}
     for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
         engine = out["tables"][table]
         assert engine.startswith("MergeTree") and "non_replicated_deduplication_window = 10000" in engine
