@@ -28,7 +28,7 @@ import faust
 from aiokafka.errors import KafkaError
 
 from agents.app import WorkerState
-from agents.sessions import SessionState
+from agents.sessions import Send, SessionState
 from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.process import DEAD_LETTER_TABLE, RawMessage, dead_letter_for, process_batch
@@ -38,7 +38,6 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 PROCESS = "worker"
 SEND_ATTEMPTS = 5
-Send = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]]]  # topic, key, value, partition, headers
 
 
 def to_raw_message(event: Any) -> RawMessage:
@@ -113,7 +112,7 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
                 # Session outputs must be on Kafka before their state is written (see agents/sessions.py).
                 await sessions.deliver([s for s, e in zip(session_sends, errors[len(sends):]) if e is not None],
                                        send_all)
-                sessions.write_changelog(steps)
+                await sessions.write_changelog(steps, send_all)
             errors = errors[:len(sends)]
             failed = [(sends[i], err) for i, err in enumerate(errors) if err is not None]
             if failed:

@@ -41,7 +41,7 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 PROCESS = "worker"
 TABLE_NAME = "session_state"
-Send = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]]]
+Send = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]  # topic, key, value, partition, headers
 SendAll = Callable[[list[Send]], Awaitable[list[BaseException | None]]]
 
 
@@ -66,6 +66,9 @@ class SessionState:
         self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
         self.lock = asyncio.Lock()
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.kafka.partitions)
+        self.changelog = self.table.changelog_topic.get_topic_name()
+        if self.changelog != changelog_topic(settings):  # the worker creates it by that name, compacted
+            raise RuntimeError(f"Faust names the changelog {self.changelog!r}, expected {changelog_topic(settings)!r}")
 
     # ------------------------------------------------------------ partitions
     def owned_partitions(self) -> set[int]:
@@ -142,10 +145,24 @@ class SessionState:
                 sends.append((self.signal_topic, signal["project"].encode(), orjson.dumps(signal), None, []))
         return sends
 
-    def write_changelog(self, steps: list[tuple[int, Step]]) -> None:
+    async def write_changelog(self, steps: list[tuple[int, Step]], send_all: SendAll) -> None:
+        """Produce the state records in order and wait until Kafka has them all, so the raw offsets
+        Faust acks after this are never ahead of the state. Straight through the producer, not the
+        table's ``send_soon`` buffer: that one publishes a message at a time (hundreds per batch
+        here). On any failure the whole sequence is sent again, so a record never lands after the
+        partition record that is meant to follow it."""
+        sends: list[Send] = [(self.changelog, key.encode(), value, p, []) for p, step in steps
+                             for key, value in step.writes]
+        delay = 0.5
+        while sends:
+            errors = await send_all(sends)
+            failed = next((e for e in errors if e is not None), None)
+            if failed is None:
+                break
+            log.error("could not write session state (%r); writing it again in %.1fs", failed, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
         for p, step in steps:
-            for key, value in step.writes:
-                self.table.send_changelog(p, key.encode(), value, key_serializer="raw", value_serializer="raw")
             part = self.parts.get(p)
             if part is not None:
                 ACTIVE_SESSIONS.labels(str(p)).set(part.active_sessions)
@@ -199,7 +216,7 @@ class SessionState:
                         steps.append((p, step))
             if steps:
                 await self.deliver(self.sends_for(steps), send_all)
-                self.write_changelog(steps)
+                await self.write_changelog(steps, send_all)
 
     def health(self) -> dict[str, Any]:
         return {str(p): {"active_sessions": part.active_sessions, "buffered_events": part.buffered_events,

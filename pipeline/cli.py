@@ -130,11 +130,26 @@ def simulate(sessions: int = typer.Option(300, help="Simulated browser sessions"
              duration: float = typer.Option(60.0, help="Seconds of sending (session time is compressed to fit)"),
              seed: int = typer.Option(7),
              url: Optional[str] = typer.Option(None, help="Collector base URL (default from settings)"),
-             key: Optional[str] = typer.Option(None, help="Project key (default: the first configured)")) -> None:
+             key: Optional[str] = typer.Option(None, help="Project key (default: the first configured)"),
+             past_sessions: bool = typer.Option(
+                 False, "--past-sessions",
+                 help="Instead: sessions from 1-4 h ago with known rage/dead clicks and bounces, sent as fast as "
+                      "accepted; prints the answer the sessions tables should reach")) -> None:
     """Send realistic SDK flushes (some malformed) to a running collector, paced in real time."""
-    from pipeline.demo import send_traffic
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline.demo import send_session_replay, send_traffic
+    from pipeline.simulate_sessions import generate_session_scenario
 
     settings = load_settings()
+    if past_sessions:
+        scenario = generate_session_scenario(seed=seed, sessions=sessions,
+                                             start=datetime.now(timezone.utc) - timedelta(hours=4))
+        accepted = asyncio.run(send_session_replay(settings, scenario, console, base_url=url, key=key))
+        t = scenario.truth
+        console.print(f"{accepted} events accepted; expected: {t.session_count} sessions, {t.bounces} bounces, "
+                      f"{t.total_rage} rage clicks, {t.total_dead} dead clicks")
+        return
     report = asyncio.run(send_traffic(settings, sessions=sessions, duration_s=duration, seed=seed,
                                       base_url=url, key=key, console=console))
     console.print(report.summary())

@@ -115,10 +115,10 @@ async def send_traffic(settings: Settings, *, sessions: int, duration_s: float, 
 
 
 async def send_session_replay(settings: Settings, scenario: SessionScenario, console: Console,
-                              concurrency: int = 8) -> int:
+                              concurrency: int = 8, base_url: str | None = None, key: str | None = None) -> int:
     """POST the session scenario's flushes in send order, as fast as the collector takes them."""
-    url = collector_url(settings) + "/api/v1/events"
-    headers = {"X-Pulse-Key": next(iter(settings.collector.project_keys)), "Content-Type": "application/json"}
+    url = (base_url or collector_url(settings)) + "/api/v1/events"
+    headers = {"X-Pulse-Key": key or next(iter(settings.collector.project_keys)), "Content-Type": "application/json"}
     limit = asyncio.Semaphore(concurrency)
     accepted = 0
 

@@ -26,6 +26,12 @@ def test_pulse_demo_runs_end_to_end_and_reports_every_event_stored(kafka_bootstr
     logs = "".join(p.read_text(errors="replace")[-1500:] for p in (workdir / ".pulse" / "logs").glob("*.log"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
     assert "all there" in proc.stdout
+    # The session replay reached the generator's truth (the table prints stored next to expected).
+    assert "pipeline vs. the generator's truth" in proc.stdout, proc.stdout[-3000:]
+    for label in ("sessions", "bounces", "rage clicks", "dead clicks"):
+        row = next(line for line in proc.stdout.splitlines() if line.strip().strip("│┃ ").startswith(label))
+        stored, expected = [c.strip() for c in row.split("│") if c.strip()][1:3]
+        assert stored == expected, row
     for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
         assert table in proc.stdout
     assert (workdir / ".pulse" / "chdb").is_dir() and (workdir / ".pulse" / "worker").is_dir()
