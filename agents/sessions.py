@@ -194,6 +194,8 @@ class SessionState:
         end offsets) so a backlog is never declared late, and *quiet* (nothing arrived for
         ``quiet_partition_s``) so a slow replay of older data is not cut off between messages."""
         app = self.app
+        if self.lock.locked():  # a batch is being processed: nothing is quiet now
+            return
         if app.rebalancing or getattr(app, "in_recovery", False) or not app.tables.recovery.completed.is_set():
             return
         owned = self.owned_partitions()

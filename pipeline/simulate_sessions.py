@@ -501,7 +501,8 @@ def generate_session_scenario(*, seed: int, start: datetime, project: str = "dem
     All timestamps lie within [start, start + 3 h]. Flushes are ordered by send time; no event is
     sent more than ``max(flush_every_s, max_disorder_ms)`` after it happened.
     """
-    rng = random.Random(seed)
+    # Its own random stream: the same seed in ``pipeline.simulate`` must not yield the same event ids.
+    rng = random.Random(f"session-scenario:{seed}")
     base = _start_ms(start)
     truth = SessionTruth()
     used_ids: set[str] = set()

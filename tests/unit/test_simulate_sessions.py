@@ -194,3 +194,13 @@ def test_edge_case(sid: str) -> None:
             assert [s.bounce for s in sessions] == bounce, name
         if pageviews is not None:
             assert [s.pageviews for s in sessions] == pageviews, name
+
+
+def test_same_seed_as_the_traffic_simulator_gives_different_event_ids() -> None:
+    """The demo runs both generators with one seed; shared ids would be dropped as duplicates."""
+    from pipeline.simulate import generate_scenario
+
+    start = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+    traffic = {e["event_id"] for e in generate_scenario(25, seed=7, start=start).events}
+    sessions = {e["event_id"] for e in generate_session_scenario(seed=7, start=start, sessions=10).events}
+    assert traffic.isdisjoint(sessions)
