@@ -55,6 +55,7 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
     and error events also go through sessionization (``sessions``)."""
     dedup = RecentIds(settings.worker.dedup_capacity)
     session_topics = frozenset(settings.kafka.session_topics)
+    rollup_rules = settings.rollups.rules()
     storage_partitions = settings.kafka.partitions
     storage_topic, dead_letter_topic = settings.kafka.topic_storage, settings.kafka.topic_dead_letter
     batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
@@ -102,7 +103,7 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
         messages: list[RawMessage] = []
         try:
             messages = [to_raw_message(e) for e in events]
-            out = process_batch(messages, dedup, storage_partitions, now, session_topics)
+            out = process_batch(messages, dedup, storage_partitions, now, session_topics, rollup_rules)
             sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]
             sends += [dl_send(dl) for dl in out.dead_letters]
             async with sessions.lock:

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from pipeline.rollups.minute import RollupRules
     from pipeline.sessions.sessionizer import SessionRules
 
 ENV_PREFIX = "PULSE_"
@@ -169,6 +170,22 @@ class SessionSettings(BaseSettings):
         return int(self.allowed_lateness_s * 1000)
 
 
+class RollupSettings(BaseSettings):
+    """Per-minute rollups (``PULSE_ROLLUPS_*``)."""
+
+    model_config = _config("PULSE_ROLLUPS_")
+
+    window_s: int = Field(60, ge=1, le=3600, description="PULSE_ROLLUPS_WINDOW_S: tumbling window of the finest rollup")
+    checkout_patterns: list[str] = Field(
+        default_factory=lambda: ["/checkout"],
+        description='PULSE_ROLLUPS_CHECKOUT_PATTERNS: JSON list; API calls whose URL path contains one count as checkout')
+
+    def rules(self) -> "RollupRules":
+        from pipeline.rollups.minute import RollupRules
+
+        return RollupRules(window_s=self.window_s, checkout_patterns=tuple(self.checkout_patterns))
+
+
 class SinkSettings(BaseSettings):
     """The ClickHouse sink, the single owner of the database connection (``PULSE_SINK_*``)."""
 
@@ -197,6 +214,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    rollups: RollupSettings = Field(default_factory=RollupSettings)
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> "Settings":
@@ -220,6 +238,7 @@ def describe_settings_error(exc: Exception) -> str:
         "WorkerSettings": "PULSE_WORKER_",
         "SinkSettings": "PULSE_SINK_",
         "SessionSettings": "PULSE_SESSIONS_",
+        "RollupSettings": "PULSE_ROLLUPS_",
     }.get(title, ENV_PREFIX)
     lines = []
     for err in exc.errors():

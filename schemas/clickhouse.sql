@@ -280,6 +280,177 @@ ORDER BY (project, page, selector, timestamp, event_id)
 TTL toDateTime(timestamp) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
+CREATE TABLE IF NOT EXISTS rollups_minute
+(
+    `project` LowCardinality(String),
+    `minute` DateTime('UTC'),
+    `environment` LowCardinality(String),
+    `release` LowCardinality(String),
+    `page` LowCardinality(String),
+    `browser` LowCardinality(String),
+    `events` SimpleAggregateFunction(sum, UInt64),
+    `errors` SimpleAggregateFunction(sum, UInt64),
+    `vitals` SimpleAggregateFunction(sum, UInt64),
+    `actions` SimpleAggregateFunction(sum, UInt64),
+    `api_events` SimpleAggregateFunction(sum, UInt64),
+    `pageviews` SimpleAggregateFunction(sum, UInt64),
+    `clicks` SimpleAggregateFunction(sum, UInt64),
+    `api_calls` SimpleAggregateFunction(sum, UInt64),
+    `api_failures` SimpleAggregateFunction(sum, UInt64),
+    `resources` SimpleAggregateFunction(sum, UInt64),
+    `resource_failures` SimpleAggregateFunction(sum, UInt64),
+    `slow_resources` SimpleAggregateFunction(sum, UInt64),
+    `long_tasks` SimpleAggregateFunction(sum, UInt64),
+    `checkout_calls` SimpleAggregateFunction(sum, UInt64),
+    `checkout_failures` SimpleAggregateFunction(sum, UInt64),
+    `lcp_good` SimpleAggregateFunction(sum, UInt64),
+    `lcp_ni` SimpleAggregateFunction(sum, UInt64),
+    `lcp_poor` SimpleAggregateFunction(sum, UInt64),
+    `inp_good` SimpleAggregateFunction(sum, UInt64),
+    `inp_ni` SimpleAggregateFunction(sum, UInt64),
+    `inp_poor` SimpleAggregateFunction(sum, UInt64),
+    `cls_good` SimpleAggregateFunction(sum, UInt64),
+    `cls_ni` SimpleAggregateFunction(sum, UInt64),
+    `cls_poor` SimpleAggregateFunction(sum, UInt64),
+    `fcp_good` SimpleAggregateFunction(sum, UInt64),
+    `fcp_ni` SimpleAggregateFunction(sum, UInt64),
+    `fcp_poor` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_good` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_ni` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_poor` SimpleAggregateFunction(sum, UInt64),
+    `fid_good` SimpleAggregateFunction(sum, UInt64),
+    `fid_ni` SimpleAggregateFunction(sum, UInt64),
+    `fid_poor` SimpleAggregateFunction(sum, UInt64),
+    `long_task_blocking_ms` SimpleAggregateFunction(sum, Float64),
+    `api_duration_ms` SimpleAggregateFunction(sum, Float64),
+    `api_latency` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `lcp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `inp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `cls` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `fcp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `ttfb` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `fid` SimpleAggregateFunction(sumMap, Map(Int16, UInt64))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+-- ORDER BY serves: rates and percentiles per minute for any project/time range
+ORDER BY (project, minute, environment, release, page, browser)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS rollups_hour
+(
+    `project` LowCardinality(String),
+    `hour` DateTime('UTC'),
+    `environment` LowCardinality(String),
+    `release` LowCardinality(String),
+    `page` LowCardinality(String),
+    `browser` LowCardinality(String),
+    `events` SimpleAggregateFunction(sum, UInt64),
+    `errors` SimpleAggregateFunction(sum, UInt64),
+    `vitals` SimpleAggregateFunction(sum, UInt64),
+    `actions` SimpleAggregateFunction(sum, UInt64),
+    `api_events` SimpleAggregateFunction(sum, UInt64),
+    `pageviews` SimpleAggregateFunction(sum, UInt64),
+    `clicks` SimpleAggregateFunction(sum, UInt64),
+    `api_calls` SimpleAggregateFunction(sum, UInt64),
+    `api_failures` SimpleAggregateFunction(sum, UInt64),
+    `resources` SimpleAggregateFunction(sum, UInt64),
+    `resource_failures` SimpleAggregateFunction(sum, UInt64),
+    `slow_resources` SimpleAggregateFunction(sum, UInt64),
+    `long_tasks` SimpleAggregateFunction(sum, UInt64),
+    `checkout_calls` SimpleAggregateFunction(sum, UInt64),
+    `checkout_failures` SimpleAggregateFunction(sum, UInt64),
+    `lcp_good` SimpleAggregateFunction(sum, UInt64),
+    `lcp_ni` SimpleAggregateFunction(sum, UInt64),
+    `lcp_poor` SimpleAggregateFunction(sum, UInt64),
+    `inp_good` SimpleAggregateFunction(sum, UInt64),
+    `inp_ni` SimpleAggregateFunction(sum, UInt64),
+    `inp_poor` SimpleAggregateFunction(sum, UInt64),
+    `cls_good` SimpleAggregateFunction(sum, UInt64),
+    `cls_ni` SimpleAggregateFunction(sum, UInt64),
+    `cls_poor` SimpleAggregateFunction(sum, UInt64),
+    `fcp_good` SimpleAggregateFunction(sum, UInt64),
+    `fcp_ni` SimpleAggregateFunction(sum, UInt64),
+    `fcp_poor` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_good` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_ni` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_poor` SimpleAggregateFunction(sum, UInt64),
+    `fid_good` SimpleAggregateFunction(sum, UInt64),
+    `fid_ni` SimpleAggregateFunction(sum, UInt64),
+    `fid_poor` SimpleAggregateFunction(sum, UInt64),
+    `long_task_blocking_ms` SimpleAggregateFunction(sum, Float64),
+    `api_duration_ms` SimpleAggregateFunction(sum, Float64),
+    `api_latency` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `lcp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `inp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `cls` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `fcp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `ttfb` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `fid` SimpleAggregateFunction(sumMap, Map(Int16, UInt64))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+-- ORDER BY serves: the same per hour (filled from rollups_minute)
+ORDER BY (project, hour, environment, release, page, browser)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS rollups_day
+(
+    `project` LowCardinality(String),
+    `day` DateTime('UTC'),
+    `environment` LowCardinality(String),
+    `release` LowCardinality(String),
+    `page` LowCardinality(String),
+    `browser` LowCardinality(String),
+    `events` SimpleAggregateFunction(sum, UInt64),
+    `errors` SimpleAggregateFunction(sum, UInt64),
+    `vitals` SimpleAggregateFunction(sum, UInt64),
+    `actions` SimpleAggregateFunction(sum, UInt64),
+    `api_events` SimpleAggregateFunction(sum, UInt64),
+    `pageviews` SimpleAggregateFunction(sum, UInt64),
+    `clicks` SimpleAggregateFunction(sum, UInt64),
+    `api_calls` SimpleAggregateFunction(sum, UInt64),
+    `api_failures` SimpleAggregateFunction(sum, UInt64),
+    `resources` SimpleAggregateFunction(sum, UInt64),
+    `resource_failures` SimpleAggregateFunction(sum, UInt64),
+    `slow_resources` SimpleAggregateFunction(sum, UInt64),
+    `long_tasks` SimpleAggregateFunction(sum, UInt64),
+    `checkout_calls` SimpleAggregateFunction(sum, UInt64),
+    `checkout_failures` SimpleAggregateFunction(sum, UInt64),
+    `lcp_good` SimpleAggregateFunction(sum, UInt64),
+    `lcp_ni` SimpleAggregateFunction(sum, UInt64),
+    `lcp_poor` SimpleAggregateFunction(sum, UInt64),
+    `inp_good` SimpleAggregateFunction(sum, UInt64),
+    `inp_ni` SimpleAggregateFunction(sum, UInt64),
+    `inp_poor` SimpleAggregateFunction(sum, UInt64),
+    `cls_good` SimpleAggregateFunction(sum, UInt64),
+    `cls_ni` SimpleAggregateFunction(sum, UInt64),
+    `cls_poor` SimpleAggregateFunction(sum, UInt64),
+    `fcp_good` SimpleAggregateFunction(sum, UInt64),
+    `fcp_ni` SimpleAggregateFunction(sum, UInt64),
+    `fcp_poor` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_good` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_ni` SimpleAggregateFunction(sum, UInt64),
+    `ttfb_poor` SimpleAggregateFunction(sum, UInt64),
+    `fid_good` SimpleAggregateFunction(sum, UInt64),
+    `fid_ni` SimpleAggregateFunction(sum, UInt64),
+    `fid_poor` SimpleAggregateFunction(sum, UInt64),
+    `long_task_blocking_ms` SimpleAggregateFunction(sum, Float64),
+    `api_duration_ms` SimpleAggregateFunction(sum, Float64),
+    `api_latency` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `lcp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `inp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `cls` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `fcp` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `ttfb` SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    `fid` SimpleAggregateFunction(sumMap, Map(Int16, UInt64))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+-- ORDER BY serves: the same per day (filled from rollups_minute)
+ORDER BY (project, day, environment, release, page, browser)
+SETTINGS non_replicated_deduplication_window = 10000;
+
 CREATE VIEW IF NOT EXISTS page_ux_minute AS
 SELECT project, page, minute,
     sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,
@@ -303,3 +474,13 @@ FROM
     FROM dead_clicks FINAL GROUP BY project, page, toStartOfMinute(timestamp)
 )
 GROUP BY project, page, minute;
+
+CREATE FUNCTION IF NOT EXISTS pulseQuantile AS (q, sketch) -> if(length(mapKeys(sketch)) = 0, nan, if(mapKeys(sketch)[arrayFirstIndex(c -> c > q * (arraySum(mapValues(sketch)) - 1), arrayCumSum(mapValues(sketch)))] = -32768, 0, pow(1.0100502512562815, mapKeys(sketch)[arrayFirstIndex(c -> c > q * (arraySum(mapValues(sketch)) - 1), arrayCumSum(mapValues(sketch)))]) * 2 / (1 + 1.0100502512562815)));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_hour_mv TO rollups_hour AS
+SELECT project, toStartOfHour(minute) AS hour, environment, release, page, browser, sum(events) AS events, sum(errors) AS errors, sum(vitals) AS vitals, sum(actions) AS actions, sum(api_events) AS api_events, sum(pageviews) AS pageviews, sum(clicks) AS clicks, sum(api_calls) AS api_calls, sum(api_failures) AS api_failures, sum(resources) AS resources, sum(resource_failures) AS resource_failures, sum(slow_resources) AS slow_resources, sum(long_tasks) AS long_tasks, sum(checkout_calls) AS checkout_calls, sum(checkout_failures) AS checkout_failures, sum(lcp_good) AS lcp_good, sum(lcp_ni) AS lcp_ni, sum(lcp_poor) AS lcp_poor, sum(inp_good) AS inp_good, sum(inp_ni) AS inp_ni, sum(inp_poor) AS inp_poor, sum(cls_good) AS cls_good, sum(cls_ni) AS cls_ni, sum(cls_poor) AS cls_poor, sum(fcp_good) AS fcp_good, sum(fcp_ni) AS fcp_ni, sum(fcp_poor) AS fcp_poor, sum(ttfb_good) AS ttfb_good, sum(ttfb_ni) AS ttfb_ni, sum(ttfb_poor) AS ttfb_poor, sum(fid_good) AS fid_good, sum(fid_ni) AS fid_ni, sum(fid_poor) AS fid_poor, sum(long_task_blocking_ms) AS long_task_blocking_ms, sum(api_duration_ms) AS api_duration_ms, sumMap(api_latency) AS api_latency, sumMap(lcp) AS lcp, sumMap(inp) AS inp, sumMap(cls) AS cls, sumMap(fcp) AS fcp, sumMap(ttfb) AS ttfb, sumMap(fid) AS fid
+FROM rollups_minute GROUP BY project, hour, environment, release, page, browser;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_day_mv TO rollups_day AS
+SELECT project, toStartOfDay(minute) AS day, environment, release, page, browser, sum(events) AS events, sum(errors) AS errors, sum(vitals) AS vitals, sum(actions) AS actions, sum(api_events) AS api_events, sum(pageviews) AS pageviews, sum(clicks) AS clicks, sum(api_calls) AS api_calls, sum(api_failures) AS api_failures, sum(resources) AS resources, sum(resource_failures) AS resource_failures, sum(slow_resources) AS slow_resources, sum(long_tasks) AS long_tasks, sum(checkout_calls) AS checkout_calls, sum(checkout_failures) AS checkout_failures, sum(lcp_good) AS lcp_good, sum(lcp_ni) AS lcp_ni, sum(lcp_poor) AS lcp_poor, sum(inp_good) AS inp_good, sum(inp_ni) AS inp_ni, sum(inp_poor) AS inp_poor, sum(cls_good) AS cls_good, sum(cls_ni) AS cls_ni, sum(cls_poor) AS cls_poor, sum(fcp_good) AS fcp_good, sum(fcp_ni) AS fcp_ni, sum(fcp_poor) AS fcp_poor, sum(ttfb_good) AS ttfb_good, sum(ttfb_ni) AS ttfb_ni, sum(ttfb_poor) AS ttfb_poor, sum(fid_good) AS fid_good, sum(fid_ni) AS fid_ni, sum(fid_poor) AS fid_poor, sum(long_task_blocking_ms) AS long_task_blocking_ms, sum(api_duration_ms) AS api_duration_ms, sumMap(api_latency) AS api_latency, sumMap(lcp) AS lcp, sumMap(inp) AS inp, sumMap(cls) AS cls, sumMap(fcp) AS fcp, sumMap(ttfb) AS ttfb, sumMap(fid) AS fid
+FROM rollups_minute GROUP BY project, day, environment, release, page, browser;

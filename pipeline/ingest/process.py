@@ -30,11 +30,13 @@ from pipeline.contract import EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE,
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import Decoded, decode_message
+from pipeline.rollups.minute import RollupRules, rollup_rows
 from pipeline.sessions.events import session_event
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
 DEAD_LETTER_TABLE = b"dead_letters"
+ROLLUP_TABLE = "rollups_minute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,8 @@ def _received_at(msg: RawMessage, now: datetime) -> datetime:
 
 
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
-                    out: ProcessedBatch, session_topics: frozenset[str] = frozenset()) -> None:
+                    out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
+                    rollups: RollupRules | None = None) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
     seen, so a failure while building leaves the dedup state untouched."""
     for_sessions = msg.topic in session_topics
@@ -132,10 +135,12 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     first_time = dedup.first_time
     dumps = orjson.dumps
     sourced: list[Sourced] | None = out.session_events.setdefault(msg.partition, []) if for_sessions else None
+    fresh: list[tuple[str, dict[str, Any]]] = []
     for event_id, table, row, sess in built:
         if not first_time(event_id):
             out.duplicates += 1
             continue
+        fresh.append((table, row))
         if sess is not None and sourced is not None:
             sourced.append(Sourced(msg.topic, msg.offset, sess))
         lines = by_table.get(table)
@@ -146,20 +151,26 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     partition = msg.partition % storage_partitions
     out.dead_letters.extend(decoded.dead_letters)
     out.events_in.update(types)
+    if rollups is not None and fresh:
+        # Minute partials of this message's first-time events: same origin, so a replay is dropped
+        # by the sink like the raw rows (see pipeline/rollups/minute.py).
+        partials = rollup_rows(fresh, rollups)
+        by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
     for table, lines in by_table.items():
         out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines)))
         out.rows_out[table] += len(lines)
 
 
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
-                  now: datetime, session_topics: frozenset[str] = frozenset()) -> ProcessedBatch:
+                  now: datetime, session_topics: frozenset[str] = frozenset(),
+                  rollups: RollupRules | None = None) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
     into a dead letter carrying the exception text; the others continue. Valid first-time events
     of ``session_topics`` are also handed out for sessionization (``out.session_events``)."""
     out = ProcessedBatch()
     for msg in messages:
         try:
-            process_message(msg, dedup, storage_partitions, now, out, session_topics)
+            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out

@@ -14,7 +14,7 @@ import orjson
 from pipeline.sessions.clicks import Click, RageClickDetector
 from pipeline.sessions.sessionizer import SessionEvent, SessionRules, _Page, _Session
 
-VERSION = 1
+VERSION = 2
 
 
 class StateFormatError(ValueError):
@@ -82,23 +82,36 @@ def _unsession(sid: str, v: list[Any] | None, rules: SessionRules) -> _Session |
     return s
 
 
-def encode_session(active: _Session | None, pending: list[SessionEvent], marks: dict[str, int]) -> bytes:
-    """One session key's whole state: the open session (if any), its buffered events, and the
-    highest raw offset per topic already taken into it (so a replay skips them)."""
-    return orjson.dumps([VERSION, _session(active), [_event(e) for e in pending], marks])
+def encode_session(active: _Session | None, marks: dict[str, int], applied_wm: int) -> bytes:
+    """One session key's state: the open session (if any), the highest raw offset per topic taken
+    into the key (applied or buffered, so a replay skips them), and the watermark it was applied
+    up to: buffered events (stored in chunks) at or below it are already inside ``active``."""
+    return orjson.dumps([VERSION, _session(active), marks, applied_wm])
 
 
-def decode_session(sid: str, raw: bytes, rules: SessionRules
-                   ) -> tuple[_Session | None, list[SessionEvent], dict[str, int]]:
+def decode_session(sid: str, raw: bytes, rules: SessionRules) -> tuple[_Session | None, dict[str, int], int]:
     try:
         v = orjson.loads(raw)
         if not isinstance(v, list) or v[0] != VERSION:
             raise StateFormatError(f"session state of {sid!r}: unknown layout {v[0] if v else v!r}")
-        return _unsession(sid, v[1], rules), [_unevent(sid, e) for e in v[2]], dict(v[3])
+        return _unsession(sid, v[1], rules), dict(v[2]), v[3]
     except StateFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign bytes: say which key
         raise StateFormatError(f"session state of {sid!r} is unreadable: {exc}") from exc
+
+
+def encode_chunk(events: list[SessionEvent]) -> bytes:
+    """Events of one session from one raw message, buffered behind the watermark. Written once,
+    deleted once applied: buffering costs a write per message, not a rewrite per batch."""
+    return orjson.dumps([VERSION, [_event(e) for e in events]])
+
+
+def decode_chunk(sid: str, raw: bytes) -> list[SessionEvent]:
+    v = orjson.loads(raw)
+    if not isinstance(v, list) or v[0] != VERSION:
+        raise StateFormatError(f"buffered events of {sid!r}: unknown layout {v!r:.80}")
+    return [_unevent(sid, e) for e in v[1]]
 
 
 def encode_partition(watermark_ms: int, max_ts: dict[str, int], marks: dict[str, int]) -> bytes:

@@ -33,7 +33,8 @@ import heapq
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.sessions.codec import decode_partition, decode_session, encode_partition, encode_session
+from pipeline.sessions.codec import (decode_chunk, decode_partition, decode_session, encode_chunk, encode_partition,
+                                     encode_session)
 from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
 
 NEVER = -(2**62)
@@ -56,9 +57,13 @@ class Step:
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # apply in this order
 
 
-def state_key(partition: int, session_id: str = "") -> str:
-    """Table key: ``"<partition>|<session_id>"``; the partition's own record has an empty session id."""
-    return f"{partition}|{session_id}"
+CHUNK_SEP = "\x1f"  # session key + CHUNK_SEP + "<topic>\x1f<offset>" = events buffered from one message
+
+
+def state_key(partition: int, session_id: str = "", chunk: str = "") -> str:
+    """Table key: ``"<partition>|<session_id>"``; the partition's own record has an empty session
+    id; buffered events of one raw message are ``"<partition>|<session_id>\x1f<topic>\x1f<offset>"``."""
+    return f"{partition}|{session_id}{CHUNK_SEP + chunk if chunk else ''}"
 
 
 def split_key(key: str) -> tuple[int, str]:
@@ -78,6 +83,9 @@ class PartitionSessions:
         self.max_ts: dict[str, int] = {}  # topic -> highest event time seen on it
         self._session_marks: dict[str, dict[str, int]] = {}  # session key -> topic -> offset inside its state
         self._tombstones: set[str] = set()  # closed keys whose record still exists
+        self._chunks: dict[str, dict[str, int]] = {}  # session key -> chunk -> its newest event time
+        self._new_chunks: dict[tuple[str, str], list[SessionEvent]] = {}
+        self._stale: list[str] = []  # restored records to delete (applied or orphaned chunks)
         self._dirty_partition = False
 
     # ------------------------------------------------------------ restore
@@ -87,19 +95,33 @@ class PartitionSessions:
         """Rebuild from table records ``(session_id or "", bytes)`` of this partition."""
         part = cls(partition, rules, lateness_ms)
         sz = part.sessionizer
+        chunks: dict[str, list[tuple[str, bytes]]] = {}
+        applied: dict[str, int] = {}
         for sid, raw in records:
             if sid == "":
                 wm, part.max_ts, part.marks = decode_partition(raw)
                 sz.watermark_ms = max(sz.watermark_ms, wm)
                 continue
-            active, pending, marks = decode_session(sid, raw, rules)
+            if CHUNK_SEP in sid:
+                owner, _, chunk = sid.partition(CHUNK_SEP)
+                chunks.setdefault(owner, []).append((chunk, raw))
+                continue
+            active, marks, applied[sid] = decode_session(sid, raw, rules)
             part._session_marks[sid] = marks
             if active is not None:
                 sz._active[sid] = active
                 heapq.heappush(sz._deadlines, (sz._close_at(active), sid))
-            if pending:
-                sz._pending[sid] = pending
-            if active is None and not pending:
+        for sid, items in chunks.items():
+            for chunk, raw in items:
+                wm = applied.get(sid)
+                events = [e for e in decode_chunk(sid, raw) if wm is not None and e.ts_ms > wm]
+                if not events:  # applied already, or written by a batch whose session record never landed
+                    part._stale.append(state_key(partition, sid, chunk))
+                    continue
+                sz._pending.setdefault(sid, []).extend(events)
+                part._chunks.setdefault(sid, {})[chunk] = max(e.ts_ms for e in events)
+        for sid in applied:
+            if sid not in sz._active and sid not in sz._pending:
                 part._tombstones.add(sid)
         return part
 
@@ -139,6 +161,10 @@ class PartitionSessions:
             if src.offset > own.get(src.topic, -1):
                 own[src.topic] = src.offset
             accepted.append(e)
+            chunk = self._new_chunks.get((sid, f"{src.topic}{CHUNK_SEP}{src.offset}"))
+            if chunk is None:
+                chunk = self._new_chunks[(sid, f"{src.topic}{CHUNK_SEP}{src.offset}")] = []
+            chunk.append(e)
         for topic, offset in processed_upto.items():
             if offset > marks.get(topic, -1):
                 marks[topic] = offset
@@ -146,6 +172,10 @@ class PartitionSessions:
         step.late = self.sessionizer.add(accepted)
         for e in step.late:  # late events are not in any state, but their offsets are processed
             self.sessionizer.dirty.add(e.session_id)
+        if step.late:
+            late = {id(e) for e in step.late}
+            self._new_chunks = {k: kept for k, evs in self._new_chunks.items()
+                                if (kept := [e for e in evs if id(e) not in late])}
         step.emitted = self.sessionizer.advance(self.event_time_ms(lagging) - self.lateness_ms)
         self._collect_writes(step)
         return step
@@ -185,24 +215,46 @@ class PartitionSessions:
 
     # ------------------------------------------------------------ output
     def _collect_writes(self, step: Step) -> None:
+        """The step's state records, in the order that keeps every prefix consistent:
+        stale deletions, new buffered-event chunks, deletions of earlier tombstones, session records,
+        deletions of chunks now applied, and last the partition record."""
         sz = self.sessionizer
         writes = step.writes
         dirty = sz.dirty
+        p = self.partition
+        writes.extend((key, None) for key in self._stale)
+        self._stale = []
+        for (sid, chunk), events in self._new_chunks.items():
+            writes.append((state_key(p, sid, chunk), encode_chunk(events)))
+            self._chunks.setdefault(sid, {})[chunk] = max(e.ts_ms for e in events)
+        self._new_chunks = {}
         # Tombstones from earlier batches are covered by the partition record written since: delete.
         for sid in self._tombstones:
             if sid not in dirty:
-                writes.append((state_key(self.partition, sid), None))
+                writes.append((state_key(p, sid), None))
                 self._session_marks.pop(sid, None)
         self._tombstones = set()  # a fresh set: a cleared one keeps its peak capacity
+        wm = sz.watermark_ms
+        applied_chunks = []
         for sid in sorted(dirty):
-            active, pending = sz._active.get(sid), sz._pending.get(sid, [])
+            active = sz._active.get(sid)
             marks = self._session_marks.get(sid, {})
-            writes.append((state_key(self.partition, sid), encode_session(active, pending, marks)))
-            if active is None and not pending:
+            writes.append((state_key(p, sid), encode_session(active, marks, wm)))
+            chunks = self._chunks.get(sid)
+            if chunks:
+                done = [c for c, newest in chunks.items() if newest <= wm]
+                for c in done:
+                    del chunks[c]
+                    applied_chunks.append(state_key(p, sid, c))
+                if not chunks:
+                    del self._chunks[sid]
+            if active is None and sid not in sz._pending:
                 self._tombstones.add(sid)
+        writes.extend((key, None) for key in applied_chunks)
         if writes or self._dirty_partition:
-            writes.append((state_key(self.partition), encode_partition(sz.watermark_ms, self.max_ts, self.marks)))
+            writes.append((state_key(p), encode_partition(wm, self.max_ts, self.marks)))
         dirty.clear()
         self._dirty_partition = False
         if not self._session_marks:  # everything closed: give the peak-sized tables back
             self._session_marks, sz._active, sz._pending, sz._deadlines = {}, {}, {}, []
+            self._chunks = {}

@@ -15,9 +15,9 @@ A UX signal (topic ``pulse.ux-signals``) is one JSON object per rage click or de
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any
 
+from pipeline.ingest.useragent import browser_and_os
 from pipeline.sessions.sessionizer import DeadClick, Emitted, PageView, SessionRage, SessionSummary
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -27,19 +27,6 @@ SESSION_TABLES = ("sessions", "page_views", "rage_clicks", "dead_clicks")
 
 def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
-
-
-@lru_cache(maxsize=4096)
-def browser_and_os(user_agent: str) -> tuple[str, str, str, str]:
-    """(browser, browser major version, OS, device) from a user agent, via uap-core's regexes."""
-    if not user_agent:
-        return "", "", "", ""
-    from ua_parser import parse  # imported lazily: loading the regexes takes a moment
-
-    r = parse(user_agent)
-    ua, os_, device = r.user_agent, r.os, r.device
-    return (ua.family if ua else "Other", (ua.major or "") if ua else "", os_.family if os_ else "Other",
-            device.family if device else "")
 
 
 def session_row(s: SessionSummary) -> dict[str, Any]:

@@ -36,7 +36,9 @@ from pipeline.storage.tables import SINK_BATCHES, SINK_MARKS, STORABLE
 
 log = logging.getLogger("pulse.sink")
 T = TypeVar("T")
-INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
+# Dedup in dependent views too: a retried block must not reach rollups_hour/day twice either.
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1,
+                   "deduplicate_blocks_in_dependent_materialized_views": 1}
 # ClickHouse error names that mean "this data is bad", not "try again later".
 DATA_ERRORS = ("CANNOT_PARSE", "INCORRECT_DATA", "TYPE_MISMATCH", "CANNOT_READ", "INCORRECT_NUMBER_OF_COLUMNS",
                "CANNOT_INSERT_NULL", "VALUE_IS_OUT_OF_RANGE", "ILLEGAL_COLUMN", "UNKNOWN_ELEMENT")

@@ -46,7 +46,11 @@ async def produce(settings: Settings, flushes: list) -> None:  # type: ignore[ty
         for flush in flushes:
             by_topic: dict[str, list] = {}  # type: ignore[type-arg]
             for e in flush.events:
-                by_topic.setdefault(topic_for_type(settings.kafka, e["type"]), []).append(e)
+                try:
+                    topic = topic_for_type(settings.kafka, e.get("type", ""))
+                except ValueError:  # malformed on purpose: it still travels (and is dead-lettered)
+                    topic = settings.kafka.topic_actions
+                by_topic.setdefault(topic, []).append(e)
             for topic, events in by_topic.items():
                 futures.append(await producer.send(topic, orjson.dumps(events), key=flush.session_id.encode()))
         await asyncio.gather(*futures)

@@ -1,0 +1,342 @@
+"""Error grouping: which events are "the same error" (one issue), Sentry-like.
+
+Pure: stdlib only, no I/O. Events with the same :attr:`Grouping.fingerprint` belong to one issue.
+
+The rules, first match wins:
+
+1. **sdk** - the SDK sent ``fingerprint``: its values are hashed as they are (with the project);
+   the special value ``{{ default }}`` expands to the components of the default grouping below.
+2. **chunk-load** - a ``ChunkLoadError``, or a message like ``Loading chunk 42 failed`` /
+   ``Loading CSS chunk 7 failed``, is one group per project whatever the chunk or stack
+   (method ``message``): it is one deploy problem, not one bug per chunk.
+3. **stacktrace** - the in-app frames (outermost first) that have a usable function or file: per
+   frame, the module or the file's base name without query string and content hash, and the
+   function name (the normalized source line when the function is unknown); then the exception
+   type. Line and column numbers never take part, so a rebuild or an edit elsewhere in the file
+   keeps the issue; vendor (not in-app) frames never take part either.
+4. **message** - no usable in-app frame: the exception type and the normalized message
+   (:func:`normalize_message`).
+
+Example::
+
+    g = group_error("TypeError", "Cannot read properties of undefined (reading 'price')", frames)
+    g.method, g.title, g.culprit
+    # ('stacktrace', "TypeError: Cannot read properties of undefined (reading 'price')",
+    #  'renderTotal (checkout.js)')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "DEFAULT_VARIABLE", "Frame", "FrameLike", "Grouping", "default_components", "frames_from_dicts",
+    "group_error", "is_chunk_load_error", "normalize_context_line", "normalize_filename",
+    "normalize_function", "normalize_message",
+]
+
+DEFAULT_VARIABLE = "{{ default }}"
+"""In an SDK fingerprint, stands for the components of the default grouping."""
+
+TITLE_MAX = 200
+MESSAGE_MAX = 512
+CONTEXT_LINE_MAX = 120  # longer source lines are minified bundles: useless (and unstable) for grouping
+
+
+class FrameLike(Protocol):
+    """What grouping reads from a stack frame; :class:`pipeline.contract.StackFrame` qualifies."""
+
+    @property
+    def filename(self) -> str | None: ...
+    @property
+    def function(self) -> str | None: ...
+    @property
+    def module(self) -> str | None: ...
+    @property
+    def in_app(self) -> bool: ...
+    @property
+    def context_line(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A plain frame, e.g. from :func:`frames_from_dicts`. ``in_app`` defaults to True as in the contract."""
+
+    filename: str | None = None
+    function: str | None = None
+    module: str | None = None
+    in_app: bool = True
+    context_line: str | None = None
+    lineno: int | None = None
+    colno: int | None = None
+
+
+def frames_from_dicts(frames: Iterable[Mapping[str, Any]]) -> list[Frame]:
+    """Frames as sent on the wire (dicts, outermost first) -> :class:`Frame` objects. Unknown keys are ignored."""
+    out = []
+    for f in frames:
+        in_app = f.get("in_app")
+        out.append(Frame(filename=f.get("filename"), function=f.get("function"), module=f.get("module"),
+                         in_app=True if in_app is None else bool(in_app), context_line=f.get("context_line"),
+                         lineno=f.get("lineno"), colno=f.get("colno")))
+    return out
+
+
+@dataclass(frozen=True)
+class Grouping:
+    fingerprint: str
+    """Hex SHA-1 (40 chars) of ``components``."""
+    method: str
+    """``sdk``, ``stacktrace`` or ``message``."""
+    title: str
+    """``"{type}: {first line of the message}"``, at most 200 characters."""
+    culprit: str
+    """``"function (file)"`` of the innermost in-app frame; ``""`` when there is none."""
+    components: tuple[str, ...]
+    """The normalized values hashed, e.g. ``('project:shop', 'frame:checkout.js renderTotal', 'type:TypeError')``."""
+
+
+# ---------------------------------------------------------------- message normalization
+
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_EMAIL = re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")  # not shop@2.14.0
+_URL = re.compile(r"\b(?:https?|wss?)://[^\s'\"`<>()\[\]{}]*[^\s'\"`<>()\[\]{}.,;:!?]", re.IGNORECASE)
+_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w.]*\d)")
+_H = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = re.compile(
+    r"(?<![\w:])(?:"
+    r"::ffff:(?:\d{1,3}\.){3}\d{1,3}"  # IPv4-mapped
+    rf"|(?:{_H}:){{7}}{_H}"  # full
+    rf"|(?=[0-9A-Fa-f:]*[0-9A-Fa-f])(?:{_H}(?::{_H}){{0,6}})?::(?:{_H}(?::{_H}){{0,6}})?"  # compressed, with '::'
+    r")(?![\w:])"
+)
+_HEX = re.compile(
+    r"\b0[xX][0-9a-fA-F]+\b"  # hex literal
+    r"|\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"  # long hex string: digits and letters
+)
+_QUOTED = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)|(?<!\w)\"[^\"\n]*\"(?!\w)|`[^`\n]*`|‘[^’\n]*’|“[^”\n]*”")
+_NUMBER = re.compile(r"(?<![A-Za-z_\d.])\d+(?:\.\d+)*(?!\d)")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_message(message: str) -> str:
+    """The message with its variable parts replaced, for grouping messages without a stack.
+
+    Applied in this order (each step sees the result of the previous ones):
+
+    1. UUIDs -> ``<uuid>``:
+       ``Order 0b5b0f0e-8c1d-4c57-9a55-3f7d3a3c2a11 not found`` -> ``Order <uuid> not found``
+    2. e-mail addresses -> ``<email>``: ``No account for jane.doe+shop@example.com`` -> ``No account for <email>``
+    3. URLs (http, https, ws, wss; a trailing ``.`` or ``,`` is not part of it) -> ``<url>``:
+       ``Failed to load https://cdn.x.com/a.js?v=3.`` -> ``Failed to load <url>.``
+    4. IPv4 and IPv6 addresses -> ``<ip>``: ``connect to 10.0.0.12 failed`` -> ``connect to <ip> failed``;
+       ``host fe80::1 down`` -> ``host <ip> down`` (times like ``10:30:00`` are not addresses)
+    5. hex literals and hex strings of 8+ characters mixing digits and letters -> ``<hex>``:
+       ``bad pointer 0x7ffe`` -> ``bad pointer <hex>``; ``commit 3f9a1c2b4d`` -> ``commit <hex>``
+    6. quoted values ('...', "...", `...`, and typographic quotes) -> ``<quoted>``:
+       ``Cannot read properties of undefined (reading 'price')`` -> ``... (reading <quoted>)``;
+       an apostrophe inside a word is no quote: ``Can't find variable: x`` stays.
+    7. numbers (integers, decimals, dotted versions), not when glued after a letter -> ``<num>``:
+       ``Loading chunk 42 failed after 1.5s`` -> ``Loading chunk <num> failed after <num>s``;
+       ``E1234`` and ``utf8`` stay.
+
+    Then whitespace runs become one space, the ends are stripped, and the result is cut to 512 characters.
+    """
+    text = _UUID.sub("<uuid>", message)
+    text = _EMAIL.sub("<email>", text)
+    text = _URL.sub("<url>", text)
+    text = _IPV6.sub("<ip>", text)
+    text = _IPV4.sub("<ip>", text)
+    text = _HEX.sub("<hex>", text)
+    text = _QUOTED.sub("<quoted>", text)
+    text = _NUMBER.sub("<num>", text)
+    return _SPACE.sub(" ", text).strip()[:MESSAGE_MAX]
+
+
+# ---------------------------------------------------------------- frame normalization
+
+_HEX_HASH = re.compile(r"[0-9a-fA-F]{8,}")
+_B64_HASH = re.compile(r"[A-Za-z0-9_-]{8}")
+_UNUSABLE_FILES = {"", "<anonymous>", "anonymous", "native", "[native code]", "<unknown>", "unknown", "eval"}
+
+
+def _looks_like_hash(token: str) -> bool:
+    """A content hash of a bundler: webpack ``[contenthash]`` (hex), Vite/Rollup (8 base64url), esbuild (8 base32)."""
+    if _HEX_HASH.fullmatch(token):
+        return any(c.isdigit() for c in token) or len(token) >= 16
+    if not _B64_HASH.fullmatch(token):
+        return False
+    if any(c.isdigit() or c in "_-" for c in token):
+        return True
+    uppers = sum(c.isupper() for c in token)
+    # 'BQxkJaPe' is a hash; 'Settings' / 'useState' (one capital) are words
+    return uppers == len(token) or (uppers >= 2 and uppers < len(token))
+
+
+def normalize_filename(filename: str | None) -> str:
+    """The file's base name, stable across deploys: no directories, query string, fragment or content hash.
+
+    ``https://cdn.x.com/static/js/main.3f9a1c2b.chunk.js?v=2`` -> ``main.chunk.js``;
+    ``/assets/app-Dx8Kq2a1.js`` -> ``app.js``; ``chunk-5XRF2ZQ7.js`` -> ``chunk.js``;
+    ``webpack:///./src/checkout.js`` -> ``checkout.js``. Unusable names (``<anonymous>``, ``native``) -> ``""``.
+    """
+    if not filename:
+        return ""
+    name = re.split(r"[?#]", filename.strip(), maxsplit=1)[0].rstrip("/\\")
+    name = re.split(r"[/\\]", name)[-1]
+    if name.lower() in _UNUSABLE_FILES:
+        return ""
+    parts = name.split(".")
+    if len(parts) > 2:  # main.3f9a1c2b.chunk.js: hashes between the stem and the extension
+        parts = [parts[0], *(p for p in parts[1:-1] if not _looks_like_hash(p)), parts[-1]]
+    stem = parts[0]
+    # app-Dx8Kq2a1 / app.3f9a1c2b / app-3f9a1c2b4d5e6f7a8b9c: a hash glued to the stem
+    m = re.fullmatch(r"(.+?)[-.]([A-Za-z0-9_-]{8})", stem) if len(stem) > 9 else None
+    if m and _looks_like_hash(m.group(2)):
+        stem = m.group(1)
+    else:
+        m = re.fullmatch(r"(.+)[-_.]([0-9a-fA-F]{8,})", stem)
+        if m and _looks_like_hash(m.group(2)):
+            stem = m.group(1)
+    return ".".join([stem, *parts[1:]])
+
+
+_ANONYMOUS = re.compile(r"<anonymous>|<unknown>|\?|^anonymous$|^Anonymous function$|^\(anonymous\)$", re.IGNORECASE)
+_UNUSABLE_FUNCTIONS = {"", "anonymous", "<anonymous>", "?", "<unknown>", "(anonymous)", "eval", "Object", "Module"}
+
+
+def normalize_function(function: str | None) -> str:
+    """The function name without engine decorations; ``""`` when anonymous.
+
+    ``<anonymous>``, ``?``, ``(anonymous)`` -> ``""``; ``Object.<anonymous>`` -> ``""``;
+    ``async renderTotal`` -> ``renderTotal``; ``new Cart`` -> ``Cart``;
+    ``Cart.add [as onClick]`` -> ``Cart.add``; Firefox's ``renderTotal/<`` -> ``renderTotal``;
+    ``Object.track`` (Chrome's name for a plain object's method) -> ``track``;
+    ``Cart.add`` stays as it is.
+    """
+    if not function:
+        return ""
+    name = function.strip()
+    name = re.sub(r"\s*\[as [^\]]*\]$", "", name)
+    name = re.sub(r"^(?:async|new)\s+", "", name)
+    name = re.sub(r"(?:/<)+$|<+$", "", name)  # Firefox inner-function markers
+    name = _ANONYMOUS.sub("", name).strip().strip(".").strip()
+    if name.startswith("Object."):
+        name = name[len("Object."):]
+    return "" if name in _UNUSABLE_FUNCTIONS else name
+
+
+def normalize_context_line(line: str | None) -> str:
+    """The source line with whitespace collapsed; ``""`` when missing or longer than 120 characters (minified)."""
+    if not line:
+        return ""
+    text = _SPACE.sub(" ", line).strip()
+    return "" if len(text) > CONTEXT_LINE_MAX else text
+
+
+def _get(frame: Any, name: str) -> Any:
+    if isinstance(frame, Mapping):
+        value = frame.get(name)
+        return True if name == "in_app" and value is None else value
+    return getattr(frame, name, True if name == "in_app" else None)
+
+
+def _frame_parts(frame: Any) -> tuple[str, str] | None:
+    """(where, what) of a usable frame: module or file base name, and function (or source line); else None."""
+    where = (_get(frame, "module") or "").strip() or normalize_filename(_get(frame, "filename"))
+    function = normalize_function(_get(frame, "function"))
+    if not where and not function:
+        return None
+    what = function or normalize_context_line(_get(frame, "context_line"))
+    return where, what
+
+
+def _in_app_parts(frames: Sequence[Any]) -> list[tuple[Any, tuple[str, str]]]:
+    """(frame, (where, what)) of the usable in-app frames, outermost first."""
+    out = []
+    for frame in frames:
+        if _get(frame, "in_app"):
+            parts = _frame_parts(frame)
+            if parts is not None:
+                out.append((frame, parts))
+    return out
+
+
+# ---------------------------------------------------------------- grouping
+
+_CHUNK_LOAD = re.compile(r"Loading (?:CSS )?chunk \S+ failed", re.IGNORECASE)  # webpack: ids or names
+
+
+def is_chunk_load_error(exception_type: str, message: str) -> bool:
+    """A lazily loaded bundle failed to load (usually a stale tab after a deploy)."""
+    return exception_type.strip() == "ChunkLoadError" or bool(_CHUNK_LOAD.search(message or ""))
+
+
+def default_components(exception_type: str, message: str, frames: Sequence[FrameLike]) -> tuple[str, tuple[str, ...]]:
+    """(method, components) of the default grouping, without the project. See the module docstring."""
+    type_ = exception_type.strip() or "Error"
+    if is_chunk_load_error(type_, message):
+        return "message", ("chunk-load",)
+    parts = _in_app_parts(frames)
+    if parts:
+        frames_ = (f"frame:{where} {what}".rstrip() for _frame, (where, what) in parts)
+        return "stacktrace", (*frames_, f"type:{type_}")
+    return "message", (f"type:{type_}", f"message:{normalize_message(message or '')}")
+
+
+def _is_default_variable(value: str) -> bool:
+    return re.fullmatch(r"\{\{\s*default\s*\}\}", value.strip()) is not None
+
+
+def _title(exception_type: str, message: str) -> str:
+    type_ = exception_type.strip() or "Error"
+    first = (message or "").strip().splitlines()[0].strip() if (message or "").strip() else ""
+    title = f"{type_}: {first}" if first else type_
+    return title if len(title) <= TITLE_MAX else title[: TITLE_MAX - 1] + "…"
+
+
+def _culprit(frames: Sequence[Any]) -> str:
+    usable = _in_app_parts(frames)
+    if not usable:
+        return ""
+    frame, (where, _what) = usable[-1]
+    function = normalize_function(_get(frame, "function"))
+    if function and where:
+        return f"{function} ({where})"
+    return function or where
+
+
+def _sha1(components: Sequence[str]) -> str:
+    encoded = json.dumps(list(components), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha1(encoded.encode("utf-8")).hexdigest()
+
+
+def group_error(exception_type: str, message: str, frames: Sequence[FrameLike],
+                sdk_fingerprint: Sequence[str] | None = None, *, project: str = "") -> Grouping:
+    """Group one error. ``frames`` outermost first (Sentry order); objects with the :class:`FrameLike`
+    attributes, or plain dicts. The project is part of every fingerprint: projects never share an issue.
+
+    Example::
+
+        group_error("TypeError", "Failed to fetch",
+                    frames_from_dicts([{"filename": "https://x.com/static/js/api.js", "function": "request",
+                                        "lineno": 12, "colno": 7, "in_app": True}]), project="shop")
+    """
+    method, components = default_components(exception_type, message, frames)
+    if sdk_fingerprint:
+        expanded: list[str] = []
+        for value in sdk_fingerprint:
+            value = str(value)
+            if _is_default_variable(value):
+                expanded.extend(components)
+            else:
+                expanded.append(f"sdk:{value}")
+        method, components = "sdk", tuple(expanded)
+    hashed = (f"project:{project}", *components)
+    return Grouping(fingerprint=_sha1(hashed), method=method, title=_title(exception_type, message),
+                    culprit=_culprit(frames), components=hashed)
