@@ -84,6 +84,9 @@ def make_app(settings: Settings) -> faust.App:
             "messages": state.messages,
             "last_error": state.last_error,
             "sessions": sessions.health(),
+            # True once Faust restored the tables for the current assignment and streams run.
+            "ready": bool(assigned) and app.tables.recovery.completed.is_set() and not app.rebalancing
+            and not getattr(app, "in_recovery", False),
             "uptime_s": round(time.time() - state.started_at, 3),
         })
 

@@ -65,7 +65,8 @@ class SessionState:
         self.parts: dict[int, PartitionSessions] = {}
         self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
         self.lock = asyncio.Lock()
-        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.kafka.partitions)
+        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.kafka.partitions,
+                               on_recover=self._on_recovered)
         self.changelog = self.table.changelog_topic.get_topic_name()
         if self.changelog != changelog_topic(settings):  # the worker creates it by that name, compacted
             raise RuntimeError(f"Faust names the changelog {self.changelog!r}, expected {changelog_topic(settings)!r}")
@@ -103,6 +104,17 @@ class SessionState:
             self.parts.pop(p, None)
             self.last_input.pop(p, None)
             ACTIVE_SESSIONS.labels(str(p)).set(0)
+
+    async def _on_recovered(self) -> None:
+        """Faust restored the table for this assignment (streams resume after this). The only
+        moment the table's memory is complete for newly assigned partitions: rebuild them now.
+        Partitions held across the rebalance keep their live state; Faust's re-read copies go."""
+        owned = self.owned_partitions()
+        self.forget({p for p in self.parts if p not in owned})
+        for p in sorted(owned):
+            if p not in self.parts:
+                self.parts[p] = self._restore(p)
+        self.drop_restored_copies()
 
     def drop_restored_copies(self) -> None:
         """Records Faust re-read for partitions already held (e.g. after a rebalance) are stale copies."""
@@ -198,10 +210,11 @@ class SessionState:
             return
         if app.rebalancing or getattr(app, "in_recovery", False) or not app.tables.recovery.completed.is_set():
             return
-        owned = self.owned_partitions()
+        # Only partitions already rebuilt (after recovery, or by their first batch): restoring here,
+        # between a rebalance and its recovery, could read a half-restored table.
+        owned = self.owned_partitions() & set(self.parts)
         if not owned:
             return
-        self.drop_restored_copies()
         tps = [tp for tp in app.consumer.assignment() if tp.topic in self.topics and tp.partition in owned]
         ends = await app.consumer.highwaters(*tps)
         watermark = int(time.time() * 1000) - self.lateness_ms
@@ -209,7 +222,9 @@ class SessionState:
         async with self.lock:
             steps = []
             for p in sorted(owned):
-                part = self.part(p)
+                part = self.parts.get(p)
+                if part is None:  # revoked meanwhile
+                    continue
                 end_offsets = {tp.topic: off for tp, off in ends.items() if tp.partition == p and off is not None}
                 quiet = self.last_input.get(p, 0.0) <= quiet_since
                 if quiet and part.caught_up(end_offsets) and watermark > part.watermark_ms:

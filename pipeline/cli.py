@@ -126,6 +126,22 @@ def query(sql: str = typer.Argument(..., help="A read-only query (SELECT, SHOW, 
 
 
 @app.command()
+def issues(project: Optional[str] = typer.Option(None, help="Only this project"),
+           limit: int = typer.Option(20, help="How many, most events first")) -> None:
+    """Issues (errors grouped by fingerprint): title, culprit, events, affected users, first/last seen and release."""
+    from pipeline.storage.query_client import QueryError, run_query
+
+    where = f"WHERE project = '{project.replace(chr(39), '')}'" if project else ""
+    sql = (f"SELECT fingerprint, title, culprit, events, affected_users, first_seen, last_seen, first_release, "
+           f"last_release FROM issues {where} ORDER BY events DESC LIMIT {int(limit)}")
+    try:
+        sys.stdout.write(run_query(load_settings(), sql, "PrettyCompactMonoBlock"))
+    except QueryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
 def simulate(sessions: int = typer.Option(300, help="Simulated browser sessions"),
              duration: float = typer.Option(60.0, help="Seconds of sending (session time is compressed to fit)"),
              seed: int = typer.Option(7),

@@ -153,7 +153,7 @@ async def send_session_replay(settings: Settings, scenario: SessionScenario, con
 
 
 def worker_watermark_ms(settings: Settings, timeout_s: float = 60.0) -> int | None:
-    """The highest session watermark of the worker, once it holds all its partitions (None: none yet)."""
+    """The highest session watermark of the worker once it is ready (its state restored), or None."""
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
@@ -161,10 +161,11 @@ def worker_watermark_ms(settings: Settings, timeout_s: float = 60.0) -> int | No
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.web_port}/health", timeout=5) as resp:
-                parts = orjson.loads(resp.read()).get("sessions", {})
+                health = orjson.loads(resp.read())
         except OSError:
-            parts = {}
-        if len(parts) >= settings.kafka.partitions:
+            health = {}
+        if health.get("ready"):
+            parts = health.get("sessions", {})
             break
         time.sleep(0.5)
     marks = [p["watermark_ms"] for p in parts.values() if p.get("watermark_ms", -1) > 0]

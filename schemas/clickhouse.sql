@@ -27,7 +27,12 @@ CREATE TABLE IF NOT EXISTS errors
     `stacktrace` String,
     `breadcrumbs` String,
     `tags` Map(String, String),
-    `fingerprint` Array(String)
+    `fingerprint` Array(String),
+    `group_id` String,
+    `title` String,
+    `culprit` String,
+    `grouping` LowCardinality(String),
+    `noise` LowCardinality(String)
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)
@@ -451,6 +456,26 @@ PARTITION BY toYYYYMM(day)
 ORDER BY (project, day, environment, release, page, browser)
 SETTINGS non_replicated_deduplication_window = 10000;
 
+CREATE TABLE IF NOT EXISTS issue_stats
+(
+    `project` LowCardinality(String),
+    `group_id` String,
+    `title` SimpleAggregateFunction(anyLast, String),
+    `culprit` SimpleAggregateFunction(anyLast, String),
+    `exception_type` SimpleAggregateFunction(anyLast, String),
+    `first_seen` SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    `last_seen` SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    `events` SimpleAggregateFunction(sum, UInt64),
+    `users` AggregateFunction(uniq, String),
+    `first_release` AggregateFunction(argMin, String, DateTime64(3, 'UTC')),
+    `last_release` AggregateFunction(argMax, String, DateTime64(3, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY tuple()
+-- ORDER BY serves: one issue by fingerprint; all issues of a project
+ORDER BY (project, group_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
 CREATE VIEW IF NOT EXISTS page_ux_minute AS
 SELECT project, page, minute,
     sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,
@@ -484,3 +509,17 @@ FROM rollups_minute GROUP BY project, hour, environment, release, page, browser;
 CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_day_mv TO rollups_day AS
 SELECT project, toStartOfDay(minute) AS day, environment, release, page, browser, sum(events) AS events, sum(errors) AS errors, sum(vitals) AS vitals, sum(actions) AS actions, sum(api_events) AS api_events, sum(pageviews) AS pageviews, sum(clicks) AS clicks, sum(api_calls) AS api_calls, sum(api_failures) AS api_failures, sum(resources) AS resources, sum(resource_failures) AS resource_failures, sum(slow_resources) AS slow_resources, sum(long_tasks) AS long_tasks, sum(checkout_calls) AS checkout_calls, sum(checkout_failures) AS checkout_failures, sum(lcp_good) AS lcp_good, sum(lcp_ni) AS lcp_ni, sum(lcp_poor) AS lcp_poor, sum(inp_good) AS inp_good, sum(inp_ni) AS inp_ni, sum(inp_poor) AS inp_poor, sum(cls_good) AS cls_good, sum(cls_ni) AS cls_ni, sum(cls_poor) AS cls_poor, sum(fcp_good) AS fcp_good, sum(fcp_ni) AS fcp_ni, sum(fcp_poor) AS fcp_poor, sum(ttfb_good) AS ttfb_good, sum(ttfb_ni) AS ttfb_ni, sum(ttfb_poor) AS ttfb_poor, sum(fid_good) AS fid_good, sum(fid_ni) AS fid_ni, sum(fid_poor) AS fid_poor, sum(long_task_blocking_ms) AS long_task_blocking_ms, sum(api_duration_ms) AS api_duration_ms, sumMap(api_latency) AS api_latency, sumMap(lcp) AS lcp, sumMap(inp) AS inp, sumMap(cls) AS cls, sumMap(fcp) AS fcp, sumMap(ttfb) AS ttfb, sumMap(fid) AS fid
 FROM rollups_minute GROUP BY project, day, environment, release, page, browser;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS issue_stats_mv TO issue_stats AS
+SELECT project, group_id, anyLast(title) AS title, anyLast(culprit) AS culprit,
+    anyLast(exception_type) AS exception_type, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
+    count() AS events, uniqState(if(user_id != '', user_id, if(anonymous_id != '', anonymous_id, session_id))) AS users,
+    argMinState(release, timestamp) AS first_release, argMaxState(release, timestamp) AS last_release
+FROM errors WHERE noise = '' AND group_id != '' GROUP BY project, group_id;
+
+CREATE VIEW IF NOT EXISTS issues AS
+SELECT project, group_id AS fingerprint, any(title) AS title, any(culprit) AS culprit,
+    any(exception_type) AS exception_type, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+    sum(events) AS events, uniqMerge(users) AS affected_users,
+    argMinMerge(first_release) AS first_release, argMaxMerge(last_release) AS last_release
+FROM issue_stats GROUP BY project, group_id;

@@ -269,17 +269,18 @@ def _in_app_parts(frames: Sequence[Any]) -> list[tuple[Any, tuple[str, str]]]:
 
 # ---------------------------------------------------------------- grouping
 
-_CHUNK_LOAD = re.compile(r"Loading (?:CSS )?chunk \S+ failed", re.IGNORECASE)  # webpack: ids or names
+# webpack: numeric ids ("chunk 42") or generated names ("chunk src_pages_Checkout_js"), not "chunk metadata"
+_CHUNK_LOAD = re.compile(r"Loading (?:CSS )?chunk [\w~.-]*[\d_~-][\w~.-]* failed", re.IGNORECASE)
 
 
 def is_chunk_load_error(exception_type: str, message: str) -> bool:
     """A lazily loaded bundle failed to load (usually a stale tab after a deploy)."""
-    return exception_type.strip() == "ChunkLoadError" or bool(_CHUNK_LOAD.search(message or ""))
+    return (exception_type or "").strip() == "ChunkLoadError" or bool(_CHUNK_LOAD.search(message or ""))
 
 
 def default_components(exception_type: str, message: str, frames: Sequence[FrameLike]) -> tuple[str, tuple[str, ...]]:
     """(method, components) of the default grouping, without the project. See the module docstring."""
-    type_ = exception_type.strip() or "Error"
+    type_ = (exception_type or "").strip() or "Error"
     if is_chunk_load_error(type_, message):
         return "message", ("chunk-load",)
     parts = _in_app_parts(frames)
@@ -294,7 +295,7 @@ def _is_default_variable(value: str) -> bool:
 
 
 def _title(exception_type: str, message: str) -> str:
-    type_ = exception_type.strip() or "Error"
+    type_ = (exception_type or "").strip() or "Error"
     first = (message or "").strip().splitlines()[0].strip() if (message or "").strip() else ""
     title = f"{type_}: {first}" if first else type_
     return title if len(title) <= TITLE_MAX else title[: TITLE_MAX - 1] + "…"
@@ -313,7 +314,7 @@ def _culprit(frames: Sequence[Any]) -> str:
 
 def _sha1(components: Sequence[str]) -> str:
     encoded = json.dumps(list(components), ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha1(encoded.encode("utf-8")).hexdigest()
+    return hashlib.sha1(encoded.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def group_error(exception_type: str, message: str, frames: Sequence[FrameLike],

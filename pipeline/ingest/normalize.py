@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, VitalEvent
+from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules, group_error, noise_reason
 
 TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
 
@@ -40,11 +41,15 @@ def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:
     }
 
 
-def event_to_row(event: Any, received_at: datetime) -> tuple[str, dict[str, Any]]:
-    """Returns (table, row). ``received_at`` is used when the event has none (direct producers)."""
+def event_to_row(event: Any, received_at: datetime,
+                 noise_rules: NoiseRules = DEFAULT_NOISE_RULES) -> tuple[str, dict[str, Any]]:
+    """Returns (table, row). ``received_at`` is used when the event has none (direct producers).
+    Errors are grouped here (``group_id`` = the issue's fingerprint) and marked when they are
+    known noise (``noise`` = the reason; such rows are stored but stay out of issues and rates)."""
     row = _envelope(event, received_at)
     if isinstance(event, ErrorEvent):
         e = event.error
+        grouping = group_error(e.exception_type, e.message, e.stacktrace, e.fingerprint, project=event.project)
         row.update(
             exception_type=e.exception_type,
             message=e.message,
@@ -55,6 +60,11 @@ def event_to_row(event: Any, received_at: datetime) -> tuple[str, dict[str, Any]
             breadcrumbs=orjson.dumps([b.model_dump(mode="json", exclude_none=True) for b in e.breadcrumbs]).decode(),
             tags=e.tags,
             fingerprint=e.fingerprint or [],
+            group_id=grouping.fingerprint,
+            title=grouping.title,
+            culprit=grouping.culprit,
+            grouping=grouping.method,
+            noise=noise_reason(e.exception_type, e.message, e.stacktrace, noise_rules) or "",
         )
     elif isinstance(event, VitalEvent):
         v = event.vital

@@ -123,7 +123,8 @@ def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules =
             p = partials[key] = _Partial()
         p.count("events")
         if table == "errors":
-            p.count("errors")
+            if not row.get("noise"):  # known noise (extensions, ResizeObserver...) stays out of error rates
+                p.count("errors")
         elif table == "vitals":
             p.count("vitals")
             name, value = row["name"], row["value"]

@@ -101,5 +101,17 @@ def test_minute_rollups_match_the_events(settings: Settings, tmp_path: Path) -> 
             for q, got in zip((0.5, 0.75, 0.95, 0.99), (p50, p75, p95, p99)):
                 exact = values[int(q * (len(values) - 1))]
                 assert abs(float(got) - exact) <= 0.01 * exact, (name, q, got, exact)
+
+        # Error grouping: each simulated error family is exactly one issue, never merged with another,
+        # and the issues view counts every error of it (duplicates excluded, late ones included).
+        per_family = query(settings, "SELECT tags['family'], uniqExact(group_id) FROM errors GROUP BY 1")
+        assert per_family and all(int(n) == 1 for _, n in per_family), per_family
+        per_group = query(settings, "SELECT group_id, uniqExact(tags['family']) FROM errors GROUP BY 1")
+        assert len(per_group) == len(per_family) and all(int(n) == 1 for _, n in per_group)
+        want = Counter(e.error.tags["family"] for e in truth if e.type == "error")
+        got = {fam: int(n) for fam, n in query(
+            settings, "SELECT any(e.tags['family']), any(i.events) FROM issues AS i "
+                      "JOIN errors AS e ON e.group_id = i.fingerprint GROUP BY i.fingerprint")}
+        assert got == dict(want)
     finally:
         procs.stop_all()

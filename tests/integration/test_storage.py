@@ -40,7 +40,7 @@ MIGRATE_TWICE = textwrap.dedent("""
     try:
         out["tables"] = {name: engine for name, engine in client.query(
             "SELECT name, engine_full FROM system.tables WHERE database = 'pulse'").result_rows}
-        out["versions"] = [r[0] for r in client.query("SELECT version FROM _pulse_migrations").result_rows]
+        out["versions"] = [r[0] for r in client.query("SELECT version FROM _pulse_migrations ORDER BY version").result_rows]
     finally:
         client.close()
     print(json.dumps(out))
@@ -57,10 +57,11 @@ def _run_child(code: str, *args: str) -> dict:
 
 def test_migrations_create_every_table_once_and_reapply_a_changed_ttl(tmp_path: Path) -> None:
     out = _run_child(MIGRATE_TWICE, str(tmp_path / "chdb"))
-    assert out["first"] == ["0001_initial", "0002_sessions"]
+    assert out["first"] == ["0001_initial", "0002_sessions", "0003_rollups", "0004_error_groups"]
     assert out["again"] == []  # idempotent: nothing re-applied, nothing recorded twice
-    assert out["versions"] == [1, 2]
-    assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations", "page_ux_minute"}
+    assert out["versions"] == [1, 2, 3, 4]
+    views = {"page_ux_minute", "rollups_hour_mv", "rollups_day_mv", "issue_stats_mv", "issues"}
+    assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations"} | views
     for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
         engine = out["tables"][table]
         assert engine.startswith("MergeTree") and "non_replicated_deduplication_window = 10000" in engine

@@ -241,6 +241,9 @@ def test_chunk_load_errors_are_one_group_whatever_the_chunk_or_stack() -> None:
     assert groups[0].title == "ChunkLoadError: Loading chunk 10 failed."
     assert group_error("ChunkLoadError", "Loading chunk 1 failed.", [], project="blog").fingerprint \
         != groups[0].fingerprint
+    # a message that merely talks about a chunk is grouped normally
+    assert group_error("Error", "Loading chunk metadata failed", []).method == "message"
+    assert group_error("Error", "Loading chunk metadata failed", []).components[1] == "type:Error"
 
 
 # ---------------------------------------------------------------- SDK fingerprint
