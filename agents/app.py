@@ -49,6 +49,11 @@ def make_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         # A killed worker's partitions move to the survivors after this long (faust default: 60 s).
         broker_session_timeout=15.0,
+        consumer_group_instance_id=worker.group_instance_id(),
+        # No standby copies of table partitions: with the in-memory store, Faust drops a standby's
+        # records at the end of recovery, and a partition promoted from standby to active could
+        # then be rebuilt from a partial table. Recovery reads the compacted changelog instead.
+        table_standby_replicas=0,
         stream_buffer_maxsize=max(4096, worker.batch_size * 4),
         consumer_max_fetch_size=4 * 1024 * 1024,
         producer_compression_type=kafka.compression_type,
@@ -67,10 +72,9 @@ def make_app(settings: Settings) -> faust.App:
                     key_serializer="raw", value_serializer="raw", internal=False)
     sessions = SessionState(app, settings)
     attach_ingest_agent(app, settings, raw, state, sessions)
-
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        sessions.forget({tp.partition for tp in revoked if tp.topic in settings.kafka.session_topics})
+    # Partitions are reconciled after each recovery (agents/sessions.py), not on revocation: Kafka's
+    # eager rebalance revokes every partition, also those this worker keeps, and a kept partition's
+    # live state must survive (Faust re-reads only the changelog's tail for it).
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

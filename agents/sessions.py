@@ -94,9 +94,9 @@ class SessionState:
         for k in keys:
             store.pop(k, None)
         self.last_input.setdefault(partition, time.monotonic())
-        if records:
-            log.info("partition %d: restored %d sessions (%d buffered events), watermark %d",
-                     partition, part.active_sessions, part.buffered_events, part.watermark_ms)
+        if records:  # rare and worth seeing in the log: a restart or a partition moving here
+            log.warning("partition %d: restored %d open sessions, %d buffered events, watermark %d",
+                        partition, part.active_sessions, part.buffered_events, part.watermark_ms)
         return part
 
     def forget(self, partitions: set[int]) -> None:
@@ -180,6 +180,10 @@ class SessionState:
                 ACTIVE_SESSIONS.labels(str(p)).set(part.active_sessions)
             if step.late:
                 LATE_EVENTS.labels(PROCESS, "sessions").inc(len(step.late))
+                first = step.late[0]
+                log.warning("partition %d: %d events behind the watermark (%d) stored raw, not in sessions; "
+                            "first: session %s at %d", p, len(step.late), self.parts[p].watermark_ms
+                            if p in self.parts else -1, first.session_id, first.ts_ms)
             if step.skipped:
                 SESSION_REPLAY_SKIPPED.inc(step.skipped)
 

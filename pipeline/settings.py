@@ -136,6 +136,21 @@ class WorkerSettings(BaseSettings):
     dedup_capacity: int = Field(500_000, ge=1000, description="PULSE_WORKER_DEDUP_CAPACITY: recent event_ids remembered")
     data_dir: Path = Field(Path(".pulse/worker"), description="PULSE_WORKER_DATA_DIR: Faust table state")
     web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
+    instance_id: str | None = Field(
+        None, description="PULSE_WORKER_INSTANCE_ID: static consumer-group membership; default: app id, host and "
+        "data directory, so a restarted worker takes its partitions back without a group rebalance")
+
+    def group_instance_id(self) -> str:
+        """Stable per worker (host + data directory). A restart then rejoins without a rebalance:
+        faust can lose messages that sit in its buffers when partitions are revoked (it commits past
+        the gap they leave), and a crashed member otherwise causes two rebalances in a row."""
+        if self.instance_id:
+            return self.instance_id
+        import hashlib
+        import socket
+
+        where = hashlib.sha1(str(self.data_dir.resolve()).encode(), usedforsecurity=False).hexdigest()[:10]
+        return f"{self.app_id}-{socket.gethostname()}-{where}"
 
 
 class SessionSettings(BaseSettings):

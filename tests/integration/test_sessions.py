@@ -101,10 +101,10 @@ def expected_sessions(sc: SessionScenario) -> Counter[tuple]:  # type: ignore[ty
                     s.dead_clicks, s.errors, s.bounce) for s in sc.truth.sessions)
 
 
-def assert_matches_truth(settings: Settings, sc: SessionScenario) -> None:
+def assert_matches_truth(settings: Settings, sc: SessionScenario, log: str = "") -> None:
     stored = stored_sessions(settings)
     expected = expected_sessions(sc)
-    assert stored == expected, f"missing {expected - stored}\nextra {stored - expected}"
+    assert stored == expected, f"missing {expected - stored}\nextra {stored - expected}\n{log[-3000:]}"
     rage = Counter((r[0], r[1], int(r[2])) for r in query(
         settings, "SELECT session_id, selector, clicks FROM rage_clicks FINAL"))
     assert rage == Counter((r.session_id, r.selector, r.clicks) for r in sc.truth.rage_clicks)
@@ -196,6 +196,6 @@ def test_worker_sigkill_mid_run_still_matches_the_truth(settings: Settings, tmp_
         asyncio.run(produce(settings, sc.flushes[half:]))
         procs.start("worker")
         wait_for_sessions(settings, sc.truth.session_count, procs, timeout_s=180)
-        assert_matches_truth(settings, sc)
+        assert_matches_truth(settings, sc, procs.log("worker"))
     finally:
         procs.stop_all()
