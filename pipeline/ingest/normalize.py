@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -17,6 +18,19 @@ from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, VitalEvent
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules, group_error, noise_reason
 
 TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
+
+
+def page_of(route: str | None, url: str | None) -> str:
+    """The page an event belongs to: its route pattern (``/product/:id``), else its URL's path.
+    Sessions and rollups both group by it, so both call this."""
+    if route:
+        return route
+    if url:
+        try:
+            return urlsplit(url).path or "/"
+        except ValueError:
+            return ""
+    return ""
 
 
 def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.ingest.normalize import page_of
 from pipeline.ingest.useragent import browser_and_os
 from pipeline.rollups.sketch import key_of
 
@@ -84,19 +85,6 @@ class _Partial:
         sketch[k] = sketch.get(k, 0) + 1
 
 
-def _page(row: dict[str, Any]) -> str:
-    route = row.get("route")
-    if route:
-        return route
-    url = row.get("url")
-    if url:
-        try:
-            return urlsplit(url).path or "/"
-        except ValueError:
-            return ""
-    return ""
-
-
 def _minute(ts: datetime, window_s: int) -> int:
     seconds = int(ts.timestamp()) if ts.tzinfo else int(ts.replace(tzinfo=timezone.utc).timestamp())
     return seconds - seconds % window_s
@@ -116,7 +104,8 @@ def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules =
     partials: dict[tuple[Any, ...], _Partial] = {}
     window = rules.window_s
     for table, row in rows:
-        key = (row["project"], _minute(row["timestamp"], window), row["environment"], row["release"], _page(row),
+        key = (row["project"], _minute(row["timestamp"], window), row["environment"], row["release"],
+               page_of(row.get("route"), row.get("url")),
                browser_and_os(row["user_agent"])[0])
         p = partials.get(key)
         if p is None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from sys import intern
 from typing import Any
-from urllib.parse import urlsplit
 
+from pipeline.ingest.normalize import page_of
 from pipeline.sessions.clicks import Click
 from pipeline.sessions.sessionizer import SessionEvent
 
@@ -26,17 +26,6 @@ def epoch_ms(ts: datetime) -> int:
     """Exact integer milliseconds (no float rounding: 999 ms apart stays 999)."""
     delta = ts - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def page_of(route: str | None, url: str | None) -> str:
-    if route:
-        return route
-    if url:
-        try:
-            return urlsplit(url).path or "/"
-        except ValueError:
-            return ""
-    return ""
 
 
 def session_event(event: Any, event_id: str | None = None) -> SessionEvent | None:
