@@ -25,11 +25,15 @@ class WorkerState:
     batches: int = 0
     messages: int = 0
     last_error: str | None = None
+    issue_batches: int = 0
+    last_issue_batch_at: float | None = None
 
 
 def make_app(settings: Settings) -> faust.App:
     """The worker app for ``settings``: ingest agent on the raw topics, /health and /metrics."""
+    from agents.delivery import make_send_all
     from agents.ingest import attach_ingest_agent
+    from agents.issues import IssueAgent
     from agents.sessions import SessionState
 
     kafka, worker = settings.kafka, settings.worker
@@ -71,7 +75,9 @@ def make_app(settings: Settings) -> faust.App:
     raw = app.topic(*kafka.raw_topics, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw", internal=False)
     sessions = SessionState(app, settings)
-    attach_ingest_agent(app, settings, raw, state, sessions)
+    send_all = make_send_all(app)
+    attach_ingest_agent(app, settings, raw, state, sessions, send_all)
+    IssueAgent(app, settings, state, send_all)
     # Partitions are reconciled after each recovery (agents/sessions.py), not on revocation: Kafka's
     # eager rebalance revokes every partition, also those this worker keeps, and a kept partition's
     # live state must survive (Faust re-reads only the changelog's tail for it).
@@ -88,6 +94,7 @@ def make_app(settings: Settings) -> faust.App:
             "messages": state.messages,
             "last_error": state.last_error,
             "sessions": sessions.health(),
+            "issues": {"batches": state.issue_batches, "last_batch_at": state.last_issue_batch_at},
             # True once Faust restored the tables for the current assignment and streams run.
             "ready": bool(assigned) and app.tables.recovery.completed.is_set() and not app.rebalancing
             and not getattr(app, "in_recovery", False),

@@ -25,19 +25,26 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
-
 from agents.app import WorkerState
-from agents.sessions import Send, SessionState
+from agents.delivery import Send, SendAll
+from agents.issues import occurrence_sends
+from agents.sessions import SessionState
 from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.process import DEAD_LETTER_TABLE, RawMessage, dead_letter_for, process_batch
-from pipeline.metrics import BATCH_SECONDS, BATCH_SIZE, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN, EVENTS_OUT
+from pipeline.metrics import (
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    DEAD_LETTERS,
+    DUPLICATES_DROPPED,
+    EVENTS_IN,
+    EVENTS_OUT,
+    LATE_EVENTS,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 PROCESS = "worker"
-SEND_ATTEMPTS = 5
 
 
 def to_raw_message(event: Any) -> RawMessage:
@@ -49,50 +56,19 @@ def to_raw_message(event: Any) -> RawMessage:
 
 
 def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, state: WorkerState,
-                        sessions: SessionState) -> Any:
+                        sessions: SessionState, send_all: SendAll) -> Any:
     """Register the ``ingest_events`` agent (reading ``raw``) on ``app`` and return it. Output goes
     to ``settings.kafka.topic_storage`` / ``topic_dead_letter`` through the app's producer; action
-    and error events also go through sessionization (``sessions``)."""
+    and error events also go through sessionization (``sessions``), and first-time errors to the
+    issue agent (``agents/issues.py``) re-keyed by fingerprint."""
     dedup = RecentIds(settings.worker.dedup_capacity)
     session_topics = frozenset(settings.kafka.session_topics)
     rollup_rules = settings.rollups.rules()
+    noise_rules = settings.issues.noise_rules()
+    issue_topic = settings.kafka.topic_issue_events
     storage_partitions = settings.kafka.partitions
     storage_topic, dead_letter_topic = settings.kafka.topic_storage, settings.kafka.topic_dead_letter
     batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
-
-    async def send_all(sends: list[Send]) -> list[BaseException | None]:
-        """Send, then wait for every delivery. Retriable failures are retried; returns the final
-        error (or None) per send. Waits for deliveries even if cancelled meanwhile.
-
-        Uses faust's producer directly (``app.producer.send`` -> aiokafka's delivery future):
-        ``Topic.send`` costs several times more per message (FutureMessage, sensors, callbacks).
-        """
-        producer = app.producer
-        results: list[BaseException | None] = [None] * len(sends)
-        pending = list(range(len(sends)))
-        for attempt in range(SEND_ATTEMPTS):
-            futs = []
-            for i in pending:
-                topic, key, value, partition, headers = sends[i]
-                futs.append(await producer.send(topic, key, value, partition, None, headers))
-            try:
-                outcomes = await asyncio.gather(*futs, return_exceptions=True)
-            except asyncio.CancelledError:
-                # Shutting down: faust acks the batch anyway, so let the sends finish first.
-                await asyncio.wait(futs, timeout=30)
-                raise
-            retry = []
-            for i, outcome in zip(pending, outcomes):
-                err = outcome if isinstance(outcome, BaseException) else None
-                results[i] = err
-                if err is not None and isinstance(err, KafkaError) and err.retriable and attempt + 1 < SEND_ATTEMPTS:
-                    retry.append(i)
-            if not retry:
-                break
-            log.warning("retrying %d sends after %r", len(retry), results[retry[0]])
-            pending = retry
-            await asyncio.sleep(0.5 * 2 ** attempt)
-        return results
 
     def dl_send(dl: DeadLetter) -> Send:
         return (dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, DEAD_LETTER_TABLE)])
@@ -164,8 +140,10 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
                 recovered = await fetch_skipped(skips)
                 messages = sorted(messages + recovered, key=lambda m: (m.topic, m.partition, m.offset))
                 ack_recovered(recovered)
-            out = process_batch(messages, dedup, storage_partitions, now, session_topics, rollup_rules)
+            out = process_batch(messages, dedup, storage_partitions, now, session_topics, rollup_rules,
+                                noise_rules, issues=True)
             sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]
+            sends += occurrence_sends(out.issue_records, issue_topic)
             sends += [dl_send(dl) for dl in out.dead_letters]
             async with sessions.lock:
                 steps = sessions.step_batch(out)
@@ -194,6 +172,8 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
                 EVENTS_OUT.labels(PROCESS, table).inc(n)
             if out.dead_letters:
                 DEAD_LETTERS.labels(PROCESS, "worker").inc(len(out.dead_letters))
+            if out.late_rollup_events:
+                LATE_EVENTS.labels(PROCESS, "rollups").inc(out.late_rollup_events)
             if out.duplicates:
                 DUPLICATES_DROPPED.labels(PROCESS, "event_id").inc(out.duplicates)
         except asyncio.CancelledError:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import orjson
 from faust.types import TP
 
+from agents.delivery import Send, SendAll, deliver_all
 from pipeline.contract import HEADER_TABLE
 from pipeline.ingest.process import ProcessedBatch
 from pipeline.metrics import ACTIVE_SESSIONS, LATE_EVENTS, SESSION_OUTPUTS, SESSION_REPLAY_SKIPPED
@@ -41,8 +41,6 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 PROCESS = "worker"
 TABLE_NAME = "session_state"
-Send = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]  # topic, key, value, partition, headers
-SendAll = Callable[[list[Send]], Awaitable[list[BaseException | None]]]
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -188,18 +186,8 @@ class SessionState:
                 SESSION_REPLAY_SKIPPED.inc(step.skipped)
 
     async def deliver(self, sends: list[Send], send_all: SendAll) -> None:
-        """Send and wait; outputs must be on Kafka before the state that produced them is written,
-        so this keeps retrying (the agent pauses) while Kafka refuses them."""
-        pending, delay = sends, 0.5
-        while pending:
-            errors = await send_all(pending)
-            failed = [s for s, err in zip(pending, errors) if err is not None]
-            if failed:
-                log.error("could not deliver %d session outputs (%r); retrying in %.1fs",
-                          len(failed), next(e for e in errors if e is not None), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            pending = failed
+        """Outputs must be on Kafka before the state that produced them is written."""
+        await deliver_all(sends, send_all, "session outputs")
 
     # ------------------------------------------------------------ timer
     async def advance_quiet_partitions(self, send_all: SendAll) -> None:

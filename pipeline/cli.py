@@ -125,20 +125,118 @@ def query(sql: str = typer.Argument(..., help="A read-only query (SELECT, SHOW, 
         raise typer.Exit(1) from exc
 
 
-@app.command()
-def issues(project: Optional[str] = typer.Option(None, help="Only this project"),
-           limit: int = typer.Option(20, help="How many, most events first")) -> None:
-    """Issues (errors grouped by fingerprint): title, culprit, events, affected users, first/last seen and release."""
-    from pipeline.storage.query_client import QueryError, run_query
+issues_app = typer.Typer(help="Issues (errors grouped by fingerprint): list, history, resolve, ignore, reopen.")
+app.add_typer(issues_app, name="issues")
 
-    where = f"WHERE project = '{project.replace(chr(39), '')}'" if project else ""
-    sql = (f"SELECT fingerprint, title, culprit, events, affected_users, first_seen, last_seen, first_release, "
-           f"last_release FROM issues {where} ORDER BY events DESC LIMIT {int(limit)}")
+
+def _api_call(coro):  # type: ignore[no-untyped-def]
+    """Run an API coroutine from the CLI; its errors end the command with their message."""
+    from pipeline.api.common import ApiError
+
     try:
-        sys.stdout.write(run_query(load_settings(), sql, "PrettyCompactMonoBlock"))
-    except QueryError as exc:
-        console.print(f"[red]{exc}[/red]")
+        return asyncio.run(coro)
+    except ApiError as exc:
+        console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from exc
+
+
+@issues_app.callback(invoke_without_command=True)
+def issues(ctx: typer.Context, project: Optional[str] = typer.Option(None, help="Only this project"),
+           status: Optional[str] = typer.Option(None, help="new, ongoing, escalating, regressed, resolved or ignored"),
+           limit: int = typer.Option(20, help="How many, most recently seen first")) -> None:
+    """Issues: status, title, culprit, events, affected users, first/last seen and release."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from pipeline.api.issues import list_issues
+
+    rows = _api_call(list_issues(load_settings(), project, status, limit, allow_direct=True))
+    table = Table("fingerprint", "status", "title", "culprit", "events", "users", "last seen", "releases")
+    for r in rows:
+        releases = r["first_release"] if r["first_release"] == r["last_release"] else \
+            f"{r['first_release']} .. {r['last_release']}"
+        table.add_row(r["fingerprint"][:12], r["status"], r["title"][:60], r["culprit"][:40], str(r["events"]),
+                      str(r["affected_users"]), str(r["last_seen"])[:19], releases)
+    Console().print(table)
+    if not rows:
+        console.print("no issues yet")
+
+
+def _decide(action: str, fingerprint: str, project: Optional[str], **options: object) -> None:
+    from pipeline.api.issues import find_issue, new_command, publish_command
+    from pipeline.ingest.producer import EventProducer
+
+    settings = load_settings()
+
+    async def run() -> str:
+        issue = await find_issue(settings, fingerprint, project, prefix=True, allow_direct=True)
+        command = new_command(action, issue, actor=_whoami(), **options)  # type: ignore[arg-type]
+        try:
+            async with EventProducer(settings.kafka, process="cli") as producer:
+                await publish_command(producer, settings, command)
+        except Exception as exc:  # noqa: BLE001 - KafkaConnectionError, ProduceError, OSError: say so, exit 1
+            console.print(f"[red]could not reach Kafka at {settings.kafka.bootstrap_servers}: {exc}[/red]")
+            raise typer.Exit(1) from exc
+        return f"{action}: {issue['project']}/{issue['fingerprint']} ({issue['title']}), was {issue['status']}"
+
+    print(_api_call(run()))
+    console.print("sent; the worker applies it within seconds (see `pulse issues history`)")
+
+
+def _whoami() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "cli"
+
+
+@issues_app.command("resolve")
+def issues_resolve(fingerprint: str = typer.Argument(..., help="Fingerprint, or a unique prefix of it"),
+                   project: Optional[str] = typer.Option(None),
+                   in_release: Optional[str] = typer.Option(
+                       None, help="The release with the fix: its errors then regress the issue, older releases' do not")
+                   ) -> None:
+    """Resolve an issue; errors from a later release mark it regressed."""
+    _decide("resolve", fingerprint, project, in_release=in_release)
+
+
+@issues_app.command("ignore")
+def issues_ignore(fingerprint: str = typer.Argument(..., help="Fingerprint, or a unique prefix of it"),
+                  project: Optional[str] = typer.Option(None),
+                  until_escalating: bool = typer.Option(False, help="Come back when it escalates")) -> None:
+    """Ignore an issue (its errors are still stored and counted)."""
+    _decide("ignore", fingerprint, project, until_escalating=until_escalating)
+
+
+@issues_app.command("unresolve")
+def issues_unresolve(fingerprint: str = typer.Argument(..., help="Fingerprint, or a unique prefix of it"),
+                     project: Optional[str] = typer.Option(None)) -> None:
+    """Reopen a resolved or ignored issue."""
+    _decide("unresolve", fingerprint, project)
+
+
+@issues_app.command("history")
+def issues_history(fingerprint: str = typer.Argument(..., help="Fingerprint, or a unique prefix of it"),
+                   project: Optional[str] = typer.Option(None)) -> None:
+    """Every status change of an issue, with its reason."""
+    from rich.table import Table
+
+    from pipeline.api.issues import find_issue, issue_history
+
+    settings = load_settings()
+
+    async def run() -> tuple[dict, list]:
+        issue = await find_issue(settings, fingerprint, project, prefix=True, allow_direct=True)
+        return issue, await issue_history(settings, issue["project"], issue["fingerprint"], allow_direct=True)
+
+    issue, rows = _api_call(run())
+    table = Table("at", "status", "from", "reason", "release", "by", title=f"{issue['title']} ({issue['status']})")
+    for r in rows:
+        table.add_row(str(r["at"])[:23], r["kind"], r["from_status"], r["reason"], r["release"], r["actor"])
+    Console().print(table)
 
 
 @app.command()

@@ -26,8 +26,11 @@ HTTP_REQUEST_SECONDS = Histogram("pulse_http_request_seconds", "HTTP request lat
 HTTP_BODY_BYTES = Histogram("pulse_http_body_bytes", "Request body size after decompression", ["process", "endpoint"],
                             buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 5242880))
 LATE_EVENTS = Counter("pulse_late_events_total",
-                      "Events behind the watermark when they arrived: stored raw, not in sessions", ["process", "stage"])
+                      "Late events by stage. sessions: behind the watermark, stored raw but not sessionized; "
+                      "rollups: arrived after their window + allowed lateness, still counted in their minute",
+                      ["process", "stage"])
 ACTIVE_SESSIONS = Gauge("pulse_active_sessions", "Open sessions held by this worker", ["partition"])
 SESSION_OUTPUTS = Counter("pulse_session_outputs_total", "Rows emitted by sessionization", ["table"])
 SESSION_REPLAY_SKIPPED = Counter("pulse_session_replay_skipped_total",
                                  "Replayed events skipped because the restored session state already held them")
+ISSUE_TRANSITIONS = Counter("pulse_issue_transitions_total", "Issue status changes by the status entered", ["kind"])

@@ -16,10 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from pipeline.grouping import NoiseRules
+    from pipeline.issues import IssueRules
     from pipeline.rollups.minute import RollupRules
     from pipeline.sessions.sessionizer import SessionRules
 
@@ -44,6 +46,10 @@ class KafkaSettings(BaseSettings):
     topic_dead_letter: str = Field("pulse.dead-letter", description="PULSE_KAFKA_TOPIC_DEAD_LETTER: invalid input with the reason")
     topic_storage: str = Field("pulse.storage", description="PULSE_KAFKA_TOPIC_STORAGE: rows for ClickHouse, written by the worker")
     topic_ux_signals: str = Field("pulse.ux-signals", description="PULSE_KAFKA_TOPIC_UX_SIGNALS: rage and dead clicks, for alerting")
+    topic_issue_events: str = Field(
+        "pulse.issue-events", description="PULSE_KAFKA_TOPIC_ISSUE_EVENTS: errors re-keyed by issue, and resolve/ignore commands")
+    topic_issue_transitions: str = Field(
+        "pulse.issue-transitions", description="PULSE_KAFKA_TOPIC_ISSUE_TRANSITIONS: new, regressed and escalating issues, for alerting")
     compression: Literal["none", "gzip", "lz4", "zstd"] = Field("lz4", description="PULSE_KAFKA_COMPRESSION: producer compression")
     linger_ms: int = Field(5, ge=0, le=10_000, description="PULSE_KAFKA_LINGER_MS: producer linger")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="PULSE_KAFKA_MAX_REQUEST_BYTES: largest produce request")
@@ -63,7 +69,8 @@ class KafkaSettings(BaseSettings):
 
     @property
     def all_topics(self) -> list[str]:
-        return [*self.raw_topics, self.topic_dead_letter, self.topic_storage, self.topic_ux_signals]
+        return [*self.raw_topics, self.topic_dead_letter, self.topic_storage, self.topic_ux_signals,
+                self.topic_issue_events, self.topic_issue_transitions]
 
     @property
     def session_topics(self) -> list[str]:
@@ -116,6 +123,9 @@ class CollectorSettings(BaseSettings):
     max_events_per_request: int = Field(1000, ge=1, description="PULSE_COLLECTOR_MAX_EVENTS_PER_REQUEST")
     produce_timeout_s: float = Field(5.0, gt=0, description="PULSE_COLLECTOR_PRODUCE_TIMEOUT_S: then 503 + Retry-After")
     retry_after_s: int = Field(5, ge=1, description="PULSE_COLLECTOR_RETRY_AFTER_S: Retry-After on 503")
+    api_token: SecretStr | None = Field(
+        None, description="PULSE_COLLECTOR_API_TOKEN: bearer token for the query and management API (/api/issues, "
+        "GET /api/metrics); unset = those endpoints answer loopback clients only")
 
     @field_validator("project_keys")
     @classmethod
@@ -194,11 +204,51 @@ class RollupSettings(BaseSettings):
     checkout_patterns: list[str] = Field(
         default_factory=lambda: ["/checkout"],
         description='PULSE_ROLLUPS_CHECKOUT_PATTERNS: JSON list; API calls whose URL path contains one count as checkout')
+    allowed_lateness_s: float = Field(
+        60, ge=0, description="PULSE_ROLLUPS_ALLOWED_LATENESS_S: an event that arrives later than its window's end plus this "
+        "still lands in its minute, and is counted in pulse_late_events_total{stage=\"rollups\"}")
 
     def rules(self) -> "RollupRules":
         from pipeline.rollups.minute import RollupRules
 
-        return RollupRules(window_s=self.window_s, checkout_patterns=tuple(self.checkout_patterns))
+        return RollupRules(window_s=self.window_s, checkout_patterns=tuple(self.checkout_patterns),
+                           lateness_ms=int(self.allowed_lateness_s * 1000))
+
+
+class IssueSettings(BaseSettings):
+    """Error grouping noise filters and issue status rules (``PULSE_ISSUES_*``)."""
+
+    model_config = _config("PULSE_ISSUES_")
+
+    new_period_h: float = Field(168, gt=0, description="PULSE_ISSUES_NEW_PERIOD_H: an issue (or a regression) is new this long, then ongoing")
+    escalation_factor: float = Field(
+        5.0, gt=1, description="PULSE_ISSUES_ESCALATION_FACTOR: escalating when an hour has this many times the baseline's hourly average")
+    escalation_min_events: int = Field(20, ge=1, description="PULSE_ISSUES_ESCALATION_MIN_EVENTS: ... and at least this many errors")
+    baseline_hours: int = Field(24, ge=1, le=24 * 14, description="PULSE_ISSUES_BASELINE_HOURS: the trailing baseline for escalation")
+    drop_browser_extensions: bool = Field(
+        True, description="PULSE_ISSUES_DROP_BROWSER_EXTENSIONS: errors with a chrome-extension:// (etc.) frame are noise")
+    drop_resize_observer: bool = Field(True, description="PULSE_ISSUES_DROP_RESIZE_OBSERVER: 'ResizeObserver loop' errors are noise")
+    drop_script_error_without_stack: bool = Field(
+        True, description="PULSE_ISSUES_DROP_SCRIPT_ERROR_WITHOUT_STACK: cross-origin 'Script error.' without frames is noise")
+    ignored_messages: list[str] = Field(
+        default_factory=list, description="PULSE_ISSUES_IGNORED_MESSAGES: JSON list of message substrings that are noise")
+    ignored_exception_types: list[str] = Field(
+        default_factory=list, description="PULSE_ISSUES_IGNORED_EXCEPTION_TYPES: JSON list of exception types that are noise")
+
+    def rules(self) -> "IssueRules":
+        from pipeline.issues import IssueRules
+
+        return IssueRules(new_period_ms=int(self.new_period_h * 3_600_000), escalation_factor=self.escalation_factor,
+                          escalation_min_events=self.escalation_min_events, baseline_hours=self.baseline_hours)
+
+    def noise_rules(self) -> "NoiseRules":
+        from pipeline.grouping import NoiseRules
+
+        return NoiseRules(drop_browser_extensions=self.drop_browser_extensions,
+                          drop_resize_observer=self.drop_resize_observer,
+                          drop_script_error_without_stack=self.drop_script_error_without_stack,
+                          ignored_messages=tuple(self.ignored_messages),
+                          ignored_exception_types=tuple(self.ignored_exception_types))
 
 
 class SinkSettings(BaseSettings):
@@ -230,6 +280,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     rollups: RollupSettings = Field(default_factory=RollupSettings)
+    issues: IssueSettings = Field(default_factory=IssueSettings)
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> "Settings":

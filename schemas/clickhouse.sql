@@ -476,6 +476,49 @@ PARTITION BY tuple()
 ORDER BY (project, group_id)
 SETTINGS non_replicated_deduplication_window = 10000;
 
+CREATE TABLE IF NOT EXISTS issue_state
+(
+    `project` LowCardinality(String),
+    `group_id` String,
+    `status` LowCardinality(String),
+    `status_since` DateTime64(3, 'UTC'),
+    `first_seen` DateTime64(3, 'UTC'),
+    `last_seen` DateTime64(3, 'UTC'),
+    `events` UInt64,
+    `resolved_at` Nullable(DateTime64(3, 'UTC')),
+    `ignored_until_escalating` Bool,
+    `releases` UInt32,
+    `version` UInt64,
+    `updated_at` DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY tuple()
+-- ORDER BY serves: the current status of one issue (FINAL) or all of a project
+ORDER BY (project, group_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS issue_transitions
+(
+    `transition_id` UUID,
+    `project` LowCardinality(String),
+    `group_id` String,
+    `kind` LowCardinality(String),
+    `from_status` LowCardinality(String),
+    `at` DateTime64(3, 'UTC'),
+    `reason` String,
+    `title` String,
+    `culprit` String,
+    `release` LowCardinality(String),
+    `caused_by` String,
+    `actor` String,
+    `events` UInt64
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+-- ORDER BY serves: an issue's history; replayed transitions collapse (FINAL)
+ORDER BY (project, group_id, transition_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
 CREATE VIEW IF NOT EXISTS page_ux_minute AS
 SELECT project, page, minute,
     sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,
@@ -518,8 +561,19 @@ SELECT project, group_id, anyLast(title) AS title, anyLast(culprit) AS culprit,
 FROM errors WHERE noise = '' AND group_id != '' GROUP BY project, group_id;
 
 CREATE VIEW IF NOT EXISTS issues AS
-SELECT project, group_id AS fingerprint, any(title) AS title, any(culprit) AS culprit,
-    any(exception_type) AS exception_type, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-    sum(events) AS events, uniqMerge(users) AS affected_users,
-    argMinMerge(first_release) AS first_release, argMaxMerge(last_release) AS last_release
-FROM issue_stats GROUP BY project, group_id;
+SELECT s.project AS project, s.group_id AS fingerprint, s.title AS title, s.culprit AS culprit,
+    s.exception_type AS exception_type, if(st.status = '', 'new', st.status) AS status,
+    st.status_since AS status_since, st.resolved_at AS resolved_at, s.first_seen AS first_seen,
+    s.last_seen AS last_seen, s.events AS events, s.affected_users AS affected_users,
+    s.first_release AS first_release, s.last_release AS last_release
+FROM
+(
+    SELECT project, group_id, any(title) AS title, any(culprit) AS culprit, any(exception_type) AS exception_type,
+        min(first_seen) AS first_seen, max(last_seen) AS last_seen, sum(events) AS events,
+        uniqMerge(users) AS affected_users, argMinMerge(first_release) AS first_release,
+        argMaxMerge(last_release) AS last_release
+    FROM issue_stats GROUP BY project, group_id
+) AS s
+LEFT JOIN (SELECT project, group_id, status, status_since, resolved_at FROM issue_state FINAL) AS st
+    ON s.project = st.project AND s.group_id = st.group_id
+SETTINGS join_use_nulls = 0;

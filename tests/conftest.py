@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from pipeline.kafka_admin import ensure_topics, wait_for_broker
 from pipeline.localbroker import LocalBroker
@@ -90,6 +91,8 @@ def make_settings(bootstrap: str, tmp: Path, **env: str) -> Settings:
         "PULSE_KAFKA_TOPIC_DEAD_LETTER": f"t{tag}.dead-letter",
         "PULSE_KAFKA_TOPIC_STORAGE": f"t{tag}.storage",
         "PULSE_KAFKA_TOPIC_UX_SIGNALS": f"t{tag}.ux-signals",
+        "PULSE_KAFKA_TOPIC_ISSUE_EVENTS": f"t{tag}.issue-events",
+        "PULSE_KAFKA_TOPIC_ISSUE_TRANSITIONS": f"t{tag}.issue-transitions",
         "PULSE_CLICKHOUSE_PATH": str(tmp / "chdb"),
         "PULSE_COLLECTOR_PORT": str(free_port()),
         "PULSE_WORKER_APP_ID": f"pulse-worker-{tag}",
@@ -117,14 +120,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces ``settings`` in a child process (``pulse sink`` etc.)."""
     env: dict[str, str] = {}
     parts = {"kafka": "PULSE_KAFKA_", "clickhouse": "PULSE_CLICKHOUSE_", "collector": "PULSE_COLLECTOR_",
-             "worker": "PULSE_WORKER_", "sink": "PULSE_SINK_"}
+             "worker": "PULSE_WORKER_", "sink": "PULSE_SINK_", "sessions": "PULSE_SESSIONS_",
+             "rollups": "PULSE_ROLLUPS_", "issues": "PULSE_ISSUES_"}
     import orjson
 
     for part, prefix in parts.items():
-        for key, value in getattr(settings, part).model_dump(mode="json").items():
+        section = getattr(settings, part)
+        for key, value in section.model_dump(mode="json").items():
             if value is None:
                 continue
-            env[prefix + key.upper()] = orjson.dumps(value).decode() if isinstance(value, (dict, list)) else str(value)
+            secret = getattr(section, key)
+            if isinstance(secret, SecretStr):  # model_dump masks secrets
+                value = secret.get_secret_value()
+            if isinstance(value, (dict, list)):
+                env[prefix + key.upper()] = orjson.dumps(value).decode()
+            else:
+                env[prefix + key.upper()] = str(value)
     env["PULSE_DATA_DIR"] = str(settings.data_dir)
     return env
 

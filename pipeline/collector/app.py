@@ -35,6 +35,9 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline.api.common import SETTINGS as API_SETTINGS
+from pipeline.api.common import ApiError, json_response
+from pipeline.api.issues import add_issue_routes
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
 from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
@@ -243,6 +246,8 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
     endpoint = route.canonical if route is not None else "unmatched"
     try:
         response = await handler(request)
+    except ApiError as exc:
+        response = json_response(exc.status, {"error": exc.message}, exc.headers)
     except web.HTTPException as exc:
         response = _json(exc.status, {"error": exc.reason})
     except Exception:  # noqa: BLE001 - the boundary: log it, answer 500, keep serving
@@ -268,6 +273,8 @@ def make_app(settings: Settings, producer: EventProducer) -> web.Application:
     app.router.add_route("OPTIONS", EVENTS_PATH, preflight)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app[API_SETTINGS] = settings
+    add_issue_routes(app, producer)
     return app
 
 

@@ -27,10 +27,12 @@ import orjson
 from pydantic import ValidationError
 
 from pipeline.contract import EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_TABLE, DeadLetter
+from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import Decoded, decode_message
-from pipeline.rollups.minute import RollupRules, rollup_rows
+from pipeline.issues import OccurrenceRecord, occurrence_records
+from pipeline.rollups.minute import RollupRules, is_late, rollup_rows
 from pipeline.sessions.events import session_event
 from pipeline.sessions.partition import Sourced
 
@@ -84,6 +86,9 @@ class ProcessedBatch:
     # and the highest offset per session topic seen in the batch (invalid messages included).
     session_events: dict[int, list[Sourced]] = field(default_factory=dict)
     session_upto: dict[int, dict[str, int]] = field(default_factory=dict)
+    # First-time, non-noise errors per fingerprint and raw message, for issue status (agents/issues.py).
+    issue_records: list[OccurrenceRecord] = field(default_factory=list)
+    late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
 
 
 def _decode(msg: RawMessage, now: datetime) -> Decoded:
@@ -110,7 +115,8 @@ def _received_at(msg: RawMessage, now: datetime) -> datetime:
 
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
                     out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
-                    rollups: RollupRules | None = None) -> None:
+                    rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
+                    issues: bool = False) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
     seen, so a failure while building leaves the dedup state untouched."""
     for_sessions = msg.topic in session_topics
@@ -126,7 +132,7 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     built: list[tuple[Any, str, dict[str, Any], Any]] = []
     types: list[str] = []
     for event in decoded.events:
-        table, row = event_to_row(event, received_at)
+        table, row = event_to_row(event, received_at, noise_rules)
         event_id = row["event_id"]  # canonical str: hashes faster than UUID
         sess = session_event(event, event_id) if for_sessions else None
         built.append((event_id, table, row, sess))
@@ -156,6 +162,12 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         # by the sink like the raw rows (see pipeline/rollups/minute.py).
         partials = rollup_rows(fresh, rollups)
         by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+        arrived_ms = msg.timestamp_ms if msg.timestamp_ms is not None and msg.timestamp_ms >= 0 \
+            else int(now.timestamp() * 1000)
+        out.late_rollup_events += sum(1 for _, row in fresh if is_late(row["timestamp"], arrived_ms, rollups))
+    if issues and "errors" in by_table:
+        out.issue_records += occurrence_records((row for table, row in fresh if table == "errors"),
+                                                msg.topic, msg.partition, msg.offset)
     for table, lines in by_table.items():
         out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines)))
         out.rows_out[table] += len(lines)
@@ -163,14 +175,16 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
 
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
                   now: datetime, session_topics: frozenset[str] = frozenset(),
-                  rollups: RollupRules | None = None) -> ProcessedBatch:
+                  rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
+                  issues: bool = False) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
     into a dead letter carrying the exception text; the others continue. Valid first-time events
-    of ``session_topics`` are also handed out for sessionization (``out.session_events``)."""
+    of ``session_topics`` are also handed out for sessionization (``out.session_events``), and with
+    ``issues`` first-time errors per fingerprint for issue status (``out.issue_records``)."""
     out = ProcessedBatch()
     for msg in messages:
         try:
-            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups)
+            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, issues)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out

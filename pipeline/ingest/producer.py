@@ -279,9 +279,10 @@ class EventProducer:
         return SendResult(prepared.accepted, prepared.rejected)
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None,
-                       headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Publish bytes as they are (tests and demos that need malformed input on a raw topic)."""
-        await self.deliver([OutMessage(topic, key, value, headers)])
+                       headers: list[tuple[str, bytes]] | None = None, timeout_s: float | None = None) -> None:
+        """Publish bytes as they are: records that are not events (issue commands), and malformed
+        input for tests and demos."""
+        await self.deliver([OutMessage(topic, key, value, headers)], timeout_s)
 
     async def deliver(self, messages: list[OutMessage], timeout_s: float | None = None) -> None:
         """Produce messages and wait for all acknowledgements, within ``timeout_s`` if given."""

@@ -63,6 +63,15 @@ def rating(name: str, value: float) -> str | None:
 class RollupRules:
     window_s: int = 60
     checkout_patterns: tuple[str, ...] = ("/checkout",)
+    lateness_ms: int = 60_000
+
+
+def is_late(event_time: datetime, arrived_ms: int, rules: RollupRules) -> bool:
+    """Arrived after its window closed plus the allowed lateness. It still counts in its own minute
+    (a partial for an older minute merges the same); this only says it is late, for the metric."""
+    window_ms = rules.window_s * 1000
+    ts_ms = int(event_time.timestamp() * 1000)
+    return arrived_ms > ts_ms - ts_ms % window_ms + window_ms + rules.lateness_ms
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 from pipeline.settings import Settings
 
@@ -25,8 +26,8 @@ def sink_url(settings: Settings) -> str:
     return f"http://{host}:{settings.sink.port}/"
 
 
-def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float) -> str:
-    params = urllib.parse.urlencode({"default_format": fmt, "database": settings.clickhouse.database})
+def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float, ch_settings: dict[str, Any]) -> str:
+    params = urllib.parse.urlencode({**ch_settings, "default_format": fmt, "database": settings.clickhouse.database})
     req = urllib.request.Request(sink_url(settings) + "?" + params, data=sql.encode(), method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
@@ -35,7 +36,7 @@ def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float) -> str:
         raise QueryError(exc.read().decode("utf-8", "replace").strip() or str(exc)) from exc
 
 
-def _direct(settings: Settings, sql: str, fmt: str) -> str:
+def _direct(settings: Settings, sql: str, fmt: str, ch_settings: dict[str, Any]) -> str:
     from pipeline.storage.clickhouse import connect
     from pipeline.storage.readonly import ReadOnlyViolation, make_read_only, split_format
 
@@ -46,20 +47,33 @@ def _direct(settings: Settings, sql: str, fmt: str) -> str:
         raise QueryError(str(exc)) from exc
     client = connect(settings.clickhouse)
     try:
-        return client.raw_query(safe_sql, fmt=fmt).decode("utf-8", "replace")
+        return client.raw_query(safe_sql, fmt=fmt, settings=ch_settings or None).decode("utf-8", "replace")
     except Exception as exc:  # clickhouse_connect raises DatabaseError with ClickHouse's text
         raise QueryError(str(exc)) from exc
     finally:
         client.close()
 
 
-def run_query(settings: Settings, sql: str, fmt: str = "TabSeparated", timeout_s: float = 60.0) -> str:
-    """Run one read-only query; returns the output in ClickHouse format ``fmt``."""
+class BackendUnavailable(QueryError):
+    """Nothing can answer queries right now (the sink is not running, the server is down)."""
+
+
+def run_query(settings: Settings, sql: str, fmt: str = "TabSeparated", timeout_s: float = 60.0,
+              allow_direct: bool = True, ch_settings: dict[str, Any] | None = None) -> str:
+    """Run one read-only query; returns the output in ClickHouse format ``fmt``.
+
+    ``allow_direct=False`` for long-running processes (the collector's API): opening the embedded
+    directory there would keep it from the sink, so they only ever go through the sink.
+    ``ch_settings``: ClickHouse settings for this query (e.g. output format options)."""
+    ch_settings = ch_settings or {}
     if not settings.clickhouse.embedded:
-        return _direct(settings, sql, fmt)
+        return _direct(settings, sql, fmt, ch_settings)
     try:
-        return _via_sink(settings, sql, fmt, timeout_s)
+        return _via_sink(settings, sql, fmt, timeout_s, ch_settings)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
-            return _direct(settings, sql, fmt)  # no sink running: the directory is free
-        raise QueryError(f"sink at {sink_url(settings)} did not answer: {exc.reason}") from exc
+            if allow_direct:
+                return _direct(settings, sql, fmt, ch_settings)  # no sink running: the directory is free
+            raise BackendUnavailable(f"the sink (owner of the embedded ClickHouse) is not running at "
+                                     f"{sink_url(settings)}") from exc
+        raise BackendUnavailable(f"sink at {sink_url(settings)} did not answer: {exc.reason}") from exc

@@ -222,24 +222,58 @@ ISSUE_STATS = Table("issue_stats", [
 ], "project, group_id", "one issue by fingerprint; all issues of a project", ttl_column=None,
     engine="AggregatingMergeTree", partition_by="tuple()")
 
-ISSUE_VIEWS = [
-    """CREATE MATERIALIZED VIEW IF NOT EXISTS issue_stats_mv TO issue_stats AS
+ISSUE_STATS_MV = """CREATE MATERIALIZED VIEW IF NOT EXISTS issue_stats_mv TO issue_stats AS
 SELECT project, group_id, anyLast(title) AS title, anyLast(culprit) AS culprit,
     anyLast(exception_type) AS exception_type, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
     count() AS events, uniqState(if(user_id != '', user_id, if(anonymous_id != '', anonymous_id, session_id))) AS users,
     argMinState(release, timestamp) AS first_release, argMaxState(release, timestamp) AS last_release
-FROM errors WHERE noise = '' AND group_id != '' GROUP BY project, group_id""",
-    """CREATE VIEW IF NOT EXISTS issues AS
-SELECT project, group_id AS fingerprint, any(title) AS title, any(culprit) AS culprit,
-    any(exception_type) AS exception_type, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-    sum(events) AS events, uniqMerge(users) AS affected_users,
-    argMinMerge(first_release) AS first_release, argMaxMerge(last_release) AS last_release
-FROM issue_stats GROUP BY project, group_id""",
-]
+FROM errors WHERE noise = '' AND group_id != '' GROUP BY project, group_id"""
 
-ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS, *SESSION_TABLES, *ROLLUP_TABLES, ISSUE_STATS]
+# Status of each issue, written by the worker's issue agent (agents/issues.py) after every change;
+# the highest version is the current state.
+ISSUE_STATE = Table("issue_state", [
+    ("project", "LowCardinality(String)"), ("group_id", "String"),
+    ("status", "LowCardinality(String)"), ("status_since", "DateTime64(3, 'UTC')"),
+    ("first_seen", "DateTime64(3, 'UTC')"), ("last_seen", "DateTime64(3, 'UTC')"),
+    ("events", "UInt64"), ("resolved_at", "Nullable(DateTime64(3, 'UTC'))"),
+    ("ignored_until_escalating", "Bool"), ("releases", "UInt32"),
+    ("version", "UInt64"), ("updated_at", "DateTime64(3, 'UTC')"),
+], "project, group_id", "the current status of one issue (FINAL) or all of a project", ttl_column=None,
+    engine="ReplacingMergeTree(version)", partition_by="tuple()")
+
+# Every status change (new, regressed, escalating, resolved, ignored, reopened) with its reason.
+ISSUE_TRANSITIONS = Table("issue_transitions", [
+    ("transition_id", "UUID"), ("project", "LowCardinality(String)"), ("group_id", "String"),
+    ("kind", "LowCardinality(String)"), ("from_status", "LowCardinality(String)"),
+    ("at", "DateTime64(3, 'UTC')"), ("reason", "String"), ("title", "String"), ("culprit", "String"),
+    ("release", "LowCardinality(String)"), ("caused_by", "String"), ("actor", "String"), ("events", "UInt64"),
+], "project, group_id, transition_id", "an issue's history; replayed transitions collapse (FINAL)",
+    ttl_column=None, engine="ReplacingMergeTree", partition_by="toYYYYMM(at)")
+
+ISSUES_VIEW = """CREATE VIEW IF NOT EXISTS issues AS
+SELECT s.project AS project, s.group_id AS fingerprint, s.title AS title, s.culprit AS culprit,
+    s.exception_type AS exception_type, if(st.status = '', 'new', st.status) AS status,
+    st.status_since AS status_since, st.resolved_at AS resolved_at, s.first_seen AS first_seen,
+    s.last_seen AS last_seen, s.events AS events, s.affected_users AS affected_users,
+    s.first_release AS first_release, s.last_release AS last_release
+FROM
+(
+    SELECT project, group_id, any(title) AS title, any(culprit) AS culprit, any(exception_type) AS exception_type,
+        min(first_seen) AS first_seen, max(last_seen) AS last_seen, sum(events) AS events,
+        uniqMerge(users) AS affected_users, argMinMerge(first_release) AS first_release,
+        argMaxMerge(last_release) AS last_release
+    FROM issue_stats GROUP BY project, group_id
+) AS s
+LEFT JOIN (SELECT project, group_id, status, status_since, resolved_at FROM issue_state FINAL) AS st
+    ON s.project = st.project AND s.group_id = st.group_id
+SETTINGS join_use_nulls = 0"""
+ISSUE_VIEWS = [ISSUE_STATS_MV, ISSUES_VIEW]
+
+ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS, *SESSION_TABLES, *ROLLUP_TABLES, ISSUE_STATS, ISSUE_STATE,
+              ISSUE_TRANSITIONS]
 # tables the storage topic may name (hour and day are filled by ClickHouse)
-STORABLE = {t.name for t in [*RAW_TABLES, DEAD_LETTERS, *SESSION_TABLES, ROLLUP_TABLES[0]]}
+STORABLE = {t.name for t in [*RAW_TABLES, DEAD_LETTERS, *SESSION_TABLES, ROLLUP_TABLES[0], ISSUE_STATE,
+                              ISSUE_TRANSITIONS]}
 MIGRATIONS_TABLE = "_pulse_migrations"
 
 

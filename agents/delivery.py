@@ -1,0 +1,70 @@
+"""Sending from the worker: every agent's outputs must be on Kafka before its input is acked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import faust
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+SEND_ATTEMPTS = 5
+Send = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]  # topic, key, value, partition, headers
+SendAll = Callable[[list[Send]], Awaitable[list[BaseException | None]]]
+
+
+def make_send_all(app: faust.App) -> SendAll:
+    """``send_all(sends)``: send, then wait for every delivery. Retriable failures are retried;
+    returns the final error (or None) per send. Waits for deliveries even if cancelled meanwhile.
+
+    Uses faust's producer directly (``app.producer.send`` -> aiokafka's delivery future):
+    ``Topic.send`` costs several times more per message (FutureMessage, sensors, callbacks).
+    """
+
+    async def send_all(sends: list[Send]) -> list[BaseException | None]:
+        producer = app.producer
+        results: list[BaseException | None] = [None] * len(sends)
+        pending = list(range(len(sends)))
+        for attempt in range(SEND_ATTEMPTS):
+            futs = []
+            for i in pending:
+                topic, key, value, partition, headers = sends[i]
+                futs.append(await producer.send(topic, key, value, partition, None, headers))
+            try:
+                outcomes = await asyncio.gather(*futs, return_exceptions=True)
+            except asyncio.CancelledError:
+                # Shutting down: faust acks the batch anyway, so let the sends finish first.
+                await asyncio.wait(futs, timeout=30)
+                raise
+            retry = []
+            for i, outcome in zip(pending, outcomes):
+                err = outcome if isinstance(outcome, BaseException) else None
+                results[i] = err
+                if err is not None and isinstance(err, KafkaError) and err.retriable and attempt + 1 < SEND_ATTEMPTS:
+                    retry.append(i)
+            if not retry:
+                break
+            log.warning("retrying %d sends after %r", len(retry), results[retry[0]])
+            pending = retry
+            await asyncio.sleep(0.5 * 2 ** attempt)
+        return results
+
+    return send_all
+
+
+async def deliver_all(sends: list[Send], send_all: SendAll, what: str) -> None:
+    """Send and wait until every send is confirmed, retrying whatever failed (the agent pauses
+    meanwhile): for outputs that must be on Kafka before the state that produced them is written.
+    Failed sends are sent again in their original order."""
+    pending, delay = sends, 0.5
+    while pending:
+        errors = await send_all(pending)
+        failed = [s for s, err in zip(pending, errors) if err is not None]
+        if failed:
+            log.error("could not deliver %d %s (%r); retrying in %.1fs",
+                      len(failed), what, next(e for e in errors if e is not None), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        pending = failed

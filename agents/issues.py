@@ -1,0 +1,177 @@
+"""issue_status: errors re-keyed by fingerprint (plus people's commands) -> issue status.
+
+The ingest agent reads errors keyed by session, so one issue's errors are spread over every
+partition. It sends one record per fingerprint and raw message to ``topic_issue_events``, keyed by
+(project, fingerprint); commands (resolve, ignore, unresolve from ``pulse issues`` or HTTP) go to
+the same topic with the same key, so each issue's errors and commands are read in order by one
+agent. The pure rules are in ``pipeline/issues/lifecycle.py``.
+
+Per batch, in this order (as for sessions, so a SIGKILL anywhere is harmless):
+
+1. apply the records to the issues' states (pure);
+2. send the new ``issue_state`` and ``issue_transitions`` rows and the alertable transitions, and
+   wait until Kafka confirmed them;
+3. write each touched issue's state to the table's compacted changelog, with the offset of the last
+   input record applied, and wait; then Faust acks the batch.
+
+A replay after a crash between 2 and 3 re-sends identical rows and transitions (same ids; the
+tables are ReplacingMergeTree). A replay after 3 is skipped by the stored input offset, and an
+occurrence record re-sent by a restarted ingest agent by its raw origin (``IssueState.marks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+import orjson
+
+from agents.app import WorkerState
+from agents.delivery import Send, SendAll, deliver_all
+from pipeline.contract import HEADER_TABLE, DeadLetter
+from pipeline.issues import (
+    Command,
+    IssueState,
+    OccurrenceRecord,
+    Transition,
+    apply_command,
+    apply_occurrences,
+    parse_record,
+    record_key,
+    state_row,
+    transition_row,
+)
+from pipeline.metrics import DEAD_LETTERS, ISSUE_TRANSITIONS
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+PROCESS = "worker"
+TABLE_NAME = "issue_state"
+STEP = "issues"
+
+
+def issue_changelog_topic(settings: Settings) -> str:
+    """Faust's name for the table's changelog (created by the worker as a compacted topic)."""
+    return f"{settings.worker.app_id}-{TABLE_NAME}-changelog"
+
+
+def occurrence_sends(records: Sequence[OccurrenceRecord], topic: str) -> list[Send]:
+    """The ingest agent's records for this agent, keyed by issue."""
+    return [(topic, record_key(r.project, r.group_id), orjson.dumps(r.to_json()), None, []) for r in records]
+
+
+def _decode_state(value: bytes | None) -> tuple[int, IssueState | None]:
+    if value is None:
+        return -1, None
+    doc = orjson.loads(value)
+    return int(doc["input_offset"]), IssueState.from_json(doc["state"])
+
+
+def _encode_state(input_offset: int, state: IssueState) -> bytes:
+    return orjson.dumps({"input_offset": input_offset, "state": state.to_json()})
+
+
+class IssueAgent:
+    """Issue states of this worker's partitions of ``topic_issue_events``, in a Faust table."""
+
+    def __init__(self, app: faust.App, settings: Settings, state: WorkerState, send_all: SendAll) -> None:
+        self.app = app
+        self.rules = settings.issues.rules()
+        self.send_all = send_all
+        self.worker_state = state
+        kafka = settings.kafka
+        self.storage_topic, self.transitions_topic = kafka.topic_storage, kafka.topic_issue_transitions
+        self.dead_letter_topic = kafka.topic_dead_letter
+        self.storage_partitions = kafka.partitions
+        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+        self.changelog = self.table.changelog_topic.get_topic_name()
+        if self.changelog != issue_changelog_topic(settings):
+            raise RuntimeError(f"Faust names the changelog {self.changelog!r}, expected {issue_changelog_topic(settings)!r}")
+        self.topic = app.topic(kafka.topic_issue_events, key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw", internal=False)
+        app.agent(self.topic, name="issue_status")(self._run)
+
+    async def _run(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(500, within=0.2):
+            await self.handle_batch(events)
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        now = datetime.now(timezone.utc)
+        try:
+            await self._handle(events, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
+            log.exception("issue batch failed; dead-lettering %d records", len(events))
+            self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
+            reason = f"issue agent failed: {type(exc).__name__}: {exc}"
+            await deliver_all([self._dead_letter(e.message, reason, now) for e in events], self.send_all,
+                              "dead letters")
+
+    def _dead_letter(self, message: Any, reason: str, now: datetime) -> Send:
+        source = f"{message.topic}:{message.partition}:{message.offset}"
+        dl = DeadLetter.of(message.value or b"", step=STEP, source=source, reason=reason[:2000], now=now)
+        DEAD_LETTERS.labels(PROCESS, STEP).inc()
+        return (self.dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])
+
+    async def _handle(self, events: Sequence[Any], now: datetime) -> None:
+        store = self.table.data.data  # the memory store's dict, restored by Faust from the changelog
+        working: dict[bytes, tuple[int, int, IssueState | None]] = {}  # key -> (partition, input offset, state)
+        touched: dict[bytes, int] = {}  # key -> last input offset applied in this batch
+        transitions: list[Transition] = []
+        dead: list[Send] = []
+        for event in events:
+            message = event.message
+            try:
+                record = parse_record(orjson.loads(message.value or b""))
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                dead.append(self._dead_letter(message, f"not an issue record: {exc}", now))
+                continue
+            key = record_key(record.project, record.group_id)
+            if key not in working:
+                working[key] = (message.partition, *_decode_state(store.get(key)))
+            partition, applied_upto, state = working[key]
+            if message.offset <= applied_upto:
+                continue  # applied before a crash; its state is already in the changelog
+            if isinstance(record, Command):
+                if state is None:
+                    dead.append(self._dead_letter(message, f"{record.action} for unknown issue {record.group_id!r} "
+                                                           f"of project {record.project!r}", now))
+                    continue
+                state, changed = apply_command(state, record, self.rules)
+            else:
+                state, changed = apply_occurrences(state, record, self.rules)
+            working[key] = (partition, message.offset, state)
+            touched[key] = message.offset
+            transitions += changed
+        now_ms = int(now.timestamp() * 1000)
+        states = [(key, working[key][0], working[key][2]) for key in touched]
+        sends: list[Send] = list(dead)
+        if states:
+            rows = b"\n".join(orjson.dumps(state_row(s, now_ms)) for _, _, s in states if s is not None)
+            sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"issue_state")]))
+        if transitions:
+            rows = b"\n".join(orjson.dumps(transition_row(t)) for t in transitions)
+            sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"issue_transitions")]))
+            sends += [(self.transitions_topic, record_key(t.project, t.group_id), orjson.dumps(t.to_json()), None, [])
+                      for t in transitions if t.alertable]
+        await deliver_all(sends, self.send_all, "issue outputs")
+        writes: list[Send] = []
+        for key, partition, s in states:
+            if s is None:
+                continue
+            value = _encode_state(touched[key], s)
+            store[key] = value
+            writes.append((self.changelog, key, value, partition, []))
+        await deliver_all(writes, self.send_all, "issue states")
+        for t in transitions:
+            ISSUE_TRANSITIONS.labels(t.kind).inc()
+            if t.alertable:
+                log.info("issue %s/%s is %s: %s (%s)", t.project, t.group_id, t.kind, t.title, t.reason)
+        self.worker_state.issue_batches += 1
+        self.worker_state.last_issue_batch_at = time.time()
