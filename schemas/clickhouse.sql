@@ -519,6 +519,101 @@ PARTITION BY toYYYYMM(at)
 ORDER BY (project, group_id, transition_id)
 SETTINGS non_replicated_deduplication_window = 10000;
 
+CREATE TABLE IF NOT EXISTS metrics
+(
+    `event_id` UUID,
+    `project` LowCardinality(String),
+    `timestamp` DateTime64(3, 'UTC'),
+    `received_at` DateTime64(3, 'UTC'),
+    `session_id` String,
+    `user_id` String,
+    `anonymous_id` String,
+    `release` LowCardinality(String),
+    `environment` LowCardinality(String),
+    `url` String,
+    `route` LowCardinality(String),
+    `user_agent` String,
+    `sdk_name` LowCardinality(String),
+    `sdk_version` LowCardinality(String),
+    `consent` Bool,
+    `name` LowCardinality(String),
+    `value` Float64,
+    `unit` LowCardinality(String),
+    `tags` Map(String, String)
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(timestamp)
+-- ORDER BY serves: one metric's points over a time range
+ORDER BY (project, name, timestamp)
+TTL toDateTime(timestamp) + INTERVAL 30 DAY
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS metrics_minute
+(
+    `project` LowCardinality(String),
+    `name` LowCardinality(String),
+    `minute` DateTime('UTC'),
+    `environment` LowCardinality(String),
+    `release` LowCardinality(String),
+    `tags_key` String,
+    `tags` SimpleAggregateFunction(anyLast, Map(String, String)),
+    `count` SimpleAggregateFunction(sum, UInt64),
+    `sum` SimpleAggregateFunction(sum, Float64),
+    `min` SimpleAggregateFunction(min, Float64),
+    `max` SimpleAggregateFunction(max, Float64),
+    `negatives` SimpleAggregateFunction(sum, UInt64),
+    `sketch` SimpleAggregateFunction(sumMap, Map(Int16, UInt64))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+-- ORDER BY serves: one custom metric per minute, any tags, any time range
+ORDER BY (project, name, minute, environment, release, tags_key)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS metrics_hour
+(
+    `project` LowCardinality(String),
+    `name` LowCardinality(String),
+    `hour` DateTime('UTC'),
+    `environment` LowCardinality(String),
+    `release` LowCardinality(String),
+    `tags_key` String,
+    `tags` SimpleAggregateFunction(anyLast, Map(String, String)),
+    `count` SimpleAggregateFunction(sum, UInt64),
+    `sum` SimpleAggregateFunction(sum, Float64),
+    `min` SimpleAggregateFunction(min, Float64),
+    `max` SimpleAggregateFunction(max, Float64),
+    `negatives` SimpleAggregateFunction(sum, UInt64),
+    `sketch` SimpleAggregateFunction(sumMap, Map(Int16, UInt64))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+-- ORDER BY serves: the same per hour (filled from metrics_minute)
+ORDER BY (project, name, hour, environment, release, tags_key)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS metrics_day
+(
+    `project` LowCardinality(String),
+    `name` LowCardinality(String),
+    `day` DateTime('UTC'),
+    `environment` LowCardinality(String),
+    `release` LowCardinality(String),
+    `tags_key` String,
+    `tags` SimpleAggregateFunction(anyLast, Map(String, String)),
+    `count` SimpleAggregateFunction(sum, UInt64),
+    `sum` SimpleAggregateFunction(sum, Float64),
+    `min` SimpleAggregateFunction(min, Float64),
+    `max` SimpleAggregateFunction(max, Float64),
+    `negatives` SimpleAggregateFunction(sum, UInt64),
+    `sketch` SimpleAggregateFunction(sumMap, Map(Int16, UInt64))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+-- ORDER BY serves: the same per day (filled from metrics_minute)
+ORDER BY (project, name, day, environment, release, tags_key)
+SETTINGS non_replicated_deduplication_window = 10000;
+
 CREATE VIEW IF NOT EXISTS page_ux_minute AS
 SELECT project, page, minute,
     sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,
@@ -577,3 +672,11 @@ FROM
 LEFT JOIN (SELECT project, group_id, status, status_since, resolved_at FROM issue_state FINAL) AS st
     ON s.project = st.project AND s.group_id = st.group_id
 SETTINGS join_use_nulls = 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_hour_mv TO metrics_hour AS
+SELECT project, name, toStartOfHour(minute) AS hour, environment, release, tags_key, anyLast(tags) AS tags, sum(count) AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max, sum(negatives) AS negatives, sumMap(sketch) AS sketch
+FROM metrics_minute GROUP BY project, name, hour, environment, release, tags_key;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_day_mv TO metrics_day AS
+SELECT project, name, toStartOfDay(minute) AS day, environment, release, tags_key, anyLast(tags) AS tags, sum(count) AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max, sum(negatives) AS negatives, sumMap(sketch) AS sketch
+FROM metrics_minute GROUP BY project, name, day, environment, release, tags_key;

@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.api.common import SETTINGS as API_SETTINGS
 from pipeline.api.common import ApiError, json_response
 from pipeline.api.issues import add_issue_routes
+from pipeline.api.metrics import add_metric_routes
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
 from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
@@ -275,6 +276,7 @@ def make_app(settings: Settings, producer: EventProducer) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app[API_SETTINGS] = settings
     add_issue_routes(app, producer)
+    add_metric_routes(app, producer)
     return app
 
 

@@ -14,6 +14,8 @@ from pipeline.contract.events import (
     ErrorEvent,
     ErrorPayload,
     Event,
+    MetricEvent,
+    MetricPayload,
     StackFrame,
     VitalEvent,
     VitalPayload,
@@ -23,5 +25,6 @@ from pipeline.contract.topics import HEADER_SOURCE, HEADER_TABLE, topic_for_type
 __all__ = [
     "DeadLetter", "EVENT_ADAPTER", "EVENT_BATCH_ADAPTER", "EVENT_TYPES", "ActionEvent", "ActionPayload",
     "ApiEvent", "ApiPayload", "ClickObservation", "Envelope", "ErrorEvent", "ErrorPayload", "Event",
+    "MetricEvent", "MetricPayload",
     "StackFrame", "VitalEvent", "VitalPayload", "HEADER_SOURCE", "HEADER_TABLE", "topic_for_type",
 ]

@@ -203,9 +203,33 @@ class ApiEvent(Envelope):
     api: ApiPayload
 
 
-Event = Annotated[Union[ErrorEvent, VitalEvent, ActionEvent, ApiEvent], Field(discriminator="type")]
-EventType = Literal["error", "vital", "action", "api"]
-EVENT_TYPES: tuple[str, ...] = ("error", "vital", "action", "api")
+# ---------------------------------------------------------------- custom metric
+
+MetricName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$",
+                                  description="e.g. checkout.duration; letters, digits, _ . : / -")]
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+TagValue = Annotated[str, Field(max_length=200)]
+
+
+class MetricPayload(_Model):
+    name: MetricName
+    value: float = Field(allow_inf_nan=False, description="One measurement; percentiles need values >= 0.")
+    unit: ShortText | None = Field(None, description="e.g. millisecond, byte, none")
+    tags: Annotated[dict[TagKey, TagValue], Field(max_length=20)] = Field(
+        default_factory=dict, description="Dimensions to group and filter by, e.g. {\"route\": \"/cart\"}")
+
+
+class MetricEvent(Envelope):
+    """A custom metric point (``POST /api/metrics`` or a direct producer). ``session_id`` is only
+    the Kafka key here; the metrics endpoint sets it to ``metric:<name>``."""
+
+    type: Literal["metric"]
+    metric: MetricPayload
+
+
+Event = Annotated[Union[ErrorEvent, VitalEvent, ActionEvent, ApiEvent, MetricEvent], Field(discriminator="type")]
+EventType = Literal["error", "vital", "action", "api", "metric"]
+EVENT_TYPES: tuple[str, ...] = ("error", "vital", "action", "api", "metric")
 
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 EVENT_BATCH_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[Event])

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from pipeline.contract.dead_letter import DeadLetter
-from pipeline.contract.events import ActionEvent, ApiEvent, ErrorEvent, Event, VitalEvent
+from pipeline.contract.events import ActionEvent, ApiEvent, ErrorEvent, Event, MetricEvent, VitalEvent
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
 
@@ -26,6 +26,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "vital.schema.json": VitalEvent.model_json_schema(),
         "action.schema.json": ActionEvent.model_json_schema(),
         "api.schema.json": ApiEvent.model_json_schema(),
+        "metric.schema.json": MetricEvent.model_json_schema(),
         "dead-letter.schema.json": DeadLetter.model_json_schema(),
     }
 

@@ -11,11 +11,11 @@ HEADER_SOURCE = "pulse-src"  # "topic:partition:offset" of the raw message the r
 
 
 def topic_for_type(kafka: KafkaSettings, event_type: str) -> str:
-    """API calls and resources travel with vitals: both are performance signals."""
+    """API calls, resources and custom metrics travel with vitals: all are measurements."""
     if event_type == "error":
         return kafka.topic_errors
     if event_type == "action":
         return kafka.topic_actions
-    if event_type in ("vital", "api"):
+    if event_type in ("vital", "api", "metric"):
         return kafka.topic_vitals
     raise ValueError(f"unknown event type {event_type!r}")

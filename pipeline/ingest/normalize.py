@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, VitalEvent
+from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, MetricEvent, VitalEvent
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules, group_error, noise_reason
 
-TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls"}
+TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls", "metric": "metrics"}
 
 
 def page_of(route: str | None, url: str | None) -> str:
@@ -100,6 +100,9 @@ def event_to_row(event: Any, received_at: datetime,
         p = event.api
         row.update(kind=p.kind, request_url=p.url, method=p.method, status=p.status, duration_ms=p.duration_ms,
                    ok=bool(p.ok), initiator=p.initiator or "", size_bytes=p.size_bytes)
+    elif isinstance(event, MetricEvent):
+        m = event.metric
+        row.update(name=m.name, value=m.value, unit=m.unit or "", tags=m.tags)
     else:  # pragma: no cover - the contract's union is closed
         raise TypeError(f"not an event: {type(event).__name__}")
     return TABLE_FOR_TYPE[event.type], row

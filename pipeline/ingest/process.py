@@ -32,6 +32,7 @@ from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import Decoded, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
+from pipeline.rollups.metrics import metric_rollup_rows
 from pipeline.rollups.minute import RollupRules, is_late, rollup_rows
 from pipeline.sessions.events import session_event
 from pipeline.sessions.partition import Sourced
@@ -39,6 +40,7 @@ from pipeline.sessions.partition import Sourced
 STEP = "worker"
 DEAD_LETTER_TABLE = b"dead_letters"
 ROLLUP_TABLE = "rollups_minute"
+METRIC_ROLLUP_TABLE = "metrics_minute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,11 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         # Minute partials of this message's first-time events: same origin, so a replay is dropped
         # by the sink like the raw rows (see pipeline/rollups/minute.py).
         partials = rollup_rows(fresh, rollups)
-        by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+        if partials:
+            by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+        if "metrics" in by_table:
+            metric_partials = metric_rollup_rows((row for table, row in fresh if table == "metrics"), rollups.window_s)
+            by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
         arrived_ms = msg.timestamp_ms if msg.timestamp_ms is not None and msg.timestamp_ms >= 0 \
             else int(now.timestamp() * 1000)
         out.late_rollup_events += sum(1 for _, row in fresh if is_late(row["timestamp"], arrived_ms, rollups))

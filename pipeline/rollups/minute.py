@@ -113,6 +113,8 @@ def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules =
     partials: dict[tuple[Any, ...], _Partial] = {}
     window = rules.window_s
     for table, row in rows:
+        if table == "metrics":  # custom metrics have their own rollup (metrics.py)
+            continue
         key = (row["project"], _minute(row["timestamp"], window), row["environment"], row["release"],
                page_of(row.get("route"), row.get("url")),
                browser_and_os(row["user_agent"])[0])

@@ -24,6 +24,7 @@ EXPECTED_REASON = {
     "bad-event-id.json": "event_id",
     "unknown-type.json": "tag 'heartbeat'",
     "missing-timestamp.json": "timestamp: Field required",
+    "metric-bad-name.json": "metric.name: String should match pattern",
 }
 
 
