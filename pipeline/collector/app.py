@@ -8,6 +8,9 @@ Endpoints:
     413 too large (body, one event, event count); 415 unknown encoding; 503 + Retry-After when
     Kafka did not confirm delivery in time (nothing is claimed accepted; the client retries and
     the worker drops duplicates by event_id).
+  * ``POST /api/metrics``, ``GET /api/metrics`` — custom metrics in, any metric out (``pipeline/api/metrics.py``).
+  * ``GET /api/issues``, ``GET /api/issues/{fingerprint}``, ``POST /api/issues/{fingerprint}/{action}``
+    — issues and decisions about them (``pipeline/api/issues.py``).
   * ``GET /health`` — 200/503 with per-dependency detail. ``GET /metrics`` — Prometheus text.
 
 Serve with ``auto_decompress=False`` (``run_collector`` and the tests do): the handler then inflates
