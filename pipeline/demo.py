@@ -285,12 +285,13 @@ def print_summary(settings: Settings, report: TrafficReport, stored: int, consol
     counts.add_row("dead_letters", str(dl))
     out.print(counts)
 
-    top = Table(title="Top errors")
-    for c in ("exception_type", "message", "events", "sessions"):
+    top = Table(title="Top issues (errors grouped by fingerprint; known noise left out)")
+    for c in ("fingerprint", "status", "title", "culprit", "events", "users"):
         top.add_column(c)
-    for r in _query_json(settings, f"SELECT exception_type, message, count() AS events, uniqExact(session_id) AS sessions "
-                                   f"FROM errors WHERE {since} GROUP BY exception_type, message ORDER BY events DESC LIMIT 5"):
-        top.add_row(r["exception_type"], r["message"][:60], str(r["events"]), str(r["sessions"]))
+    for r in _query_json(settings, "SELECT fingerprint, status, title, culprit, events, affected_users FROM issues "
+                                   "ORDER BY events DESC LIMIT 5"):
+        top.add_row(r["fingerprint"][:12], r["status"], r["title"][:50], r["culprit"][:40], str(r["events"]),
+                    str(r["affected_users"]))
     out.print(top)
 
     vit = Table(title="Web vitals p75 by route")
@@ -315,6 +316,9 @@ def print_summary(settings: Settings, report: TrafficReport, stored: int, consol
               f"[{'green' if ok else 'red'}]{'all there' if ok else 'MISMATCH'}[/]\n")
     out.print("Query it (works while the sink runs):\n"
               "  .venv/bin/pulse query \"SELECT route, count() FROM actions WHERE kind='click' GROUP BY route\"\n"
+              "  .venv/bin/pulse issues            (then: pulse issues resolve <fingerprint>)\n"
+              f"  curl 'http://127.0.0.1:{settings.collector.port}/api/metrics?name=web_vitals.lcp&aggregation=p75"
+              "&group_by=page'\n"
               f"  curl '{sink_url(settings)}?query=SELECT+count()+FROM+errors'\n")
 
 
