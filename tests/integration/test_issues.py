@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -152,3 +153,14 @@ def test_issue_lifecycle_end_to_end(kafka_bootstrap: str, tmp_path: Path) -> Non
         assert got == [("A", "new"), ("A", "regressed"), ("B", "escalating"), ("B", "new"), ("C", "new"),
                        ("C", "regressed")]
         assert all(r.key == f"demo\x1f{r.doc['group_id']}".encode() for r in records)
+
+        # SIGKILL the worker: the restarted one restores every issue from the changelog and goes on
+        # counting; nothing new is alertable, so the topic keeps exactly those six transitions
+        assert procs.stop("worker", sig=signal.SIGKILL) == -signal.SIGKILL
+        procs.start("worker")
+        send(settings, [error("A", datetime.now(timezone.utc), "1.2"), error("B", h0 + timedelta(hours=2, minutes=30), "1.0")])
+        wait_until(lambda: states(settings)["A"] == ("regressed", 6), "A counted after the restart", procs, 90)
+        assert states(settings)["B"] == ("escalating", 11) and states(settings)["C"] == ("regressed", 3)
+        records = asyncio.run(read_topics(settings.kafka.bootstrap_servers, [settings.kafka.topic_issue_transitions],
+                                          until=lambda rs: len(rs) >= 6, timeout_s=20, quiet_s=2))
+        assert len(records) == len({r.doc["transition_id"] for r in records}) == 6
