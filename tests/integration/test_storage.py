@@ -57,12 +57,14 @@ def _run_child(code: str, *args: str) -> dict:
 
 def test_migrations_create_every_table_once_and_reapply_a_changed_ttl(tmp_path: Path) -> None:
     out = _run_child(MIGRATE_TWICE, str(tmp_path / "chdb"))
-    assert out["first"] == ["0001_initial", "0002_sessions", "0003_rollups", "0004_error_groups"]
+    assert out["first"] == ["0001_initial", "0002_sessions", "0003_rollups", "0004_error_groups", "0005_issue_status",
+                            "0006_custom_metrics"]
     assert out["again"] == []  # idempotent: nothing re-applied, nothing recorded twice
-    assert out["versions"] == [1, 2, 3, 4]
-    views = {"page_ux_minute", "rollups_hour_mv", "rollups_day_mv", "issue_stats_mv", "issues"}
+    assert out["versions"] == [1, 2, 3, 4, 5, 6]
+    views = {"page_ux_minute", "rollups_hour_mv", "rollups_day_mv", "issue_stats_mv", "issues", "metrics_hour_mv",
+             "metrics_day_mv"}
     assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations"} | views
-    for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
+    for table in ("errors", "vitals", "actions", "api_calls", "metrics", "dead_letters"):
         engine = out["tables"][table]
         assert engine.startswith("MergeTree") and "non_replicated_deduplication_window = 10000" in engine
         assert "toIntervalDay(7)" in engine, engine  # the new retention replaced 30 days
