@@ -10,7 +10,7 @@ What is filtered, in text:
     secret (see ``is_sensitive_key``) -> the value becomes ``[Filtered]``.
 
 In an event dict (``scrub_event``): error message, breadcrumb messages and data, tag values, the
-page url, the api url, action text and action properties. Inside breadcrumb data, tags and
+page url, the api url, action text and action properties, metric tags. Inside breadcrumb data, tags and
 properties, a value under a sensitive key is replaced whole, whatever its type.
 
 Every replacement is a fixed point (scrubbing twice equals scrubbing once), so the collector and
@@ -224,4 +224,8 @@ def scrub_event(item: Any) -> Any:
                 action["text"] = scrub_text(text)
             if "properties" in action:
                 action["properties"] = scrub_value(action["properties"])
+    metric = out.get("metric")
+    if isinstance(metric, dict) and "tags" in metric:
+        metric = out["metric"] = dict(metric)
+        metric["tags"] = scrub_value(metric["tags"])
     return out

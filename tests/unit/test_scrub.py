@@ -112,3 +112,11 @@ TEXT = st.text(alphabet=st.sampled_from(list("0123456789 -@.=:&?\"'abeokrtnpswdB
 def test_scrub_text_never_raises_and_is_idempotent(text: str) -> None:
     once = scrub_text(text)
     assert scrub_text(once) == once
+
+
+def test_metric_tags_are_scrubbed() -> None:
+    from pipeline.ingest.scrub import scrub_event
+
+    out = scrub_event({"type": "metric", "metric": {"name": "m", "value": 1,
+                                                    "tags": {"user": "ann@example.com", "api_key": "k-123"}}})
+    assert out["metric"]["tags"] == {"user": "[email]", "api_key": "[Filtered]"}
