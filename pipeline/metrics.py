@@ -34,3 +34,6 @@ SESSION_OUTPUTS = Counter("pulse_session_outputs_total", "Rows emitted by sessio
 SESSION_REPLAY_SKIPPED = Counter("pulse_session_replay_skipped_total",
                                  "Replayed events skipped because the restored session state already held them")
 ISSUE_TRANSITIONS = Counter("pulse_issue_transitions_total", "Issue status changes by the status entered", ["kind"])
+FILTERED_EVENTS = Counter("pulse_filtered_events_total", "Events dropped by inbound filters at the collector", ["reason"])
+SDK_ITEMS = Counter("pulse_sdk_items_total", "Items received through the Sentry and PostHog endpoints",
+                    ["sdk", "type"])

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from pipeline.grouping import NoiseRules
+    from pipeline.ingest.filters import InboundFilters
     from pipeline.issues import IssueRules
     from pipeline.rollups.minute import RollupRules
     from pipeline.sessions.sessionizer import SessionRules
@@ -123,9 +124,23 @@ class CollectorSettings(BaseSettings):
     max_events_per_request: int = Field(1000, ge=1, description="PULSE_COLLECTOR_MAX_EVENTS_PER_REQUEST")
     produce_timeout_s: float = Field(5.0, gt=0, description="PULSE_COLLECTOR_PRODUCE_TIMEOUT_S: then 503 + Retry-After")
     retry_after_s: int = Field(5, ge=1, description="PULSE_COLLECTOR_RETRY_AFTER_S: Retry-After on 503")
+    rate_limits: dict[str, int] = Field(
+        default_factory=dict, description='PULSE_COLLECTOR_RATE_LIMITS: JSON project -> events per minute, e.g. {"shop": 60000}; '
+        "over it: 429 + Retry-After (Sentry: also X-Sentry-Rate-Limits); unlisted projects are not limited")
+    filter_web_crawlers: bool = Field(True, description="PULSE_COLLECTOR_FILTER_WEB_CRAWLERS: drop events from bots' user agents")
+    filter_localhost: bool = Field(False, description="PULSE_COLLECTOR_FILTER_LOCALHOST: drop events from pages on localhost")
+    filter_legacy_browsers: bool = Field(False, description="PULSE_COLLECTOR_FILTER_LEGACY_BROWSERS: drop events from IE and very old browsers")
+    filter_browser_extensions: bool = Field(
+        False, description="PULSE_COLLECTOR_FILTER_BROWSER_EXTENSIONS: drop errors from extension scripts (default: keep, marked as noise)")
     api_token: SecretStr | None = Field(
         None, description="PULSE_COLLECTOR_API_TOKEN: bearer token for the query and management API (/api/issues, "
         "GET /api/metrics); unset = those endpoints answer loopback clients only")
+
+    def inbound_filters(self) -> "InboundFilters":
+        from pipeline.ingest.filters import InboundFilters
+
+        return InboundFilters(self.filter_web_crawlers, self.filter_localhost, self.filter_legacy_browsers,
+                              self.filter_browser_extensions)
 
     @field_validator("project_keys")
     @classmethod

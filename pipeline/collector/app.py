@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +41,9 @@ from pipeline.api.common import SETTINGS as API_SETTINGS
 from pipeline.api.common import ApiError, json_response
 from pipeline.api.issues import add_issue_routes
 from pipeline.api.metrics import add_metric_routes
+from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
+from pipeline.collector.intake import RateLimited, intake, setup_intake
+from pipeline.collector.sdk import add_sdk_routes
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
 from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
@@ -62,36 +64,10 @@ CORS_HEADERS = {
 }
 # Health answers from a cached broker check at most this old, so probes cannot flood the broker.
 HEALTH_CACHE_S = 1.0
-GZIP_MAGIC = b"\x1f\x8b"
 HEALTH_CHECK_TIMEOUT_S = 2.0
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PRODUCER_KEY = web.AppKey("producer", EventProducer)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A request we answer with an error status, and the message the client reads."""
-
-    status: int
-    message: str
-
-
-# ------------------------------------------------------------------ pure steps (bytes -> items)
-
-
-def decompress_gzip(data: bytes, limit: int) -> bytes | Problem:
-    """Inflate with a cap: output beyond ``limit`` stops at limit+1 bytes (a gzip bomb costs nothing)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        return Problem(400, f"body is not valid gzip: {exc}")
-    if len(out) > limit:
-        return Problem(413, f"body exceeds {limit} bytes after decompression")
-    if not inflater.eof:
-        return Problem(400, "body is not valid gzip: truncated stream")
-    return out
 
 
 def parse_events(body: bytes, content_type: str) -> list[Any] | Problem:
@@ -153,20 +129,6 @@ def _problem(p: Problem, headers: dict[str, str] | None = None) -> web.Response:
     return _json(p.status, {"error": p.message}, headers)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | Problem:
-    """Read at most ``limit`` (+1) bytes off the wire, whatever Content-Length claims."""
-    if request.content_length is not None and request.content_length > limit:
-        return Problem(413, f"body of {request.content_length} bytes exceeds the limit of {limit}")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.content.iter_any():
-        total += len(chunk)
-        if total > limit:
-            return Problem(413, f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def post_events(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY].collector
     producer = request.app[PRODUCER_KEY]
@@ -178,7 +140,7 @@ async def post_events(request: web.Request) -> web.Response:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("identity", "", "gzip", "x-gzip"):
         return _problem(Problem(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none"))
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes)
     if isinstance(body, Problem):
         return _problem(body)
     if encoding in ("gzip", "x-gzip") and body[:2] == GZIP_MAGIC:
@@ -196,13 +158,18 @@ async def post_events(request: web.Request) -> web.Response:
 
     now = datetime.now(timezone.utc)
     try:
-        result = await producer.send(items, project=project, received_at=now, source=SOURCE, now=now,
-                                     timeout_s=settings.produce_timeout_s)
+        done = await intake(request.app, request.app[SETTINGS_KEY], producer, items, project=project, now=now,
+                            source=SOURCE)
+    except RateLimited as exc:
+        return _json(429, {"error": f"project {project!r} is over its limit of {exc.limit_per_minute} events per "
+                                    f"minute; retry in {exc.retry_after_s} s"},
+                     headers={"Retry-After": str(exc.retry_after_s)})
     except ProduceError as exc:
         log.warning("503: %s", exc)
         return _json(503, {"error": f"events not stored, retry later: {exc}"},
                      headers={"Retry-After": str(settings.retry_after_s)})
-    return _json(200, {"accepted": result.accepted, "rejected": len(result.rejected),
+    result = done.result
+    return _json(200, {"accepted": result.accepted, "rejected": len(result.rejected), "filtered": done.filtered,
                        "errors": [r.as_dict() for r in result.rejected]})
 
 
@@ -278,6 +245,8 @@ def make_app(settings: Settings, producer: EventProducer) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app[API_SETTINGS] = settings
+    setup_intake(app, settings)
+    add_sdk_routes(app, settings, producer)
     add_issue_routes(app, producer)
     add_metric_routes(app, producer)
     return app

@@ -6,6 +6,8 @@ What is filtered, in text:
     digit keep order ids and epoch milliseconds (they start with 1) intact.
   * e-mail addresses -> ``[email]``.
   * ``Bearer <token>`` -> ``Bearer [Filtered]``.
+  * IPv4 addresses -> ``[ip]`` (Relay's default; four dotted numbers up to 255, so a four-part
+    version number goes too: over-filtering is the safe mistake).
   * ``key=value``, ``key: value``, ``"key": "value"`` and URL query parameters whose key looks
     secret (see ``is_sensitive_key``) -> the value becomes ``[Filtered]``.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 FILTERED = "[Filtered]"
 EMAIL = "[email]"
+IP = "[ip]"
 
 # Nested data deeper than this is not walked (recursion must stay bounded); it is filtered whole
 # because data we did not inspect must not pass.
@@ -47,6 +50,9 @@ _DIGIT_BLOCK = re.compile(r"\d+", re.ASCII)
 # The lookbehind makes matches start only at the beginning of a run, which keeps the scan linear
 # on hostile input (a long run of word characters with no '@' after it).
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+
+_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w.])",
+                   re.ASCII)
 
 _BEARER = re.compile(r"(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
@@ -146,6 +152,8 @@ def _scrub_text(s: str) -> str:
         s = _NUMBER_RUN.sub(_card_sub, s)
     if "@" in s:
         s = _EMAIL.sub(EMAIL, s)
+    if s.count(".") >= 3:
+        s = _IPV4.sub(IP, s)
     if ("=" in s or ":" in s) and _SENSITIVE_KEY_LOWER.search(s.lower()):
         s = _KEY_VALUE.sub(_key_value_sub, s)
     if " " in s or "\t" in s or "\n" in s:

@@ -86,9 +86,9 @@ async def test_array_object_ndjson_gzip_land_grouped_by_session(collector: tuple
     gz = [vital("f"), error("f")]
 
     status, doc, headers = await post(client, s, orjson.dumps(batch))
-    assert (status, doc) == (200, {"accepted": 6, "rejected": 0, "errors": []})
+    assert (status, doc) == (200, {"accepted": 6, "rejected": 0, "filtered": 0, "errors": []})
     assert headers["Access-Control-Allow-Origin"] == "*"
-    assert (await post(client, s, orjson.dumps(single)))[:2] == (200, {"accepted": 1, "rejected": 0, "errors": []})
+    assert (await post(client, s, orjson.dumps(single)))[:2] == (200, {"accepted": 1, "rejected": 0, "filtered": 0, "errors": []})
     body = b"\n".join(orjson.dumps(e) for e in nd) + b"\n"
     assert (await post(client, s, body, Content_Type="application/x-ndjson"))[1]["accepted"] == 3
     assert (await post(client, s, body))[1]["accepted"] == 3, "NDJSON is detected without the content type"

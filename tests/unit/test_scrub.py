@@ -120,3 +120,15 @@ def test_metric_tags_are_scrubbed() -> None:
     out = scrub_event({"type": "metric", "metric": {"name": "m", "value": 1,
                                                     "tags": {"user": "ann@example.com", "api_key": "k-123"}}})
     assert out["metric"]["tags"] == {"user": "[email]", "api_key": "[Filtered]"}
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("from 10.1.2.3 via 192.168.0.255", "from [ip] via [ip]"),
+    ("GET http://127.0.0.1:8080/x", "GET http://[ip]:8080/x"),
+    ("v1.2.3 and 1.2.3.4.5 and 300.1.1.1", "v1.2.3 and 1.2.3.4.5 and 300.1.1.1"),
+])
+def test_ipv4_addresses_are_scrubbed(text: str, want: str) -> None:
+    from pipeline.ingest.scrub import scrub_text
+
+    assert scrub_text(text) == want
+    assert scrub_text(want) == want

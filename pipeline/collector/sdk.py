@@ -1,0 +1,188 @@
+"""Sentry and PostHog endpoints: point an existing SDK at the collector by changing only its DSN or host.
+
+Sentry (DSN ``http://<project key>@<collector host:port>/<any project id>``):
+  * ``POST /api/{project_id}/envelope/`` and ``POST /api/{project_id}/store/``; the key from
+    ``X-Sentry-Auth`` / ``Authorization: Sentry ...``, ``?sentry_key=``, or the envelope's ``dsn``.
+  * 200 ``{"id": "<event id>"}``; 401 unknown key; 400 unreadable; 413 over the body limit; 429 with
+    ``Retry-After`` and ``X-Sentry-Rate-Limits`` over the project's limit; 503 when Kafka did not
+    confirm. Item types we do not map (attachments, replays, profiles, client reports...) are
+    accepted and counted in ``pulse_sdk_items_total``, never an error.
+
+PostHog (``api_host`` = the collector's URL; the project API key must be one of the project keys):
+  * ``/capture/``, ``/batch/``, ``/e/``, ``/i/v0/e/``, ``/track/``, ``/engage/``: JSON, gzip (header,
+    ``compression=gzip-js`` or by its magic bytes), base64 and form-encoded ``data=`` bodies.
+  * 200 ``{"status": 1}``; 401 ``invalid_api_key``; 400/413/415 with the reason; 429; 503.
+
+Both translate into contract events (``pipeline/ingest/sentry.py``, ``posthog.py``) and go through
+the same intake as native events: inbound filters, rate limit, scrubbing, validation, dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
+from pipeline.collector.intake import RateLimited, intake
+from pipeline.ingest import posthog, sentry
+from pipeline.ingest.producer import EventProducer, ProduceError
+from pipeline.metrics import SDK_ITEMS
+from pipeline.settings import Settings
+
+log = logging.getLogger("pulse.collector")
+
+SETTINGS = web.AppKey("sdk_settings", Settings)
+PRODUCER = web.AppKey("sdk_producer", EventProducer)
+SENTRY_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, X-Sentry-Auth, Authorization, sentry-trace, baggage",
+    "Access-Control-Expose-Headers": "Retry-After, X-Sentry-Rate-Limits",
+    "Access-Control-Max-Age": "86400",
+}
+POSTHOG_PATHS = ("/capture/", "/batch/", "/e/", "/i/v0/e/", "/track/", "/engage/")
+
+
+def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json",
+                        headers={**SENTRY_CORS, **(headers or {})})
+
+
+async def _body(request: web.Request, settings: Settings) -> bytes | Problem:
+    body = await read_body(request, settings.collector.max_body_bytes)
+    if isinstance(body, Problem):
+        return body
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip") and body[:2] == GZIP_MAGIC:
+        return decompress_gzip(body, settings.collector.max_body_bytes)
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        return Problem(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
+    return body
+
+
+async def _send(request: web.Request, events: list[dict[str, Any]], project: str, now: datetime,
+                source: str) -> web.Response | None:
+    """None when sent; else the answer (429 / 503) in the SDK's own terms."""
+    settings = request.app[SETTINGS]
+    try:
+        done = await intake(request.app, settings, request.app[PRODUCER], events, project=project, now=now,
+                            source=source)
+    except RateLimited as exc:
+        return _json(429, {"detail": f"project {project!r} is over its limit of {exc.limit_per_minute} events per "
+                                     "minute"},
+                     {"Retry-After": str(exc.retry_after_s), "X-Sentry-Rate-Limits": f"{exc.retry_after_s}::project"})
+    except ProduceError as exc:
+        log.warning("503: %s", exc)
+        return _json(503, {"detail": f"not stored, retry later: {exc}"},
+                     {"Retry-After": str(settings.collector.retry_after_s)})
+    if done.result.rejected:
+        log.info("%s: %d events rejected (dead-lettered): %s", source, len(done.result.rejected),
+                 done.result.rejected[0].reason[:200])
+    return None
+
+
+# ------------------------------------------------------------------ Sentry
+
+
+def _sentry_project(request: web.Request, settings: Settings, envelope_dsn: str | None = None) -> str | None:
+    key = sentry.parse_auth(request.headers, request.query)
+    if key is None and envelope_dsn:
+        key = sentry.dsn_public_key(envelope_dsn)
+    return settings.collector.project_keys.get(key) if key else None
+
+
+async def sentry_envelope(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = await _body(request, settings)
+    if isinstance(body, Problem):
+        return _json(body.status, {"detail": body.message})
+    try:
+        env = sentry.parse_envelope(body)
+    except sentry.EnvelopeError as exc:
+        return _json(400, {"detail": f"invalid envelope: {exc}"})
+    project = _sentry_project(request, settings, env.headers.get("dsn") if isinstance(env.headers, dict) else None)
+    if project is None:
+        return _json(401, {"detail": "missing or unknown DSN public key (X-Sentry-Auth, sentry_key or the envelope dsn)"})
+    now = datetime.now(timezone.utc)
+    translation = sentry.translate_envelope(env, project=project, received_at=now)
+    for item_type, n in translation.counts.items():
+        SDK_ITEMS.labels("sentry", item_type).inc(n)
+    if translation.problems:
+        log.info("sentry envelope: %s", "; ".join(translation.problems)[:500])
+    refused = await _send(request, translation.events, project, now, "http:sentry-envelope")
+    if refused is not None:
+        return refused
+    return _json(200, {"id": translation.event_id} if translation.event_id else {})
+
+
+async def sentry_store(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    project = _sentry_project(request, settings)
+    if project is None:
+        return _json(401, {"detail": "missing or unknown DSN public key (X-Sentry-Auth or sentry_key)"})
+    body = await _body(request, settings)
+    if isinstance(body, Problem):
+        return _json(body.status, {"detail": body.message})
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _json(400, {"detail": f"body is not JSON: {exc}"})
+    if not isinstance(doc, dict):
+        return _json(400, {"detail": "expected one event (a JSON object)"})
+    now = datetime.now(timezone.utc)
+    translation = sentry.translate_store(doc, project=project, received_at=now)
+    SDK_ITEMS.labels("sentry", "store").inc()
+    refused = await _send(request, translation.events, project, now, "http:sentry-store")
+    if refused is not None:
+        return refused
+    return _json(200, {"id": translation.event_id} if translation.event_id else {})
+
+
+# ------------------------------------------------------------------ PostHog
+
+
+async def posthog_capture(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    raw = await read_body(request, settings.collector.max_body_bytes)
+    if isinstance(raw, Problem):
+        return _json(raw.status, {"type": "validation_error", "detail": raw.message})
+    decoded = posthog.decode_body(raw, content_type=request.headers.get("Content-Type", ""),
+                                  content_encoding=request.headers.get("Content-Encoding"), query=request.query,
+                                  max_bytes=settings.collector.max_body_bytes)
+    if isinstance(decoded, posthog.DecodeProblem):
+        return _json(decoded.status, {"type": "validation_error", "detail": decoded.message})
+    project = settings.collector.project_keys.get(decoded.api_key) if decoded.api_key else None
+    if project is None:
+        return _json(401, {"type": "authentication_error", "code": "invalid_api_key",
+                           "detail": "missing or unknown project API key (api_key or token)"})
+    now = datetime.now(timezone.utc)
+    translation = posthog.translate_batch(decoded, project=project, received_at=now,
+                                          dead_click_window_ms=settings.sessions.dead_click_window_ms)
+    for name, n in translation.counts.items():
+        SDK_ITEMS.labels("posthog", name if name.startswith("$") else "custom").inc(n)
+    if translation.problems:
+        log.info("posthog batch: %s", "; ".join(translation.problems)[:500])
+    refused = await _send(request, translation.events, project, now, "http:posthog")
+    if refused is not None:
+        return refused
+    return _json(200, {"status": 1})
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=SENTRY_CORS)
+
+
+def add_sdk_routes(app: web.Application, settings: Settings, producer: EventProducer) -> None:
+    app[SETTINGS] = settings
+    app[PRODUCER] = producer
+    app.router.add_post("/api/{project_id}/envelope/", sentry_envelope)
+    app.router.add_post("/api/{project_id}/store/", sentry_store)
+    app.router.add_route("OPTIONS", "/api/{project_id}/envelope/", preflight)
+    app.router.add_route("OPTIONS", "/api/{project_id}/store/", preflight)
+    for path in POSTHOG_PATHS:
+        app.router.add_post(path, posthog_capture)
+        app.router.add_route("OPTIONS", path, preflight)
