@@ -11,7 +11,8 @@ What is filtered, in text:
   * ``key=value``, ``key: value``, ``"key": "value"`` and URL query parameters whose key looks
     secret (see ``is_sensitive_key``) -> the value becomes ``[Filtered]``.
 
-In an event dict (``scrub_event``): error message, breadcrumb messages and data, tag values, the
+In an event dict (``scrub_event``): error message, stack frames' source lines and file URLs,
+breadcrumb messages and data, tag values, the
 page url, the api url, action text and action properties, metric tags. Inside breadcrumb data, tags and
 properties, a value under a sensitive key is replaced whole, whatever its type.
 
@@ -194,6 +195,15 @@ def _scrub_breadcrumb(crumb: Any) -> Any:
     return crumb
 
 
+def _scrub_frame(frame: Any) -> Any:
+    if not isinstance(frame, dict):
+        return frame
+    frame = dict(frame)
+    _scrub_str_field(frame, "context_line")
+    _scrub_str_field(frame, "filename")
+    return frame
+
+
 def scrub_event(item: Any) -> Any:
     """Scrub one event dict before validation. Never mutates its input: returns a new top-level
     dict (and new copies of every nested part it changes), so a caller's dicts stay intact and the
@@ -217,6 +227,9 @@ def scrub_event(item: Any) -> Any:
             err["breadcrumbs"] = [_scrub_breadcrumb(c) for c in crumbs]
         if "tags" in err:
             err["tags"] = scrub_value(err["tags"])
+        frames = err.get("stacktrace")
+        if isinstance(frames, list):  # source lines (literals in code) and script URLs (query strings)
+            err["stacktrace"] = [_scrub_frame(f) for f in frames]
     api = out.get("api")
     if isinstance(api, dict):
         v = api.get("url")

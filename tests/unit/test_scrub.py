@@ -132,3 +132,14 @@ def test_ipv4_addresses_are_scrubbed(text: str, want: str) -> None:
 
     assert scrub_text(text) == want
     assert scrub_text(want) == want
+
+
+def test_stack_frame_source_lines_and_urls_are_scrubbed() -> None:
+    from pipeline.ingest.scrub import scrub_event
+
+    out = scrub_event({"type": "error", "error": {"stacktrace": [
+        {"filename": "https://x.example/app.js?token=abc", "function": "f",
+         "context_line": 'login("ann@example.com", password="hunter2")'}]}})
+    frame = out["error"]["stacktrace"][0]
+    assert frame["filename"] == "https://x.example/app.js?token=[Filtered]"
+    assert frame["context_line"] == 'login("[email]", password="[Filtered]")'
