@@ -1,0 +1,28 @@
+// Drive the demo page in headless Chromium like a frustrated user: an uncaught error, a rage click,
+// a dead click. Usage: node drive.mjs <page url> <chromium path>
+import { chromium } from "playwright-core";
+
+const [pageUrl, executablePath] = process.argv.slice(2);
+const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
+try {
+  const page = await browser.newPage();
+  page.on("console", (m) => console.log(`[page ${m.type()}] ${m.text()}`));
+  await page.goto(pageUrl, { waitUntil: "load" });
+  await page.waitForFunction(() => window.pulseReady === true);
+  await page.waitForTimeout(1000);
+  await page.click("#crash");                       // TypeError, uncaught (reaches Sentry's global handler)
+  await page.waitForTimeout(500);
+  for (let i = 0; i < 4; i++) {                     // 4 clicks, 150 ms apart, same spot: one rage click
+    await page.click("#buy", { delay: 20 });
+    await page.waitForTimeout(150);
+  }
+  await page.waitForTimeout(1500);
+  await page.click("#promo");                       // nothing happens: PostHog reports a dead click
+  await page.waitForTimeout(5000);                  // its dead-click timeout, then a batch flush
+  await page.evaluate(() => { window.posthog.capture("checkout_abandoned", { step: "coupon" }); });
+  await page.goto("about:blank");                   // pageleave; posthog sends with sendBeacon
+  await page.waitForTimeout(1500);
+  console.log("driven");
+} finally {
+  await browser.close();
+}
