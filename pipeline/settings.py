@@ -116,7 +116,7 @@ class CollectorSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="PULSE_COLLECTOR_HOST")
     port: int = Field(8080, ge=0, le=65535, description="PULSE_COLLECTOR_PORT")
     project_keys: dict[str, str] = Field(
-        default_factory=lambda: {"demo-public-key": "demo"},
+        default_factory=lambda: {"demo-public-key": "demo", "demo_public_key": "demo"},
         description='PULSE_COLLECTOR_PROJECT_KEYS: JSON object key -> project, e.g. {"k1":"shop"}',
     )
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="PULSE_COLLECTOR_MAX_BODY_BYTES: after decompression")
