@@ -28,6 +28,7 @@ import faust
 from agents.app import WorkerState
 from agents.delivery import Send, SendAll
 from agents.issues import occurrence_sends
+from agents.skips import CompleteBatches, to_raw_message
 from agents.sessions import SessionState
 from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
 from pipeline.ingest.dedup import RecentIds
@@ -45,14 +46,6 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 PROCESS = "worker"
-
-
-def to_raw_message(event: Any) -> RawMessage:
-    """A faust Event (raw serializer) as plain data."""
-    m = event.message
-    ts = m.timestamp
-    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value if m.value is not None else b"",
-                      int(ts * 1000) if ts and ts > 0 else None)
 
 
 def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, state: WorkerState,
@@ -73,73 +66,14 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
     def dl_send(dl: DeadLetter) -> Send:
         return (dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, DEAD_LETTER_TABLE)])
 
-    last_offsets: dict[tuple[str, int], tuple[int, int]] = {}  # (topic, partition) -> (generation, offset)
-
-    def find_skips(messages: list[RawMessage]) -> list[tuple[str, int, int, int]]:
-        """Offsets faust's ``take_events`` never handed over. At a batch boundary it can put one
-        event into a batch twice and drop the next (seen here under load, with the C and the Python
-        stream); the dropped message is never acked, so faust does not commit past it, but this
-        process would never see it either. Returns (topic, partition, first, last) ranges."""
-        generation = app.consumer_generation_id
-        skips = []
-        for m in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
-            seen = last_offsets.get((m.topic, m.partition))
-            if seen is not None and seen[0] == generation and m.offset > seen[1] + 1:
-                skips.append((m.topic, m.partition, seen[1] + 1, m.offset - 1))
-            if seen is None or seen[0] != generation or m.offset > seen[1]:
-                last_offsets[(m.topic, m.partition)] = (generation, m.offset)
-        return skips
-
-    async def fetch_skipped(skips: list[tuple[str, int, int, int]]) -> list[RawMessage]:
-        """Read the skipped offsets straight from Kafka (a short-lived, group-less consumer)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        wanted = {(t, p, o) for t, p, first, last in skips for o in range(first, last + 1)}
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        found: list[RawMessage] = []
-        try:
-            tps = {TopicPartition(t, p): first for t, p, first, _ in skips}
-            consumer.assign(list(tps))
-            for tp, first in tps.items():
-                consumer.seek(tp, first)
-            deadline = time.monotonic() + 30
-            while wanted and time.monotonic() < deadline:
-                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                    for r in records:
-                        if (tp.topic, tp.partition, r.offset) in wanted:
-                            wanted.discard((tp.topic, tp.partition, r.offset))
-                            ts = r.timestamp
-                            found.append(RawMessage(tp.topic, tp.partition, r.offset, r.key, r.value or b"",
-                                                    int(ts) if ts and ts > 0 else None))
-        finally:
-            await consumer.stop()
-        if wanted:
-            log.error("could not re-read %d skipped messages; they replay after a restart", len(wanted))
-        return found
-
-    def ack_recovered(recovered: list[RawMessage]) -> None:
-        """Ack the re-read messages in faust's books, so its commits move past them again."""
-        keys = {(m.topic, m.partition, m.offset) for m in recovered}
-        pending = getattr(app.consumer, "_unacked_messages", ())
-        for message in list(pending):
-            if (message.topic, message.partition, message.offset) in keys:
-                app.consumer.ack(message)
+    batches = CompleteBatches(app, settings.kafka.bootstrap_servers)
 
     async def handle_batch(events: Sequence[Any]) -> None:
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
         messages: list[RawMessage] = []
         try:
-            unique = {(m.topic, m.partition, m.offset): m for m in map(to_raw_message, events)}
-            messages = list(unique.values())
-            skips = find_skips(messages)
-            if skips:
-                log.warning("faust skipped %s; re-reading them from Kafka", skips)
-                recovered = await fetch_skipped(skips)
-                messages = sorted(messages + recovered, key=lambda m: (m.topic, m.partition, m.offset))
-                ack_recovered(recovered)
+            messages = await batches.complete(events)
             out = process_batch(messages, dedup, storage_partitions, now, session_topics, rollup_rules,
                                 noise_rules, issues=True)
             sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]

@@ -33,7 +33,9 @@ import orjson
 
 from agents.app import WorkerState
 from agents.delivery import Send, SendAll, deliver_all
+from agents.skips import CompleteBatches, to_raw_message
 from pipeline.contract import HEADER_TABLE, DeadLetter
+from pipeline.ingest.process import RawMessage
 from pipeline.issues import (
     Command,
     IssueState,
@@ -88,6 +90,7 @@ class IssueAgent:
         self.storage_topic, self.transitions_topic = kafka.topic_storage, kafka.topic_issue_transitions
         self.dead_letter_topic = kafka.topic_dead_letter
         self.storage_partitions = kafka.partitions
+        self.batches = CompleteBatches(app, kafka.bootstrap_servers)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
         self.changelog = self.table.changelog_topic.get_topic_name()
         if self.changelog != issue_changelog_topic(settings):
@@ -100,35 +103,36 @@ class IssueAgent:
         async for events in stream.take_events(500, within=0.2):
             await self.handle_batch(events)
 
+
     async def handle_batch(self, events: Sequence[Any]) -> None:
         now = datetime.now(timezone.utc)
+        messages: list[RawMessage] = []
         try:
-            await self._handle(events, now)
+            messages = await self.batches.complete(events)
+            await self._handle(messages, now)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
             log.exception("issue batch failed; dead-lettering %d records", len(events))
             self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
             reason = f"issue agent failed: {type(exc).__name__}: {exc}"
-            await deliver_all([self._dead_letter(e.message, reason, now) for e in events], self.send_all,
-                              "dead letters")
+            failed = messages or [to_raw_message(e) for e in events]
+            await deliver_all([self._dead_letter(m, reason, now) for m in failed], self.send_all, "dead letters")
 
-    def _dead_letter(self, message: Any, reason: str, now: datetime) -> Send:
-        source = f"{message.topic}:{message.partition}:{message.offset}"
-        dl = DeadLetter.of(message.value or b"", step=STEP, source=source, reason=reason[:2000], now=now)
+    def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
+        dl = DeadLetter.of(message.value, step=STEP, source=message.source, reason=reason[:2000], now=now)
         DEAD_LETTERS.labels(PROCESS, STEP).inc()
         return (self.dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])
 
-    async def _handle(self, events: Sequence[Any], now: datetime) -> None:
+    async def _handle(self, messages: list[RawMessage], now: datetime) -> None:
         store = self.table.data.data  # the memory store's dict, restored by Faust from the changelog
         working: dict[bytes, tuple[int, int, IssueState | None]] = {}  # key -> (partition, input offset, state)
         touched: dict[bytes, int] = {}  # key -> last input offset applied in this batch
         transitions: list[Transition] = []
         dead: list[Send] = []
-        for event in events:
-            message = event.message
+        for message in messages:
             try:
-                record = parse_record(orjson.loads(message.value or b""))
+                record = parse_record(orjson.loads(message.value))
             except (orjson.JSONDecodeError, ValueError) as exc:
                 dead.append(self._dead_letter(message, f"not an issue record: {exc}", now))
                 continue
@@ -150,10 +154,14 @@ class IssueAgent:
             touched[key] = message.offset
             transitions += changed
         now_ms = int(now.timestamp() * 1000)
-        states = [(key, working[key][0], working[key][2]) for key in touched]
+        states: list[tuple[bytes, int, IssueState]] = []
+        for key in touched:
+            partition, _, state = working[key]
+            assert state is not None  # touched = a record was applied, so the issue exists
+            states.append((key, partition, state))
         sends: list[Send] = list(dead)
         if states:
-            rows = b"\n".join(orjson.dumps(state_row(s, now_ms)) for _, _, s in states if s is not None)
+            rows = b"\n".join(orjson.dumps(state_row(s, now_ms)) for _, _, s in states)
             sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"issue_state")]))
         if transitions:
             rows = b"\n".join(orjson.dumps(transition_row(t)) for t in transitions)
@@ -163,8 +171,6 @@ class IssueAgent:
         await deliver_all(sends, self.send_all, "issue outputs")
         writes: list[Send] = []
         for key, partition, s in states:
-            if s is None:
-                continue
             value = _encode_state(touched[key], s)
             store[key] = value
             writes.append((self.changelog, key, value, partition, []))
