@@ -22,8 +22,8 @@ Error rate, API failure rate, checkout success rate are ratios of these sums ove
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,31 +74,6 @@ def is_late(event_time: datetime, arrived_ms: int, rules: RollupRules) -> bool:
     return arrived_ms > ts_ms - ts_ms % window_ms + window_ms + rules.lateness_ms
 
 
-@dataclass
-class _Partial:
-    counters: dict[str, int] = field(default_factory=dict)
-    sums: dict[str, float] = field(default_factory=dict)
-    sketches: dict[str, dict[int, int]] = field(default_factory=dict)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
-    def add(self, name: str, value: float) -> None:
-        self.sums[name] = self.sums.get(name, 0.0) + value
-
-    def observe(self, name: str, value: float) -> None:
-        sketch = self.sketches.get(name)
-        if sketch is None:
-            sketch = self.sketches[name] = {}
-        k = key_of(value)
-        sketch[k] = sketch.get(k, 0) + 1
-
-
-def _minute(ts: datetime, window_s: int) -> int:
-    seconds = int(ts.timestamp()) if ts.tzinfo else int(ts.replace(tzinfo=timezone.utc).timestamp())
-    return seconds - seconds % window_s
-
-
 def _is_checkout(url: str, patterns: Sequence[str]) -> bool:
     try:
         path = urlsplit(url).path
@@ -107,67 +82,86 @@ def _is_checkout(url: str, patterns: Sequence[str]) -> bool:
     return any(p in path for p in patterns)
 
 
+def _observe(sketches: dict[str, dict[int, int]], name: str, value: float) -> None:
+    sketch = sketches.get(name)
+    if sketch is None:
+        sketch = sketches[name] = {}
+    k = key_of(value)
+    sketch[k] = sketch.get(k, 0) + 1
+
+
 def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules = RollupRules()
                 ) -> list[dict[str, Any]]:
-    """Partial rollup rows (ClickHouse column -> value) of one message's (table, row) pairs."""
-    partials: dict[tuple[Any, ...], _Partial] = {}
+    """Partial rollup rows (ClickHouse column -> value) of one message's (table, row) pairs.
+
+    Written for speed (it runs for every event): plain dicts updated in place, pages computed once
+    per (route, url)."""
+    partials: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, dict[int, int]]]] = {}
     window = rules.window_s
+    patterns = rules.checkout_patterns
+    pages: dict[tuple[Any, Any], str] = {}
     for table, row in rows:
         if table == "metrics":  # custom metrics have their own rollup (metrics.py)
             continue
-        key = (row["project"], _minute(row["timestamp"], window), row["environment"], row["release"],
-               page_of(row.get("route"), row.get("url")),
-               browser_and_os(row["user_agent"])[0])
-        p = partials.get(key)
-        if p is None:
-            p = partials[key] = _Partial()
-        p.count("events")
+        seconds = int(row["timestamp"].timestamp())
+        start = seconds - seconds % window
+        route, url = row.get("route"), row.get("url")
+        page = pages.get((route, url))
+        if page is None:
+            page = pages[(route, url)] = page_of(route, url)
+        key = (row["project"], start, row["environment"], row["release"], page, browser_and_os(row["user_agent"])[0])
+        entry = partials.get(key)
+        if entry is None:
+            entry = partials[key] = ({}, {})
+        c, sketches = entry
+        get = c.get
+        c["events"] = get("events", 0) + 1
         if table == "errors":
             if not row.get("noise"):  # known noise (extensions, ResizeObserver...) stays out of error rates
-                p.count("errors")
+                c["errors"] = get("errors", 0) + 1
         elif table == "vitals":
-            p.count("vitals")
+            c["vitals"] = get("vitals", 0) + 1
             name, value = row["name"], row["value"]
             r = rating(name, value)
             if r is not None:
-                p.count(f"{name.lower()}_{r}")
-                p.observe(name.lower(), value)
+                lower = name.lower()
+                col = f"{lower}_{r}"
+                c[col] = get(col, 0) + 1
+                _observe(sketches, lower, value)
             elif name == "LONG_TASK" and value > LONG_TASK_MS:
-                p.count("long_tasks")
-                p.add("long_task_blocking_ms", value - LONG_TASK_MS)
+                c["long_tasks"] = get("long_tasks", 0) + 1
+                c["long_task_blocking_ms"] = get("long_task_blocking_ms", 0.0) + (value - LONG_TASK_MS)
         elif table == "actions":
-            p.count("actions")
+            c["actions"] = get("actions", 0) + 1
             kind = row["kind"]
             if kind == "pageview":
-                p.count("pageviews")
+                c["pageviews"] = get("pageviews", 0) + 1
             elif kind == "click":
-                p.count("clicks")
+                c["clicks"] = get("clicks", 0) + 1
         elif table == "api_calls":
-            p.count("api_events")
+            c["api_events"] = get("api_events", 0) + 1
             duration, ok = row["duration_ms"], row["ok"]
             if row["kind"] == "resource":
-                p.count("resources")
+                c["resources"] = get("resources", 0) + 1
                 if not ok:
-                    p.count("resource_failures")
+                    c["resource_failures"] = get("resource_failures", 0) + 1
                 if duration > SLOW_RESOURCE_MS:
-                    p.count("slow_resources")
+                    c["slow_resources"] = get("slow_resources", 0) + 1
             else:
-                p.count("api_calls")
-                p.add("api_duration_ms", duration)
-                p.observe("api_latency", duration)
+                c["api_calls"] = get("api_calls", 0) + 1
+                c["api_duration_ms"] = get("api_duration_ms", 0.0) + duration
+                _observe(sketches, "api_latency", duration)
                 if not ok:
-                    p.count("api_failures")
-                if _is_checkout(row["request_url"], rules.checkout_patterns):
-                    p.count("checkout_calls")
+                    c["api_failures"] = get("api_failures", 0) + 1
+                if _is_checkout(row["request_url"], patterns):
+                    c["checkout_calls"] = get("checkout_calls", 0) + 1
                     if not ok:
-                        p.count("checkout_failures")
+                        c["checkout_failures"] = get("checkout_failures", 0) + 1
     out = []
-    for (project, minute, environment, release, page, browser), p in partials.items():
-        r: dict[str, Any] = {"project": project, "minute": minute, "environment": environment, "release": release,
-                             "page": page, "browser": browser}
-        r.update(p.counters)
-        r.update(p.sums)
-        for name, sketch in p.sketches.items():
-            r[name] = sketch
+    for (project, start, environment, release, page, browser), (c, sketches) in partials.items():
+        r: dict[str, Any] = {"project": project, "minute": start,
+                             "environment": environment, "release": release, "page": page, "browser": browser}
+        r.update(c)
+        r.update(sketches)
         out.append(r)
     return out
