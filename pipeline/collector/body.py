@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 from aiohttp import web
 
-GZIP_MAGIC = b"\x1f\x8b"
+from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_gzip
+
+__all__ = ["GZIP_MAGIC", "Problem", "decompress_gzip", "read_body"]
 
 
 @dataclass(frozen=True)
@@ -22,17 +23,11 @@ class Problem:
 
 
 def decompress_gzip(data: bytes, limit: int) -> bytes | Problem:
-    """Inflate with a cap: output beyond ``limit`` stops at limit+1 bytes (a gzip bomb costs nothing)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """Inflate with a cap (``pipeline/ingest/compression.py``); a bad or oversized body is a Problem."""
     try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        return Problem(400, f"body is not valid gzip: {exc}")
-    if len(out) > limit:
-        return Problem(413, f"body exceeds {limit} bytes after decompression")
-    if not inflater.eof:
-        return Problem(400, "body is not valid gzip: truncated stream")
-    return out
+        return inflate_gzip(data, limit)
+    except InflateError as exc:
+        return Problem(exc.status, str(exc))
 
 
 async def read_body(request: web.Request, limit: int) -> bytes | Problem:

@@ -95,6 +95,17 @@ def _sentry_project(request: web.Request, settings: Settings, envelope_dsn: str 
     return settings.collector.project_keys.get(key) if key else None
 
 
+async def _sentry_answer(request: web.Request, translation: sentry.Translation, project: str, now: datetime,
+                         source: str) -> web.Response:
+    """Send the translated events; answer as Sentry does (``{"id": ...}``, or 429 / 503)."""
+    if translation.problems:
+        log.info("%s: %s", source, "; ".join(translation.problems)[:500])
+    refused = await _send(request, translation.events, project, now, source)
+    if refused is not None:
+        return refused
+    return _json(200, {"id": translation.event_id} if translation.event_id else {})
+
+
 async def sentry_envelope(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body = await _body(request, settings)
@@ -111,12 +122,7 @@ async def sentry_envelope(request: web.Request) -> web.Response:
     translation = sentry.translate_envelope(env, project=project, received_at=now)
     for item_type, n in translation.counts.items():
         SDK_ITEMS.labels("sentry", item_type).inc(n)
-    if translation.problems:
-        log.info("sentry envelope: %s", "; ".join(translation.problems)[:500])
-    refused = await _send(request, translation.events, project, now, "http:sentry-envelope")
-    if refused is not None:
-        return refused
-    return _json(200, {"id": translation.event_id} if translation.event_id else {})
+    return await _sentry_answer(request, translation, project, now, "http:sentry-envelope")
 
 
 async def sentry_store(request: web.Request) -> web.Response:
@@ -136,10 +142,7 @@ async def sentry_store(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
     translation = sentry.translate_store(doc, project=project, received_at=now)
     SDK_ITEMS.labels("sentry", "store").inc()
-    refused = await _send(request, translation.events, project, now, "http:sentry-store")
-    if refused is not None:
-        return refused
-    return _json(200, {"id": translation.event_id} if translation.event_id else {})
+    return await _sentry_answer(request, translation, project, now, "http:sentry-store")
 
 
 # ------------------------------------------------------------------ PostHog

@@ -80,7 +80,6 @@ import binascii
 import math
 import re
 import uuid
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -89,6 +88,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_gzip
 from pipeline.sessions.clicks import DeadClickRule
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -103,7 +103,6 @@ MAX_BREADCRUMBS = 200
 MAX_FINGERPRINT_PARTS = 20
 DEAD_CLICK_WINDOW_MS = DeadClickRule().window_ms
 
-GZIP_MAGIC = b"\x1f\x8b"
 FORM_TYPE = "application/x-www-form-urlencoded"
 _GZIP_HINTS = ("gzip", "gzip-js", "x-gzip")
 _BASE64_HINTS = ("base64", "b64")
@@ -199,16 +198,10 @@ def _maybe_gunzip(data: bytes, limit: int) -> bytes | DecodeProblem:
     """Inflate when the bytes are gzip (whatever the hints say); at most ``limit`` bytes come out."""
     if data[:2] != GZIP_MAGIC:
         return data
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        return DecodeProblem(400, f"body is not valid gzip: {exc}")
-    if len(out) > limit:
-        return DecodeProblem(413, f"body exceeds {limit} bytes after decompression")
-    if not inflater.eof:
-        return DecodeProblem(400, "body is not valid gzip: truncated stream")
-    return out
+        return inflate_gzip(data, limit)
+    except InflateError as exc:
+        return DecodeProblem(exc.status, str(exc))
 
 
 def _form_data(data: bytes) -> tuple[bytes, str] | DecodeProblem:
