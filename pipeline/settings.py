@@ -127,6 +127,8 @@ class CollectorSettings(BaseSettings):
     rate_limits: dict[str, int] = Field(
         default_factory=dict, description='PULSE_COLLECTOR_RATE_LIMITS: JSON project -> events per minute, e.g. {"shop": 60000}; '
         "over it: 429 + Retry-After (Sentry: also X-Sentry-Rate-Limits); unlisted projects are not limited")
+    scrub_ip_addresses: bool = Field(
+        True, description="PULSE_COLLECTOR_SCRUB_IP_ADDRESSES: replace IPv4 addresses in event text with [ip] (Relay's default)")
     filter_web_crawlers: bool = Field(True, description="PULSE_COLLECTOR_FILTER_WEB_CRAWLERS: drop events from bots' user agents")
     filter_localhost: bool = Field(False, description="PULSE_COLLECTOR_FILTER_LOCALHOST: drop events from pages on localhost")
     filter_legacy_browsers: bool = Field(False, description="PULSE_COLLECTOR_FILTER_LEGACY_BROWSERS: drop events from IE and very old browsers")

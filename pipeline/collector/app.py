@@ -275,7 +275,7 @@ async def _connect(producer: EventProducer, stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; in-flight requests finish before the producer closes."""
-    producer = EventProducer(settings.kafka, process=PROCESS)
+    producer = EventProducer(settings.kafka, process=PROCESS, keep_ips=not settings.collector.scrub_ip_addresses)
     runner = web.AppRunner(make_app(settings, producer), auto_decompress=False, access_log=None,
                            shutdown_timeout=settings.collector.produce_timeout_s + 1)
     await runner.setup()

@@ -121,9 +121,10 @@ def _event_id(item: Any) -> str:
 
 def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime, source: str,
                    project: str | None = None, received_at: datetime | None = None,
-                   max_message_bytes: int = MAX_MESSAGE_BYTES) -> Prepared:
+                   max_message_bytes: int = MAX_MESSAGE_BYTES, keep_ips: bool = False) -> Prepared:
     """Scrub, stamp, validate and group events into raw-topic messages. Pure.
 
+    ``keep_ips``: IP addresses are scrubbed unless this is set (``PULSE_COLLECTOR_SCRUB_IP_ADDRESSES``).
     ``project``: when given (the collector's project key), events without one get it and events
     naming another project are rejected. ``received_at``: stamped on every event when given.
     Messages are JSON arrays of one session's events, keyed by session_id.
@@ -144,7 +145,7 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
     def reject_raw(index: int, bad: Unreadable) -> None:
         out.rejected.append(Rejected(index, "", bad.reason))
         try:  # scrubbed as text: unparsable input may still hold a card number or a password
-            payload = scrub_text(bad.raw.decode("utf-8")).encode()
+            payload = scrub_text(bad.raw.decode("utf-8"), keep_ips).encode()
         except UnicodeDecodeError:
             payload = bad.raw
         dead = DeadLetter.of(payload, step="collector", source=source, reason=bad.reason, project=project or "",
@@ -155,7 +156,7 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
         if isinstance(raw, Unreadable):
             reject_raw(index, raw)
             continue
-        item = scrub_event(_as_dict(raw))  # a fresh top-level dict: safe to stamp below
+        item = scrub_event(_as_dict(raw), keep_ips)  # a fresh top-level dict: safe to stamp below
         if isinstance(item, dict):
             if project is not None:
                 own = item.get("project")
@@ -212,8 +213,10 @@ class EventProducer:
     """
 
     def __init__(self, kafka: KafkaSettings, *, process: str = "producer",
-                 max_pending_bytes: int = 64 * 1024 * 1024, request_timeout_ms: int = 30_000) -> None:
+                 max_pending_bytes: int = 64 * 1024 * 1024, request_timeout_ms: int = 30_000,
+                 keep_ips: bool = False) -> None:
         self.kafka = kafka
+        self.keep_ips = keep_ips
         self.process = process
         self.max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
@@ -268,7 +271,7 @@ class EventProducer:
                    timeout_s: float | None = None, now: datetime | None = None) -> SendResult:
         """Validate, scrub and publish events (contract models or dicts); wait for delivery."""
         now = now or datetime.now(timezone.utc)
-        prepared = prepare_events(events, kafka=self.kafka, now=now, source=source, project=project,
+        prepared = prepare_events(events, kafka=self.kafka, now=now, source=source, project=project, keep_ips=self.keep_ips,
                                   received_at=received_at)
         messages = prepared.messages + (prepared.dead_letters if dead_letter else [])
         await self.deliver(messages, timeout_s)

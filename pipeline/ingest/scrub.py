@@ -134,26 +134,27 @@ def is_sensitive_key(key: str) -> bool:
 _CACHED_MAX_LEN = 1024
 
 
-def scrub_text(s: str) -> str:
-    """Scrub one string. Each pattern runs only when a cheap check finds a candidate."""
+def scrub_text(s: str, keep_ips: bool = False) -> str:
+    """Scrub one string. Each pattern runs only when a cheap check finds a candidate.
+    ``keep_ips``: leave IP addresses (``PULSE_COLLECTOR_SCRUB_IP_ADDRESSES=false``)."""
     if not s:
         return s
     if len(s) <= _CACHED_MAX_LEN:
-        return _scrub_text_cached(s)
-    return _scrub_text(s)
+        return _scrub_text_cached(s, keep_ips)
+    return _scrub_text(s, keep_ips)
 
 
 @lru_cache(maxsize=16384)
-def _scrub_text_cached(s: str) -> str:
-    return _scrub_text(s)
+def _scrub_text_cached(s: str, keep_ips: bool) -> str:
+    return _scrub_text(s, keep_ips)
 
 
-def _scrub_text(s: str) -> str:
+def _scrub_text(s: str, keep_ips: bool = False) -> str:
     if _CARD_CANDIDATE.search(s):
         s = _NUMBER_RUN.sub(_card_sub, s)
     if "@" in s:
         s = _EMAIL.sub(EMAIL, s)
-    if s.count(".") >= 3:
+    if not keep_ips and s.count(".") >= 3:
         s = _IPV4.sub(IP, s)
     if ("=" in s or ":" in s) and _SENSITIVE_KEY_LOWER.search(s.lower()):
         s = _KEY_VALUE.sub(_key_value_sub, s)
@@ -163,48 +164,48 @@ def _scrub_text(s: str) -> str:
     return s
 
 
-def scrub_value(value: Any, depth: int = 0) -> Any:
+def scrub_value(value: Any, depth: int = 0, keep_ips: bool = False) -> Any:
     """Strings scrubbed, containers walked; values under sensitive keys replaced whole."""
     if isinstance(value, str):
-        return scrub_text(value)
+        return scrub_text(value, keep_ips)
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             return FILTERED
-        return {k: (FILTERED if isinstance(k, str) and is_sensitive_key(k) else scrub_value(v, depth + 1))
+        return {k: (FILTERED if isinstance(k, str) and is_sensitive_key(k) else scrub_value(v, depth + 1, keep_ips))
                 for k, v in value.items()}
     if isinstance(value, list):
         if depth >= MAX_DEPTH:
             return FILTERED
-        return [scrub_value(v, depth + 1) for v in value]
+        return [scrub_value(v, depth + 1, keep_ips) for v in value]
     return value
 
 
-def _scrub_str_field(d: dict[str, Any], name: str) -> None:
+def _scrub_str_field(d: dict[str, Any], name: str, keep_ips: bool) -> None:
     v = d.get(name)
     if isinstance(v, str):
-        d[name] = scrub_text(v)
+        d[name] = scrub_text(v, keep_ips)
 
 
-def _scrub_breadcrumb(crumb: Any) -> Any:
+def _scrub_breadcrumb(crumb: Any, keep_ips: bool) -> Any:
     if not isinstance(crumb, dict):
         return crumb
     crumb = dict(crumb)
-    _scrub_str_field(crumb, "message")
+    _scrub_str_field(crumb, "message", keep_ips)
     if "data" in crumb:
-        crumb["data"] = scrub_value(crumb["data"])
+        crumb["data"] = scrub_value(crumb["data"], 0, keep_ips)
     return crumb
 
 
-def _scrub_frame(frame: Any) -> Any:
+def _scrub_frame(frame: Any, keep_ips: bool) -> Any:
     if not isinstance(frame, dict):
         return frame
     frame = dict(frame)
-    _scrub_str_field(frame, "context_line")
-    _scrub_str_field(frame, "filename")
+    _scrub_str_field(frame, "context_line", keep_ips)
+    _scrub_str_field(frame, "filename", keep_ips)
     return frame
 
 
-def scrub_event(item: Any) -> Any:
+def scrub_event(item: Any, keep_ips: bool = False) -> Any:
     """Scrub one event dict before validation. Never mutates its input: returns a new top-level
     dict (and new copies of every nested part it changes), so a caller's dicts stay intact and the
     result may be mutated freely at the top level. Non-dicts are returned as they are (validation
@@ -215,38 +216,38 @@ def scrub_event(item: Any) -> Any:
     out = dict(item)
     v = out.get("url")
     if isinstance(v, str):
-        out["url"] = scrub_text(v)
+        out["url"] = scrub_text(v, keep_ips)
     # Only the payload the event's type names can be present in a valid event; the others are
     # scrubbed too when present, because invalid events end up in the dead-letter topic as well.
     err = out.get("error")
     if isinstance(err, dict):
         err = out["error"] = dict(err)
-        _scrub_str_field(err, "message")
+        _scrub_str_field(err, "message", keep_ips)
         crumbs = err.get("breadcrumbs")
         if isinstance(crumbs, list):
-            err["breadcrumbs"] = [_scrub_breadcrumb(c) for c in crumbs]
+            err["breadcrumbs"] = [_scrub_breadcrumb(c, keep_ips) for c in crumbs]
         if "tags" in err:
-            err["tags"] = scrub_value(err["tags"])
+            err["tags"] = scrub_value(err["tags"], 0, keep_ips)
         frames = err.get("stacktrace")
         if isinstance(frames, list):  # source lines (literals in code) and script URLs (query strings)
-            err["stacktrace"] = [_scrub_frame(f) for f in frames]
+            err["stacktrace"] = [_scrub_frame(f, keep_ips) for f in frames]
     api = out.get("api")
     if isinstance(api, dict):
         v = api.get("url")
         if isinstance(v, str):
             api = out["api"] = dict(api)
-            api["url"] = scrub_text(v)
+            api["url"] = scrub_text(v, keep_ips)
     action = out.get("action")
     if isinstance(action, dict):
         text = action.get("text")
         if isinstance(text, str) or "properties" in action:
             action = out["action"] = dict(action)
             if isinstance(text, str):
-                action["text"] = scrub_text(text)
+                action["text"] = scrub_text(text, keep_ips)
             if "properties" in action:
-                action["properties"] = scrub_value(action["properties"])
+                action["properties"] = scrub_value(action["properties"], 0, keep_ips)
     metric = out.get("metric")
     if isinstance(metric, dict) and "tags" in metric:
         metric = out["metric"] = dict(metric)
-        metric["tags"] = scrub_value(metric["tags"])
+        metric["tags"] = scrub_value(metric["tags"], 0, keep_ips)
     return out

@@ -143,6 +143,24 @@ def test_real_sdks_land_in_the_native_tables_without_secrets(kafka_bootstrap: st
         status, _, body = post(f"{base}/e/", b'{"api_key": "wrong", "batch": []}', {"Content-Type": "application/json"})
         assert status == 401 and json.loads(body)["code"] == "invalid_api_key"
 
+        # the native endpoints get the same canaries
+        native = [{"event_id": "7d0a5e7e-43c4-4b1a-9d44-1f6f7c0e2b11", "type": "error", "session_id": "n1",
+                   "timestamp": "2026-11-23T10:00:00Z", "url": "https://shop.example/cb?api_key=sk_live_canary",
+                   "error": {"exception_type": "Error", "message": "login failed password=hunter2canary "
+                             "for canary.user@example.com at 10.66.77.88",
+                             "breadcrumbs": [{"message": "Bearer tok_canary_bearer", "data": {"card": "4111 1111 1111 1111"}}]}}]
+        status, _, body = post(f"{base}/api/v1/events", json.dumps(native).encode(),
+                               {"X-Pulse-Key": "demo-public-key", "Content-Type": "application/json"})
+        assert status == 200 and json.loads(body)["accepted"] == 1, body
+        metric = [{"name": "login.attempts", "value": 1, "tags": {"email": "canary.user@example.com",
+                                                                  "password": "hunter2canary", "ip": "10.66.77.88"}}]
+        status, _, body = post(f"{base}/api/metrics", json.dumps(metric).encode(), {"X-Pulse-Key": "demo-public-key"})
+        assert status == 200, body
+        wait_rows(settings, "SELECT count() FROM metrics WHERE name = 'login.attempts'", 1, procs)
+        wait_rows(settings, "SELECT count() FROM errors WHERE session_id = 'n1'", 1, procs)
+        [[native_message]] = query(settings, "SELECT message FROM errors WHERE session_id = 'n1'")
+        assert native_message == "login failed password=[Filtered] for [email] at [ip]"
+
         # no canary anywhere: every table, every topic the pipeline writes
         time.sleep(2)
         tables = [r[0] for r in query(settings, "SELECT name FROM system.tables WHERE database = 'pulse' "

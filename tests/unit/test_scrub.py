@@ -143,3 +143,12 @@ def test_stack_frame_source_lines_and_urls_are_scrubbed() -> None:
     frame = out["error"]["stacktrace"][0]
     assert frame["filename"] == "https://x.example/app.js?token=[Filtered]"
     assert frame["context_line"] == 'login("[email]", password="[Filtered]")'
+
+
+def test_ip_addresses_can_be_kept() -> None:
+    from pipeline.ingest.scrub import scrub_event
+
+    event = {"type": "error", "url": "http://10.0.0.7/x?token=t", "error": {"message": "from 10.0.0.7 as ann@example.com"}}
+    kept = scrub_event(event, keep_ips=True)
+    assert kept["error"]["message"] == "from 10.0.0.7 as [email]" and kept["url"] == "http://10.0.0.7/x?token=[Filtered]"
+    assert scrub_event(event)["error"]["message"] == "from [ip] as [email]"
