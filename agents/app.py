@@ -31,6 +31,7 @@ class WorkerState:
 
 def make_app(settings: Settings) -> faust.App:
     """The worker app for ``settings``: ingest agent on the raw topics, /health and /metrics."""
+    from agents.alerts import AlertAgent
     from agents.delivery import make_send_all
     from agents.ingest import attach_ingest_agent
     from agents.issues import IssueAgent
@@ -78,6 +79,7 @@ def make_app(settings: Settings) -> faust.App:
     send_all = make_send_all(app)
     attach_ingest_agent(app, settings, raw, state, sessions, send_all)
     IssueAgent(app, settings, state, send_all)
+    AlertAgent(app, settings, state, send_all)
     # Partitions are reconciled after each recovery (agents/sessions.py), not on revocation: Kafka's
     # eager rebalance revokes every partition, also those this worker keeps, and a kept partition's
     # live state must survive (Faust re-reads only the changelog's tail for it).

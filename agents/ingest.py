@@ -59,6 +59,7 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
     rollup_rules = settings.rollups.rules()
     noise_rules = settings.issues.noise_rules()
     issue_topic = settings.kafka.topic_issue_events
+    partials_topic = settings.kafka.topic_rollup_partials
     storage_partitions = settings.kafka.partitions
     storage_topic, dead_letter_topic = settings.kafka.topic_storage, settings.kafka.topic_dead_letter
     batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
@@ -75,9 +76,10 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
         try:
             messages = await batches.complete(events)
             out = process_batch(messages, dedup, storage_partitions, now, session_topics, rollup_rules,
-                                noise_rules, issues=True)
+                                noise_rules, downstream=True)
             sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]
             sends += occurrence_sends(out.issue_records, issue_topic)
+            sends += [(partials_topic, key, value, None, []) for key, value in out.alert_partials]
             sends += [dl_send(dl) for dl in out.dead_letters]
             async with sessions.lock:
                 steps = sessions.step_batch(out)

@@ -7,6 +7,7 @@ import asyncio
 import faust
 
 from agents.app import make_app
+from agents.alerts import alert_changelog_topic
 from agents.issues import issue_changelog_topic
 from agents.sessions import changelog_topic
 from pipeline.kafka_admin import ensure_topics, wait_for_broker
@@ -27,7 +28,8 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(wait_for_broker(settings.kafka.bootstrap_servers, timeout_s=60))
     loop.run_until_complete(ensure_topics(settings.kafka, compacted=[changelog_topic(settings),
-                                                                        issue_changelog_topic(settings)]))
+                                                                        issue_changelog_topic(settings),
+                                                                        alert_changelog_topic(settings)]))
     # Absolute: faust chdir()s into workdir, after which a relative datadir would point elsewhere.
     data_dir = settings.worker.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

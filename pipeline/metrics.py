@@ -37,3 +37,5 @@ ISSUE_TRANSITIONS = Counter("pulse_issue_transitions_total", "Issue status chang
 FILTERED_EVENTS = Counter("pulse_filtered_events_total", "Events dropped by inbound filters at the collector", ["reason"])
 SDK_ITEMS = Counter("pulse_sdk_items_total", "Items received through the Sentry and PostHog endpoints",
                     ["sdk", "type"])
+ALERT_EVENTS = Counter("pulse_alert_events_total", "Alert events emitted by the worker's rule evaluation",
+                       ["rule", "status", "severity"])

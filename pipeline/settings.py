@@ -51,6 +51,9 @@ class KafkaSettings(BaseSettings):
         "pulse.issue-events", description="PULSE_KAFKA_TOPIC_ISSUE_EVENTS: errors re-keyed by issue, and resolve/ignore commands")
     topic_issue_transitions: str = Field(
         "pulse.issue-transitions", description="PULSE_KAFKA_TOPIC_ISSUE_TRANSITIONS: new, regressed and escalating issues, for alerting")
+    topic_rollup_partials: str = Field(
+        "pulse.rollup-partials", description="PULSE_KAFKA_TOPIC_ROLLUP_PARTIALS: minute partials keyed by project, for alert rules")
+    topic_alerts: str = Field("pulse.alerts", description="PULSE_KAFKA_TOPIC_ALERTS: alert events (firing / resolved) for the notifier")
     compression: Literal["none", "gzip", "lz4", "zstd"] = Field("lz4", description="PULSE_KAFKA_COMPRESSION: producer compression")
     linger_ms: int = Field(5, ge=0, le=10_000, description="PULSE_KAFKA_LINGER_MS: producer linger")
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="PULSE_KAFKA_MAX_REQUEST_BYTES: largest produce request")
@@ -71,7 +74,7 @@ class KafkaSettings(BaseSettings):
     @property
     def all_topics(self) -> list[str]:
         return [*self.raw_topics, self.topic_dead_letter, self.topic_storage, self.topic_ux_signals,
-                self.topic_issue_events, self.topic_issue_transitions]
+                self.topic_issue_events, self.topic_issue_transitions, self.topic_rollup_partials, self.topic_alerts]
 
     @property
     def session_topics(self) -> list[str]:
@@ -268,6 +271,17 @@ class IssueSettings(BaseSettings):
                           ignored_exception_types=tuple(self.ignored_exception_types))
 
 
+class AlertSettings(BaseSettings):
+    """Alert rule evaluation in the worker (``PULSE_ALERTS_*``)."""
+
+    model_config = _config("PULSE_ALERTS_")
+
+    rules_path: Path = Field(
+        Path(__file__).resolve().parent / "alerts" / "default_rules.yaml",
+        description="PULSE_ALERTS_RULES_PATH: YAML or TOML rule file (default: the spec's rules, pipeline/alerts/default_rules.yaml)")
+    tick_interval_s: float = Field(1.0, gt=0, description="PULSE_ALERTS_TICK_INTERVAL_S: how often closed windows are evaluated")
+
+
 class SinkSettings(BaseSettings):
     """The ClickHouse sink, the single owner of the database connection (``PULSE_SINK_*``)."""
 
@@ -284,6 +298,23 @@ class SinkSettings(BaseSettings):
     )
 
 
+class NotifierSettings(BaseSettings):
+    """The notifier process: alert events in, pages out (``PULSE_NOTIFIER_*``). Routing, receivers,
+    silencing rules and escalation live in its config file (``config_path``, see pipeline/notify/config.py)."""
+
+    model_config = _config("PULSE_NOTIFIER_")
+
+    config_path: Path = Field(Path(__file__).resolve().parent / "notify" / "default_config.yaml",
+                              description="PULSE_NOTIFIER_CONFIG_PATH: receivers, routes, inhibition, escalation (YAML)")
+    group_id: str = Field("pulse-notifier", description="PULSE_NOTIFIER_GROUP_ID: consumer group (run one notifier per group)")
+    host: str = Field("127.0.0.1", description="PULSE_NOTIFIER_HOST: HTTP API (silences, ack, incidents), /health, /metrics")
+    port: int = Field(8125, ge=0, le=65535, description="PULSE_NOTIFIER_PORT")
+    state_path: Path = Field(Path(".pulse/notifier/state.sqlite3"),
+                             description="PULSE_NOTIFIER_STATE_PATH: SQLite file with the state, the outbox and the consumer offsets")
+    tick_interval_s: float = Field(1.0, gt=0, le=60, description="PULSE_NOTIFIER_TICK_INTERVAL_S: how often timers are checked")
+    delivery_timeout_s: float = Field(10, gt=0, le=300, description="PULSE_NOTIFIER_DELIVERY_TIMEOUT_S: per HTTP request / SMTP session")
+
+
 class Settings(BaseSettings):
     """Everything, composed. ``Settings()`` reads the environment once."""
 
@@ -298,6 +329,8 @@ class Settings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     rollups: RollupSettings = Field(default_factory=RollupSettings)
     issues: IssueSettings = Field(default_factory=IssueSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> "Settings":
@@ -322,6 +355,7 @@ def describe_settings_error(exc: Exception) -> str:
         "SinkSettings": "PULSE_SINK_",
         "SessionSettings": "PULSE_SESSIONS_",
         "RollupSettings": "PULSE_ROLLUPS_",
+        "NotifierSettings": "PULSE_NOTIFIER_",
     }.get(title, ENV_PREFIX)
     lines = []
     for err in exc.errors():

@@ -614,6 +614,30 @@ PARTITION BY toYYYYMM(day)
 ORDER BY (project, name, day, environment, release, tags_key)
 SETTINGS non_replicated_deduplication_window = 10000;
 
+CREATE TABLE IF NOT EXISTS alerts
+(
+    `event_id` UUID,
+    `fingerprint` String,
+    `rule` LowCardinality(String),
+    `status` LowCardinality(String),
+    `severity` LowCardinality(String),
+    `project` LowCardinality(String),
+    `labels` Map(String, String),
+    `starts_at` DateTime64(3, 'UTC'),
+    `ends_at` Nullable(DateTime64(3, 'UTC')),
+    `at` DateTime64(3, 'UTC'),
+    `value` Nullable(Float64),
+    `threshold` Nullable(Float64),
+    `summary` String,
+    `runbook_url` String,
+    `annotations` String
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+-- ORDER BY serves: a project's alerts over time; one alert's history (FINAL)
+ORDER BY (project, rule, fingerprint, at, event_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
 CREATE VIEW IF NOT EXISTS page_ux_minute AS
 SELECT project, page, minute,
     sum(pageviews) AS pageviews, sum(visible_ms) AS visible_ms,

@@ -93,6 +93,8 @@ def make_settings(bootstrap: str, tmp: Path, **env: str) -> Settings:
         "PULSE_KAFKA_TOPIC_UX_SIGNALS": f"t{tag}.ux-signals",
         "PULSE_KAFKA_TOPIC_ISSUE_EVENTS": f"t{tag}.issue-events",
         "PULSE_KAFKA_TOPIC_ISSUE_TRANSITIONS": f"t{tag}.issue-transitions",
+        "PULSE_KAFKA_TOPIC_ROLLUP_PARTIALS": f"t{tag}.rollup-partials",
+        "PULSE_KAFKA_TOPIC_ALERTS": f"t{tag}.alerts",
         "PULSE_CLICKHOUSE_PATH": str(tmp / "chdb"),
         "PULSE_COLLECTOR_PORT": str(free_port()),
         "PULSE_WORKER_APP_ID": f"pulse-worker-{tag}",
@@ -121,7 +123,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     parts = {"kafka": "PULSE_KAFKA_", "clickhouse": "PULSE_CLICKHOUSE_", "collector": "PULSE_COLLECTOR_",
              "worker": "PULSE_WORKER_", "sink": "PULSE_SINK_", "sessions": "PULSE_SESSIONS_",
-             "rollups": "PULSE_ROLLUPS_", "issues": "PULSE_ISSUES_"}
+             "rollups": "PULSE_ROLLUPS_", "issues": "PULSE_ISSUES_", "alerts": "PULSE_ALERTS_",
+             "notifier": "PULSE_NOTIFIER_"}
     import orjson
 
     for part, prefix in parts.items():

@@ -90,6 +90,8 @@ class ProcessedBatch:
     session_upto: dict[int, dict[str, int]] = field(default_factory=dict)
     # First-time, non-noise errors per fingerprint and raw message, for issue status (agents/issues.py).
     issue_records: list[OccurrenceRecord] = field(default_factory=list)
+    # Minute partials per project (key, JSON array) for alert evaluation (agents/alerts.py).
+    alert_partials: list[tuple[bytes, bytes]] = field(default_factory=list)
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
 
 
@@ -118,7 +120,7 @@ def _received_at(msg: RawMessage, now: datetime) -> datetime:
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
                     out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
                     rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                    issues: bool = False) -> None:
+                    downstream: bool = False) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
     seen, so a failure while building leaves the dedup state untouched."""
     for_sessions = msg.topic in session_topics
@@ -164,14 +166,19 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         # by the sink like the raw rows (see pipeline/rollups/minute.py).
         partials = rollup_rows(fresh, rollups)
         if partials:
-            by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+            lines = by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+            if downstream:
+                projects: dict[str, list[bytes]] = {}
+                for r, line in zip(partials, lines):
+                    projects.setdefault(r["project"], []).append(line)
+                out.alert_partials += [(p.encode(), b"[" + b",".join(ls) + b"]") for p, ls in projects.items()]
         if "metrics" in by_table:
             metric_partials = metric_rollup_rows((row for table, row in fresh if table == "metrics"), rollups.window_s)
             by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
         arrived_ms = msg.timestamp_ms if msg.timestamp_ms is not None and msg.timestamp_ms >= 0 \
             else int(now.timestamp() * 1000)
         out.late_rollup_events += sum(1 for _, row in fresh if is_late(row["timestamp"], arrived_ms, rollups))
-    if issues and "errors" in by_table:
+    if downstream and "errors" in by_table:
         out.issue_records += occurrence_records((row for table, row in fresh if table == "errors"),
                                                 msg.topic, msg.partition, msg.offset)
     for table, lines in by_table.items():
@@ -182,15 +189,16 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
                   now: datetime, session_topics: frozenset[str] = frozenset(),
                   rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                  issues: bool = False) -> ProcessedBatch:
+                  downstream: bool = False) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
     into a dead letter carrying the exception text; the others continue. Valid first-time events
-    of ``session_topics`` are also handed out for sessionization (``out.session_events``), and with
-    ``issues`` first-time errors per fingerprint for issue status (``out.issue_records``)."""
+    of ``session_topics`` are also handed out for sessionization (``out.session_events``). With
+    ``downstream``, the worker's other agents get theirs: first-time errors per fingerprint for issue
+    status (``out.issue_records``) and minute partials per project for alerting (``out.alert_partials``)."""
     out = ProcessedBatch()
     for msg in messages:
         try:
-            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, issues)
+            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, downstream)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out

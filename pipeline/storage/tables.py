@@ -308,11 +308,21 @@ def _metric_rollup_view(target: str, period: str, fn: str) -> str:
 METRIC_ROLLUP_VIEWS = [_metric_rollup_view("metrics_hour", "hour", "toStartOfHour"),
                        _metric_rollup_view("metrics_day", "day", "toStartOfDay")]
 
+# Alert events (firing / resolved) from the worker's rule evaluation; replays collapse by event id.
+ALERTS = Table("alerts", [
+    ("event_id", "UUID"), ("fingerprint", "String"), ("rule", "LowCardinality(String)"),
+    ("status", "LowCardinality(String)"), ("severity", "LowCardinality(String)"), ("project", "LowCardinality(String)"),
+    ("labels", "Map(String, String)"), ("starts_at", "DateTime64(3, 'UTC')"),
+    ("ends_at", "Nullable(DateTime64(3, 'UTC'))"), ("at", "DateTime64(3, 'UTC')"), ("value", "Nullable(Float64)"),
+    ("threshold", "Nullable(Float64)"), ("summary", "String"), ("runbook_url", "String"), ("annotations", "String"),
+], "project, rule, fingerprint, at, event_id", "a project's alerts over time; one alert's history (FINAL)",
+    ttl_column=None, engine="ReplacingMergeTree", partition_by="toYYYYMM(at)")
+
 ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS, *SESSION_TABLES, *ROLLUP_TABLES, ISSUE_STATS, ISSUE_STATE,
-              ISSUE_TRANSITIONS, METRICS, *METRIC_ROLLUP_TABLES]
+              ISSUE_TRANSITIONS, METRICS, *METRIC_ROLLUP_TABLES, ALERTS]
 # tables the storage topic may name (hour and day are filled by ClickHouse)
 STORABLE = {t.name for t in [*RAW_TABLES, DEAD_LETTERS, *SESSION_TABLES, ROLLUP_TABLES[0], ISSUE_STATE,
-                              ISSUE_TRANSITIONS, METRICS, METRIC_ROLLUP_TABLES[0]]}
+                              ISSUE_TRANSITIONS, METRICS, METRIC_ROLLUP_TABLES[0], ALERTS]}
 MIGRATIONS_TABLE = "_pulse_migrations"
 
 

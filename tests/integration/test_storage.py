@@ -58,9 +58,9 @@ def _run_child(code: str, *args: str) -> dict:
 def test_migrations_create_every_table_once_and_reapply_a_changed_ttl(tmp_path: Path) -> None:
     out = _run_child(MIGRATE_TWICE, str(tmp_path / "chdb"))
     assert out["first"] == ["0001_initial", "0002_sessions", "0003_rollups", "0004_error_groups", "0005_issue_status",
-                            "0006_custom_metrics"]
+                            "0006_custom_metrics", "0007_alerts"]
     assert out["again"] == []  # idempotent: nothing re-applied, nothing recorded twice
-    assert out["versions"] == [1, 2, 3, 4, 5, 6]
+    assert out["versions"] == [1, 2, 3, 4, 5, 6, 7]
     views = {"page_ux_minute", "rollups_hour_mv", "rollups_day_mv", "issue_stats_mv", "issues", "metrics_hour_mv",
              "metrics_day_mv"}
     assert set(out["tables"]) == {t.name for t in ALL_TABLES} | {"_pulse_migrations"} | views

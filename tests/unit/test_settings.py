@@ -10,7 +10,7 @@ def test_defaults_run_everything_locally(monkeypatch: pytest.MonkeyPatch) -> Non
     s = Settings()
     assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
     assert s.clickhouse.embedded and str(s.clickhouse.path).endswith("chdb")
-    assert len(set(s.kafka.all_topics)) == 8
+    assert len(set(s.kafka.all_topics)) == 10
     assert s.issues.noise_rules().drop_resize_observer and s.issues.rules().escalation_factor == 5
 
 

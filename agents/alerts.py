@@ -1,0 +1,250 @@
+"""alert_rules: closed windows of rollups, issue transitions and UX signals -> alert events.
+
+Inputs, all keyed by project so one project's data meets in one partition:
+  * ``topic_rollup_partials``: the ingest agent's minute partials, one message per raw message
+    (the same rows as ``rollups_minute``);
+  * ``topic_ux_signals``: rage and dead clicks from sessionization;
+  * ``topic_issue_transitions``: new / regressed / escalating issues (keyed by project+issue: any
+    partition; issue rules keep no windows).
+
+The pure rules are ``pipeline/alerts`` (``RuleEvaluator``). A window closes by the wall clock: when
+``now - allowed lateness`` has passed its end (``PULSE_ROLLUPS_ALLOWED_LATENESS_S``); a partial for
+an already-closed window is late for alerting (still stored, counted in
+``pulse_late_events_total{stage="alerts"}``). So a page comes at most window + lateness + a tick
+after the first breaching event, and windows without data close too (alerts resolve when traffic
+stops). Per batch and per timer tick: evaluate, send alert events to ``topic_alerts`` (key =
+fingerprint) and rows to the ``alerts`` table, wait for Kafka, then write the partition's state
+(evaluator, buffered minutes, input offsets) to the table's changelog. A crash replays input after
+the last state write: records at or below the stored offsets are skipped, and re-emitted alert
+events carry the same deterministic ids (the notifier drops them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+import orjson
+
+from agents.app import WorkerState
+from agents.delivery import Send, SendAll, deliver_all
+from agents.skips import CompleteBatches, to_raw_message
+from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, ux_aggregates
+from pipeline.alerts.rules import RuleSet, load_rules
+from pipeline.contract import HEADER_TABLE, DeadLetter
+from pipeline.ingest.process import RawMessage
+from pipeline.metrics import ALERT_EVENTS, DEAD_LETTERS, LATE_EVENTS
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+PROCESS = "worker"
+TABLE_NAME = "alert_state"
+STEP = "alerts"
+
+
+def alert_changelog_topic(settings: Settings) -> str:
+    return f"{settings.worker.app_id}-{TABLE_NAME}-changelog"
+
+
+def alert_row(event: AlertEvent) -> dict[str, Any]:
+    """A row of the ``alerts`` table (ReplacingMergeTree by event id: replays collapse)."""
+    def dt(ms: int | None) -> datetime | None:
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+    return {"event_id": event.event_id, "fingerprint": event.fingerprint, "rule": event.rule, "status": event.status,
+            "severity": event.severity, "project": event.labels.get("project", ""), "labels": event.labels,
+            "starts_at": dt(event.starts_at), "ends_at": dt(event.ends_at), "at": dt(event.at),
+            "value": event.value if event.value is None or event.value == event.value else None,
+            "threshold": event.threshold, "summary": event.summary, "runbook_url": event.runbook_url or "",
+            "annotations": orjson.dumps(event.annotations, default=str).decode()}
+
+
+class PartitionAlerts:
+    """One input partition's evaluator, the minutes it may still need, and the offsets applied."""
+
+    def __init__(self, rules: RuleSet, doc: dict[str, Any] | None = None) -> None:
+        doc = doc or {}
+        self.evaluator = RuleEvaluator(rules, doc.get("evaluator"))
+        self.buffer = [WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"], a["counters"],
+                                       {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
+                       for a in doc.get("buffer", [])]
+        self.offsets: dict[str, int] = dict(doc.get("offsets", {}))
+        self.closed_until_ms: int = int(doc.get("closed_until_ms", 0))
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": [asdict(a) for a in self.buffer],
+                             "offsets": self.offsets, "closed_until_ms": self.closed_until_ms},
+                            option=orjson.OPT_NON_STR_KEYS)
+
+    def add(self, aggregates: Sequence[WindowAggregate]) -> int:
+        """Buffer aggregates of windows still open; returns how many were late (already closed)."""
+        late = 0
+        for agg in aggregates:
+            if agg.window_start_ms + agg.window_ms <= self.closed_until_ms:
+                late += 1
+            else:
+                self.buffer.append(agg)
+        return late
+
+    def advance(self, closed_until_ms: int) -> list[AlertEvent]:
+        if closed_until_ms <= self.closed_until_ms:
+            return []
+        self.closed_until_ms = closed_until_ms
+        events = self.evaluator.advance(closed_until_ms, self.buffer)
+        keep_from = self.evaluator.needed_from_ms()
+        if keep_from is not None:
+            self.buffer = [a for a in self.buffer if a.window_start_ms >= keep_from]
+        return events
+
+
+class AlertAgent:
+    def __init__(self, app: faust.App, settings: Settings, state: WorkerState, send_all: SendAll) -> None:
+        self.app = app
+        self.settings = settings
+        self.worker_state = state
+        self.send_all = send_all
+        self.rules = load_rules(settings.alerts.rules_path)
+        self.lateness_ms = int(settings.rollups.allowed_lateness_s * 1000)
+        self.window_ms = settings.rollups.window_s * 1000  # the partials' window (a minute by default)
+        kafka = settings.kafka
+        self.partials_topic, self.ux_topic = kafka.topic_rollup_partials, kafka.topic_ux_signals
+        self.transitions_topic, self.alerts_topic = kafka.topic_issue_transitions, kafka.topic_alerts
+        self.storage_topic, self.dead_letter_topic = kafka.topic_storage, kafka.topic_dead_letter
+        self.parts: dict[int, PartitionAlerts] = {}
+        self.lock = asyncio.Lock()
+        self.batches = CompleteBatches(app, kafka.bootstrap_servers)
+        self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions,
+                               on_recover=self._on_recovered)
+        self.changelog = self.table.changelog_topic.get_topic_name()
+        if self.changelog != alert_changelog_topic(settings):
+            raise RuntimeError(f"Faust names the changelog {self.changelog!r}, expected {alert_changelog_topic(settings)!r}")
+        topic = app.topic(self.partials_topic, self.ux_topic, self.transitions_topic, key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw", internal=False)
+        app.agent(topic, name="alert_rules")(self._run)
+        app.timer(settings.alerts.tick_interval_s)(self._tick)
+        log.info("alert rules: %s", ", ".join(r.name for r in [*self.rules.windowed, *self.rules.issue_rules]))
+
+    # ------------------------------------------------------------ partitions
+    def _owned(self) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.partials_topic}
+
+    def part(self, partition: int) -> PartitionAlerts:
+        part = self.parts.get(partition)
+        if part is None:
+            raw = self.table.data.data.get(str(partition).encode())
+            part = self.parts[partition] = PartitionAlerts(self.rules, orjson.loads(raw) if raw else None)
+        return part
+
+    async def _on_recovered(self) -> None:
+        """Partitions moved away are forgotten; new ones are read from the restored table on first use."""
+        owned = self._owned()
+        for p in [p for p in self.parts if p not in owned]:
+            del self.parts[p]
+
+    # ------------------------------------------------------------ input
+    async def _run(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(500, within=0.2):
+            await self.handle_batch(events)
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        now = datetime.now(timezone.utc)
+        messages: list[RawMessage] = []
+        try:
+            messages = await self.batches.complete(events)
+            async with self.lock:
+                await self._handle(messages, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
+            log.exception("alert batch failed; dead-lettering %d records", len(events))
+            self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
+            failed = messages or [to_raw_message(e) for e in events]
+            await deliver_all([self._dead_letter(m, f"alert agent failed: {type(exc).__name__}: {exc}", now)
+                               for m in failed], self.send_all, "dead letters")
+
+    def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
+        dl = DeadLetter.of(message.value, step=STEP, source=message.source, reason=reason[:2000], now=now)
+        DEAD_LETTERS.labels(PROCESS, STEP).inc()
+        return (self.dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])
+
+    async def _handle(self, messages: list[RawMessage], now: datetime) -> None:
+        events: list[AlertEvent] = []
+        dead: list[Send] = []
+        touched: set[int] = set()
+        late = 0
+        for m in messages:
+            part = self.part(m.partition)
+            mark = f"{m.topic}:{m.partition}"
+            if m.offset <= part.offsets.get(mark, -1):
+                continue  # applied before a crash
+            part.offsets[mark] = m.offset
+            touched.add(m.partition)
+            try:
+                doc = orjson.loads(m.value)
+                if m.topic == self.partials_topic:
+                    late += part.add([WindowAggregate.from_rollup_row(r, self.window_ms) for r in doc])
+                elif m.topic == self.ux_topic:
+                    late += part.add(ux_aggregates([doc], self.window_ms))
+                else:
+                    events += part.evaluator.on_transition(doc)
+            except (ValueError, KeyError, TypeError) as exc:
+                dead.append(self._dead_letter(m, f"not an alerting input: {type(exc).__name__}: {exc}", now))
+        if late:
+            LATE_EVENTS.labels(PROCESS, "alerts").inc(late)
+        closed_until = self._closed_until()
+        for p in sorted(touched):
+            events += self.parts[p].advance(closed_until)
+        await self._emit(events, dead, touched)
+
+    # ------------------------------------------------------------ clock
+    def _closed_until(self) -> int:
+        now_ms = int(time.time() * 1000) - self.lateness_ms
+        return now_ms - now_ms % self.window_ms
+
+    async def _tick(self) -> None:
+        """Windows close by the clock, also when no input arrives (so alerts resolve when traffic stops)."""
+        app = self.app
+        if self.lock.locked() or app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
+        try:
+            async with self.lock:
+                closed_until = self._closed_until()
+                owned = self._owned()
+                events: list[AlertEvent] = []
+                touched = set()
+                for p in sorted(owned):
+                    part = self.part(p)
+                    if closed_until > part.closed_until_ms:
+                        events += part.advance(closed_until)
+                        touched.add(p)
+                if touched:
+                    await self._emit(events, [], touched)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
+            log.exception("alert timer tick failed")
+
+    # ------------------------------------------------------------ output
+    async def _emit(self, events: list[AlertEvent], dead: list[Send], touched: set[int]) -> None:
+        sends: list[Send] = list(dead)
+        if events:
+            rows = b"\n".join(orjson.dumps(alert_row(e), default=str) for e in events)
+            sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"alerts")]))
+            sends += [(self.alerts_topic, e.fingerprint.encode(), orjson.dumps(e.to_json()), None, []) for e in events]
+        await deliver_all(sends, self.send_all, "alert outputs")
+        writes: list[Send] = []
+        store = self.table.data.data
+        for p in sorted(touched):
+            value = self.parts[p].to_bytes()
+            store[str(p).encode()] = value
+            writes.append((self.changelog, str(p).encode(), value, p, []))
+        await deliver_all(writes, self.send_all, "alert state")
+        for e in events:
+            ALERT_EVENTS.labels(e.rule, e.status, e.severity).inc()
+            log.warning("alert %s %s [%s] %s", e.rule, e.status, e.severity, e.summary)

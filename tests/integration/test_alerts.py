@@ -1,0 +1,121 @@
+"""Alert rules in the worker, end to end: breaching traffic through the collector -> one firing
+alert event per rule and series on the alerts topic and in the `alerts` table once the window
+closed, a resolved one when the next window is healthy, and new issues alerting at once.
+
+Windows of 10 s (PULSE_ROLLUPS_WINDOW_S) and 1 s of lateness keep the test short; the logic is the
+same as with minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.kafka_admin import ensure_topics
+from tests.conftest import make_settings
+from tests.integration.kafka_read import read_topics
+from tests.integration.pipeline_procs import running_pipeline
+from tests.integration.test_issues import send
+from tests.integration.test_sessions import query
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+rules:
+  - name: error-rate
+    kind: ratio
+    numerator: errors
+    denominator: pageviews
+    window: 10s
+    thresholds: {warning: 0.05, critical: 0.10}
+    min_volume: 5
+    group_by: [environment]
+  - name: new-issue
+    kind: issue
+    transitions: [new]
+    level: warning
+"""
+
+
+def pageview(session: str, ts: datetime) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "type": "action", "timestamp": ts.isoformat(), "session_id": session,
+            "route": "/cart", "environment": "production", "action": {"kind": "pageview"}}
+
+
+def error(session: str, ts: datetime) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "type": "error", "timestamp": ts.isoformat(), "session_id": session,
+            "route": "/cart", "environment": "production",
+            "error": {"exception_type": "TypeError", "message": "cart is undefined",
+                      "stacktrace": [{"filename": "https://shop.example/app.js", "function": "addToCart"}]}}
+
+
+def wait_ready(port: int, timeout_s: float = 60) -> None:
+    """Until the worker's /health says its tables are restored and its streams run."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if json.loads(resp.read()).get("ready"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("worker not ready")
+
+
+def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    settings = make_settings(kafka_bootstrap, tmp_path, PULSE_ROLLUPS_WINDOW_S="10",
+                             PULSE_ROLLUPS_ALLOWED_LATENESS_S="1", PULSE_ALERTS_RULES_PATH=str(rules),
+                             PULSE_ALERTS_TICK_INTERVAL_S="0.5")
+    asyncio.run(ensure_topics(settings.kafka))
+    with running_pipeline(settings, tmp_path / "logs") as procs:
+        wait_ready(settings.worker.web_port)
+        # wait for the start of a fresh 10 s window, then 20 page views and 4 errors in it: 20 % > 10 %
+        while int(time.time()) % 10 > 2:
+            time.sleep(0.2)
+        sent_at = time.time()
+        now = datetime.now(timezone.utc)
+        send(settings, [pageview(f"s{i}", now) for i in range(20)] + [error(f"s{i}", now) for i in range(4)])
+
+        def alert_events() -> list[dict[str, Any]]:
+            records = asyncio.run(read_topics(settings.kafka.bootstrap_servers, [settings.kafka.topic_alerts],
+                                              timeout_s=2, quiet_s=0.2, until=lambda rs: bool(rs)))
+            return [r.doc for r in records]
+
+        deadline = time.monotonic() + 60
+        events: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            events = alert_events()
+            rate = [e for e in events if e["rule"] == "error-rate"]
+            if any(e["status"] == "resolved" for e in rate):
+                break
+            time.sleep(0.5)
+        rate = [e for e in events if e["rule"] == "error-rate"]
+        assert [(e["status"], e["severity"]) for e in rate] == [("firing", "critical"), ("resolved", "critical")], \
+            (events, procs.log("worker")[-3000:])
+        firing = rate[0]
+        assert firing["labels"]["environment"] == "production" and firing["labels"]["project"] == "demo"
+        assert firing["value"] == pytest.approx(0.2) and firing["threshold"] == pytest.approx(0.10)
+        assert rate[1]["fingerprint"] == firing["fingerprint"]
+        fired_after = firing["at"] / 1000 - sent_at
+        assert fired_after <= 10 + 1 + 5, fired_after  # window + lateness + 5 s
+        issue = [e for e in events if e["rule"] == "new-issue"]
+        assert len(issue) == 1 and issue[0]["status"] == "firing" and issue[0]["annotations"]["title"].startswith("TypeError")
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = query(settings, "SELECT rule, status, severity FROM alerts FINAL ORDER BY at, status")
+            if len(rows) >= 3:
+                break
+            time.sleep(0.5)
+        assert sorted(map(tuple, rows)) == [("error-rate", "firing", "critical"), ("error-rate", "resolved", "critical"),
+                                            ("new-issue", "firing", "warning")]
