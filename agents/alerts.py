@@ -35,8 +35,9 @@ import orjson
 from agents.app import WorkerState
 from agents.delivery import Send, SendAll, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
-from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, ux_aggregates
+from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, merge, ux_aggregates
 from pipeline.alerts.rules import RuleSet, load_rules
+from pipeline.alerts.slo import SloEvaluator
 from pipeline.contract import HEADER_TABLE, DeadLetter
 from pipeline.ingest.process import RawMessage
 from pipeline.metrics import ALERT_EVENTS, DEAD_LETTERS, LATE_EVENTS
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 PROCESS = "worker"
 TABLE_NAME = "alert_state"
 STEP = "alerts"
+MINUTE_MS = 60_000
+SLO_CATCH_UP_MS = 3 * 86_400_000
 
 
 def alert_changelog_topic(settings: Settings) -> str:
@@ -66,11 +69,14 @@ def alert_row(event: AlertEvent) -> dict[str, Any]:
 
 
 class PartitionAlerts:
-    """One input partition's evaluator, the minutes it may still need, and the offsets applied."""
+    """One input partition's evaluators (rules and SLOs), the windows they may still need, and the
+    offsets applied."""
 
     def __init__(self, rules: RuleSet, doc: dict[str, Any] | None = None) -> None:
         doc = doc or {}
         self.evaluator = RuleEvaluator(rules, doc.get("evaluator"))
+        self.slos = SloEvaluator(rules, doc.get("slos")) if rules.slos else None
+        self.slo_next_ms: int | None = doc.get("slo_next_ms")  # the first minute the SLOs have not seen
         self.buffer = [WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"], a["counters"],
                                        {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
                        for a in doc.get("buffer", [])]
@@ -79,6 +85,7 @@ class PartitionAlerts:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": [asdict(a) for a in self.buffer],
+                             "slos": self.slos.to_json() if self.slos else None, "slo_next_ms": self.slo_next_ms,
                              "offsets": self.offsets, "closed_until_ms": self.closed_until_ms},
                             option=orjson.OPT_NON_STR_KEYS)
 
@@ -97,9 +104,30 @@ class PartitionAlerts:
             return []
         self.closed_until_ms = closed_until_ms
         events = self.evaluator.advance(closed_until_ms, self.buffer)
-        keep_from = self.evaluator.needed_from_ms()
-        if keep_from is not None:
-            self.buffer = [a for a in self.buffer if a.window_start_ms >= keep_from]
+        keep = [self.evaluator.needed_from_ms()]
+        if self.slos is not None:
+            events += self._advance_slos(closed_until_ms)
+            keep.append(self.slo_next_ms)
+        starts = [k for k in keep if k is not None]
+        if starts:
+            self.buffer = [a for a in self.buffer if a.window_start_ms >= min(starts)]
+        return events
+
+    def _advance_slos(self, closed_until_ms: int) -> list[AlertEvent]:
+        """SLOs count whole minutes: every minute that closed since the last call, in order."""
+        assert self.slos is not None
+        end = closed_until_ms - closed_until_ms % MINUTE_MS
+        start = self.slo_next_ms
+        if start is None:
+            start = min((a.window_start_ms - a.window_start_ms % MINUTE_MS for a in self.buffer), default=end)
+        start = max(start, end - SLO_CATCH_UP_MS)  # after a long outage, only the last 3 days matter
+        by_minute: dict[int, list[WindowAggregate]] = {}
+        for a in self.buffer:
+            by_minute.setdefault(a.window_start_ms - a.window_start_ms % MINUTE_MS, []).append(a)
+        events: list[AlertEvent] = []
+        for minute in range(start, end, MINUTE_MS):
+            events += self.slos.evaluate(minute, merge(by_minute.get(minute, ()), MINUTE_MS))
+        self.slo_next_ms = max(start, end)
         return events
 
 
