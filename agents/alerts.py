@@ -4,8 +4,7 @@ Inputs, all keyed by project so one project's data meets in one partition:
   * ``topic_rollup_partials``: the ingest agent's minute partials, one message per raw message
     (the same rows as ``rollups_minute``);
   * ``topic_ux_signals``: rage and dead clicks from sessionization;
-  * ``topic_issue_transitions``: new / regressed / escalating issues (keyed by project+issue: any
-    partition; issue rules keep no windows).
+  * ``topic_issue_transitions``: new / regressed / escalating issues.
 
 The pure rules are ``pipeline/alerts`` (``RuleEvaluator``). A window closes by the wall clock: when
 ``now - allowed lateness`` has passed its end (``PULSE_ROLLUPS_ALLOWED_LATENESS_S``); a partial for
@@ -36,6 +35,7 @@ from agents.app import WorkerState
 from agents.delivery import Send, SendAll, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
 from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, merge, ux_aggregates
+from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
 from pipeline.contract import HEADER_TABLE, DeadLetter
@@ -77,6 +77,7 @@ class PartitionAlerts:
         self.evaluator = RuleEvaluator(rules, doc.get("evaluator"))
         self.slos = SloEvaluator(rules, doc.get("slos")) if rules.slos else None
         self.slo_next_ms: int | None = doc.get("slo_next_ms")  # the first minute the SLOs have not seen
+        self.context = Context.from_json(doc.get("context"))  # for enrichment: releases, recent issues
         self.buffer = [WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"], a["counters"],
                                        {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
                        for a in doc.get("buffer", [])]
@@ -86,6 +87,7 @@ class PartitionAlerts:
     def to_bytes(self) -> bytes:
         return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": [asdict(a) for a in self.buffer],
                              "slos": self.slos.to_json() if self.slos else None, "slo_next_ms": self.slo_next_ms,
+                             "context": self.context.to_json(),
                              "offsets": self.offsets, "closed_until_ms": self.closed_until_ms},
                             option=orjson.OPT_NON_STR_KEYS)
 
@@ -93,6 +95,7 @@ class PartitionAlerts:
         """Buffer aggregates of windows still open; returns how many were late (already closed)."""
         late = 0
         for agg in aggregates:
+            self.context.see_aggregate(agg)
             if agg.window_start_ms + agg.window_ms <= self.closed_until_ms:
                 late += 1
             else:
@@ -111,7 +114,11 @@ class PartitionAlerts:
         starts = [k for k in keep if k is not None]
         if starts:
             self.buffer = [a for a in self.buffer if a.window_start_ms >= min(starts)]
-        return events
+        return [enrich(e, self.context) for e in events]
+
+    def on_transition(self, transition: dict[str, Any]) -> list[AlertEvent]:
+        self.context.see_transition(transition)
+        return [enrich(e, self.context) for e in self.evaluator.on_transition(transition)]
 
     def _advance_slos(self, closed_until_ms: int) -> list[AlertEvent]:
         """SLOs count whole minutes: every minute that closed since the last call, in order."""
@@ -220,7 +227,7 @@ class AlertAgent:
                 elif m.topic == self.ux_topic:
                     late += part.add(ux_aggregates([doc], self.window_ms))
                 else:
-                    events += part.evaluator.on_transition(doc)
+                    events += part.on_transition(doc)
             except (ValueError, KeyError, TypeError) as exc:
                 dead.append(self._dead_letter(m, f"not an alerting input: {type(exc).__name__}: {exc}", now))
         if late:

@@ -166,7 +166,8 @@ class IssueAgent:
         if transitions:
             rows = b"\n".join(orjson.dumps(transition_row(t)) for t in transitions)
             sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"issue_transitions")]))
-            sends += [(self.transitions_topic, record_key(t.project, t.group_id), orjson.dumps(t.to_json()), None, [])
+            # keyed by project: alert rules meet them in the partition of the project's rollup partials
+            sends += [(self.transitions_topic, t.project.encode(), orjson.dumps(t.to_json()), None, [])
                       for t in transitions if t.alertable]
         await deliver_all(sends, self.send_all, "issue outputs")
         writes: list[Send] = []

@@ -106,6 +106,8 @@ def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> 
         assert firing["labels"]["environment"] == "production" and firing["labels"]["project"] == "demo"
         assert firing["value"] == pytest.approx(0.2) and firing["threshold"] == pytest.approx(0.10)
         assert rate[1]["fingerprint"] == firing["fingerprint"]
+        assert firing["annotations"]["suggested_actions"] and "last_release" not in firing["annotations"]
+        assert [r["title"][:9] for r in firing["annotations"]["related_issues"]] == ["TypeError"]
         fired_after = firing["at"] / 1000 - sent_at
         assert fired_after <= 10 + 1 + 5, fired_after  # window + lateness + 5 s
         issue = [e for e in events if e["rule"] == "new-issue"]
