@@ -4,6 +4,8 @@
     pulse broker start|stop|status  # the project's own Kafka (deploy/kafka/kafka-local.sh)
     pulse topics create             # raw, dead-letter and storage topics with explicit partitions
     pulse collector | worker | sink # the long-running processes
+    pulse notifier                  # alert events -> pages (webhook, Slack, PagerDuty, e-mail)
+    pulse notify silence|silences|expire|ack|resolve|incidents   # talk to the running notifier
     pulse simulate                  # send simulated browser traffic to a running collector
     pulse query "SELECT ..."        # SQL, also while the sink holds the embedded database
     pulse schemas export|check      # JSON Schema + ClickHouse DDL snapshots in schemas/
@@ -100,8 +102,15 @@ def collector() -> None:
 def worker() -> None:
     """The Faust worker: raw topics -> validated, deduplicated rows on the storage topic."""
     from agents.worker import run_worker
+    from pipeline.alerts.rules import RuleFileError, load_rules
 
-    run_worker(load_settings())
+    settings = load_settings()
+    try:  # before connecting to anything: a bad rule file is the operator's to fix, said plainly
+        load_rules(settings.alerts.rules_path)
+    except (RuleFileError, OSError) as exc:
+        console.print(f"[red]alert rules: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    run_worker(settings)
 
 
 @app.command()
@@ -110,6 +119,22 @@ def sink() -> None:
     from pipeline.storage.sink import run_sink
 
     run_sink(load_settings())
+
+
+@app.command()
+def notifier() -> None:
+    """The notifier: alert events -> pages; silences, acknowledgements and incidents over HTTP."""
+    from pipeline.notify.config import ConfigError, load_config_file
+    from pipeline.notify.service import run_notifier
+
+    settings = load_settings()
+    try:
+        config = load_config_file(settings.notifier.config_path)
+    except ConfigError as exc:
+        console.print(f"{exc}\n(PULSE_NOTIFIER_CONFIG_PATH={settings.notifier.config_path})", style="red",
+                      markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    run_notifier(settings, config)
 
 
 @app.command()
@@ -237,6 +262,122 @@ def issues_history(fingerprint: str = typer.Argument(..., help="Fingerprint, or 
     for r in rows:
         table.add_row(str(r["at"])[:23], r["kind"], r["from_status"], r["reason"], r["release"], r["actor"])
     Console().print(table)
+
+
+notify_app = typer.Typer(no_args_is_help=True,
+                         help="Talk to the running notifier (`pulse notifier`): silences, acknowledge, resolve, incidents.")
+app.add_typer(notify_app, name="notify")
+_URL_HELP = "Notifier base URL (default: http://PULSE_NOTIFIER_HOST:PULSE_NOTIFIER_PORT)"
+
+
+def _notify(method: str, path: str, body: dict | None = None, url: Optional[str] = None):  # type: ignore[no-untyped-def]
+    from pipeline.notify.client import NotifierApiError, call
+
+    try:
+        return call(load_settings(), method, path, body, url=url)
+    except NotifierApiError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _when(ms: Optional[int]) -> str:
+    if ms is None:
+        return ""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@notify_app.command("silence")
+def notify_silence(matchers: list[str] = typer.Argument(..., help='Label matchers, e.g. \'alertname="HighErrorRate"\' '
+                                                                 '\'project=~"shop|blog"\''),
+                   duration: str = typer.Option("2h", help="How long, e.g. 30m, 2h, 1d"),
+                   until: Optional[str] = typer.Option(None, help="Instead of --duration: an ISO-8601 end time"),
+                   comment: str = typer.Option("", help="Why"),
+                   by: Optional[str] = typer.Option(None, help="Who (default: your user name)"),
+                   url: Optional[str] = typer.Option(None, help=_URL_HELP)) -> None:
+    """Mute matching alerts for a while; prints the silence id."""
+    body: dict = {"matchers": matchers, "created_by": by or _whoami(), "comment": comment}
+    body.update({"ends_at": until} if until else {"duration": duration})
+    doc = _notify("POST", "/api/silences", body, url)
+    print(doc["silence_id"])
+    console.print(f"silenced until {_when(doc['ends_at'])} UTC: {', '.join(doc['matchers'])}", markup=False)
+
+
+@notify_app.command("silences")
+def notify_silences(expired: bool = typer.Option(False, "--expired", help="Include expired silences"),
+                    url: Optional[str] = typer.Option(None, help=_URL_HELP)) -> None:
+    """Silences: id, status, matchers, start, end, who and why."""
+    from rich.table import Table
+
+    rows = _notify("GET", "/api/silences" + ("?expired=true" if expired else ""), url=url)
+    table = Table("id", "status", "matchers", "starts (UTC)", "ends (UTC)", "by", "comment")
+    for r in rows:
+        table.add_row(r["silence_id"], r["status"], ", ".join(r["matchers"]), _when(r["starts_at"]),
+                      _when(r["ends_at"]), r["created_by"], r["comment"])
+    Console(width=200).print(table)
+    if not rows:
+        console.print("no silences")
+
+
+@notify_app.command("expire")
+def notify_expire(silence_id: str = typer.Argument(..., help="Silence id, or a unique prefix of it"),
+                  url: Optional[str] = typer.Option(None, help=_URL_HELP)) -> None:
+    """End a silence now."""
+    from pipeline.notify.client import quote
+
+    doc = _notify("DELETE", f"/api/silences/{quote(silence_id)}", url=url)
+    print(f"{doc['silence_id']}: {doc['status']}")
+
+
+def _act(action: str, target: str, by: Optional[str], url: Optional[str]) -> None:
+    from pipeline.notify.client import quote
+
+    doc = _notify("POST", f"/api/alerts/{quote(target)}/{action}", {"by": by or _whoami()}, url)
+    word = "acknowledged" if action == "ack" else "resolved"
+    print(f"{word} by {doc['by']}: incident(s) {', '.join(doc['incidents']) or '(none changed)'}; "
+          f"{doc['notifications']} notification(s) queued")
+
+
+@notify_app.command("ack")
+def notify_ack(target: str = typer.Argument(..., help="Incident id or alert fingerprint (or a unique prefix)"),
+               by: Optional[str] = typer.Option(None, help="Who (default: your user name)"),
+               url: Optional[str] = typer.Option(None, help=_URL_HELP)) -> None:
+    """Acknowledge: stops escalation and repeats; notified receivers are told."""
+    _act("ack", target, by, url)
+
+
+@notify_app.command("resolve")
+def notify_resolve(target: str = typer.Argument(..., help="Incident id or alert fingerprint (or a unique prefix)"),
+                   by: Optional[str] = typer.Option(None, help="Who (default: your user name)"),
+                   url: Optional[str] = typer.Option(None, help=_URL_HELP)) -> None:
+    """Declare an incident over: its alerts resolve and every notified receiver is told now."""
+    _act("resolve", target, by, url)
+
+
+@notify_app.command("incidents")
+def notify_incidents(status: Optional[str] = typer.Option(None, help="open, acknowledged or resolved"),
+                     timeline: bool = typer.Option(False, "--timeline", help="Print each incident's timeline"),
+                     url: Optional[str] = typer.Option(None, help=_URL_HELP)) -> None:
+    """Incidents, newest first: status, level, title, alerts, who acknowledged or resolved."""
+    from rich.table import Table
+
+    path = "/api/incidents" + (f"?status={status}" if status else "")
+    rows = _notify("GET", path, url=url)
+    table = Table("incident", "status", "level", "title", "alerts", "opened (UTC)", "ack by", "resolved by",
+                  "notified")
+    for r in rows:
+        table.add_row(r["incident_id"][:13], r["status"], r["level"], r["title"][:50], str(len(r["fingerprints"])),
+                      _when(r["opened_at"]), r["acked_by"], r["resolved_by"], ", ".join(r["notified"]))
+    Console(width=200).print(table)
+    if not rows:
+        console.print("no incidents")
+    if timeline:
+        for r in rows:
+            t = Table("at (UTC)", "what", "by", title=f"{r['incident_id']} {r['title'][:60]}")
+            for entry in r["timeline"]:
+                t.add_row(_when(entry["at"]), entry["what"], entry["by"])
+            Console(width=200).print(t)
 
 
 @app.command()

@@ -29,3 +29,15 @@ def test_bad_env_var_stops_with_its_name_and_exit_code_2() -> None:
 def test_schemas_check_passes_on_a_clean_tree() -> None:
     out = pulse("schemas", "check")
     assert out.returncode == 0, out.stderr
+
+
+def test_bad_alert_rule_file_stops_the_worker_naming_rule_and_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: api-latency\n    kind: percentile\n    sketch: api_latency\n"
+                     "    quantile: p95\n    window: 5x\n    thresholds: {warning: 3000}\n")
+    # an unreachable broker: the rule file is checked before anything connects
+    out = pulse("worker", env={"PULSE_ALERTS_RULES_PATH": str(rules), "PULSE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+                               "COLUMNS": "300"})
+    assert out.returncode == 2
+    assert "rule 'api-latency' (#1): window: invalid duration '5x'" in out.stderr
+    assert "Traceback" not in out.stderr
