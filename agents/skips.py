@@ -50,16 +50,30 @@ class CompleteBatches:
         return sorted(messages + recovered, key=lambda m: (m.topic, m.partition, m.offset))
 
     def find_skips(self, messages: list[RawMessage]) -> list[tuple[str, int, int, int]]:
-        """(topic, partition, first, last) offset ranges missing between batches of this generation."""
+        """(topic, partition, first, last) offset ranges missing between batches of this generation,
+        or, the first time this process reads a partition, between its committed offset (where faust
+        started reading) and the first message handed over (a restart can lose that one too)."""
         generation = self.app.consumer_generation_id
         skips = []
         for m in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
             seen = self.last_offsets.get((m.topic, m.partition))
             if seen is not None and seen[0] == generation and m.offset > seen[1] + 1:
                 skips.append((m.topic, m.partition, seen[1] + 1, m.offset - 1))
+            elif seen is None:
+                committed = self._committed(m.topic, m.partition)
+                if committed is not None and m.offset > committed:
+                    skips.append((m.topic, m.partition, committed, m.offset - 1))
             if seen is None or seen[0] != generation or m.offset > seen[1]:
                 self.last_offsets[(m.topic, m.partition)] = (generation, m.offset)
         return skips
+
+    def _committed(self, topic: str, partition: int) -> int | None:
+        """The next offset to read as committed to Kafka, as faust last knew it (None if unknown)."""
+        from faust.types import TP
+
+        offsets = getattr(self.app.consumer, "_committed_offset", None)
+        value = offsets.get(TP(topic, partition)) if offsets is not None else None
+        return value if isinstance(value, int) and value >= 0 else None
 
     async def fetch(self, skips: list[tuple[str, int, int, int]]) -> list[RawMessage]:
         """Read the skipped offsets straight from Kafka (a short-lived, group-less consumer)."""
@@ -78,6 +92,8 @@ class CompleteBatches:
             deadline = time.monotonic() + 30
             while wanted and time.monotonic() < deadline:
                 for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    if records:  # offsets below the first one returned are gone (retention): stop waiting
+                        wanted -= {w for w in wanted if w[:2] == (tp.topic, tp.partition) and w[2] < records[0].offset}
                     for r in records:
                         if (tp.topic, tp.partition, r.offset) in wanted:
                             wanted.discard((tp.topic, tp.partition, r.offset))
