@@ -132,7 +132,7 @@ def notifier() -> None:
         config = load_config_file(settings.notifier.config_path)
     except ConfigError as exc:
         console.print(f"{exc}\n(PULSE_NOTIFIER_CONFIG_PATH={settings.notifier.config_path})", style="red",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     run_notifier(settings, config)
 
@@ -276,7 +276,7 @@ def _notify(method: str, path: str, body: dict | None = None, url: Optional[str]
     try:
         return call(load_settings(), method, path, body, url=url)
     except NotifierApiError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False)
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
 
 

@@ -39,3 +39,10 @@ SDK_ITEMS = Counter("pulse_sdk_items_total", "Items received through the Sentry 
                     ["sdk", "type"])
 ALERT_EVENTS = Counter("pulse_alert_events_total", "Alert events emitted by the worker's rule evaluation",
                        ["rule", "status", "severity"])
+NOTIFICATIONS = Counter("pulse_notifications_total",
+                        "Notification send attempts by receiver, intent kind and outcome (delivered, retry, failed)",
+                        ["receiver", "kind", "outcome"])
+NOTIFIER_RECORDS = Counter("pulse_notifier_records_total",
+                           "Alert-topic records read by the notifier: applied, skipped (offset already stored), invalid",
+                           ["outcome"])
+OUTBOX = Gauge("pulse_notifier_outbox", "Notifier outbox entries by status", ["status"])
