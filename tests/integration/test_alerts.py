@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from pipeline.kafka_admin import ensure_topics
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 from tests.integration.kafka_read import read_topics
+from tests.integration.test_notifier import Mailbox, Receivers, config_yaml, mailbox, receivers  # noqa: F401,F811 - fixtures
 from tests.integration.pipeline_procs import running_pipeline
 from tests.integration.test_issues import send
 from tests.integration.test_sessions import query
@@ -121,3 +122,49 @@ def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> 
             time.sleep(0.5)
         assert sorted(map(tuple, rows)) == [("error-rate", "firing", "critical"), ("error-rate", "resolved", "critical"),
                                             ("new-issue", "firing", "warning")]
+
+
+def test_breaching_traffic_pages_each_receiver_once_then_resolves(kafka_bootstrap: str, tmp_path: Path,
+                                                                  receivers: Receivers, mailbox: Mailbox) -> None:
+    """The whole chain: collector -> worker (rules) -> alerts topic -> notifier -> a webhook, Slack,
+    PagerDuty and an SMTP server on loopback. One firing page per receiver, then one resolved notice
+    when the next window is healthy."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    (tmp_path / "notifier.yaml").write_text(config_yaml(receivers, mailbox, routes=["hook", "slack", "pagerduty", "email"],
+                                                        group_wait="0s", group_interval="1s"))
+    settings = make_settings(kafka_bootstrap, tmp_path, PULSE_ROLLUPS_WINDOW_S="10",
+                             PULSE_ROLLUPS_ALLOWED_LATENESS_S="1", PULSE_ALERTS_RULES_PATH=str(rules),
+                             PULSE_ALERTS_TICK_INTERVAL_S="0.5", PULSE_NOTIFIER_CONFIG_PATH=str(tmp_path / "notifier.yaml"),
+                             PULSE_NOTIFIER_PORT=str(free_port()), PULSE_NOTIFIER_TICK_INTERVAL_S="0.2",
+                             PULSE_NOTIFIER_STATE_PATH=str(tmp_path / "notifier" / "state.sqlite3"),
+                             PULSE_NOTIFIER_GROUP_ID=f"notifier-{uuid.uuid4().hex[:8]}")
+    asyncio.run(ensure_topics(settings.kafka))
+    with running_pipeline(settings, tmp_path / "logs", ("sink", "worker", "collector", "notifier")) as procs:
+        wait_ready(settings.worker.web_port)
+        while int(time.time()) % 10 > 2:
+            time.sleep(0.2)
+        now = datetime.now(timezone.utc)
+        send(settings, [pageview(f"s{i}", now) for i in range(20)] + [error(f"s{i}", now) for i in range(4)])
+
+        def rate_pages(path: str) -> list[dict[str, Any]]:
+            """This rule's notifications; PagerDuty's resolve names only the dedup_key of its trigger."""
+            bodies = [r.body for r in receivers.got(path) if r.status < 300]
+            keys = {b.get("dedup_key") for b in bodies if "error-rate" in json.dumps(b) and "dedup_key" in b}
+            return [b for b in bodies if "error-rate" in json.dumps(b) or b.get("dedup_key") in keys]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(len(rate_pages(p)) >= 2 for p in ("/hook", "/slack", "/pagerduty")) and \
+                    sum("error-rate" in s for s in mailbox.subjects()) >= 2:
+                break
+            time.sleep(0.3)
+        time.sleep(2)  # a duplicate would have arrived by now
+        hook = rate_pages("/hook")
+        assert [b["status"] for b in hook] == ["firing", "resolved"], (hook, procs.log("notifier")[-2000:])
+        assert hook[0]["alerts"][0]["labels"]["severity"] == "critical"
+        pd = rate_pages("/pagerduty")
+        assert [b["event_action"] for b in pd] == ["trigger", "resolve"] and pd[0]["dedup_key"] == pd[1]["dedup_key"]
+        assert len(rate_pages("/slack")) == 2
+        subjects = [s for s in mailbox.subjects() if "error-rate" in s]
+        assert len(subjects) == 2 and "RESOLVED" in subjects[1].upper(), subjects
