@@ -575,3 +575,18 @@ def test_retry_after_is_honoured_and_other_4xx_fail_for_good(notifier: Callable[
     assert n.metric("pulse_notifications_total", receiver="limited", outcome="delivered") == 1
     status, health = n.api("GET", "/health")
     assert status == 200 and health["outbox"]["failed"] == 1 and health["outbox"]["pending"] == 0
+
+
+def test_remediation_webhook_is_called_once_and_recorded(notifier: Callable[..., Notifier],
+                                                         receivers: Receivers) -> None:
+    n = notifier(routes=["hook"])
+    event = Alerts().fire("CheckoutFailures", severity="critical")
+    event["remediation_webhook"] = receivers.url("/remediate")
+    n.produce(event)
+    n.wait_for("the remediation call", lambda: receivers.got("/remediate"))
+    n.produce({**event, "event_id": str(uuid.uuid4()), "at": event["at"] + 1000})  # the same alert, still firing
+    n.holds("one remediation call", lambda: len(receivers.got("/remediate")) == 1, 2.5)
+    status, incidents = n.api("GET", "/api/incidents")
+    assert status == 200
+    timeline = " ".join(str(step) for i in incidents for step in i.get("timeline", []))
+    assert "remediation" in timeline.lower(), incidents
