@@ -150,6 +150,52 @@ def query(sql: str = typer.Argument(..., help="A read-only query (SELECT, SHOW, 
         raise typer.Exit(1) from exc
 
 
+@app.command("forget-user")
+def forget_user_command(user_id: str = typer.Argument(..., help="The user id (or anonymous id) to forget"),
+                        yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation")) -> None:
+    """Delete every row of a user, and of their sessions, from every table (data protection)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from pipeline.storage.query_client import sink_url
+
+    settings = load_settings()
+    if not yes:
+        typer.confirm(f"Delete every row of user {user_id!r} from every table?", abort=True)
+    deleted: dict[str, int] | None = None
+    if settings.clickhouse.embedded:
+        req = urllib.request.Request(sink_url(settings) + "api/forget-user", method="POST",
+                                     data=json.dumps({"user_id": user_id}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        token = settings.collector.api_token
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token.get_secret_value()}")
+        try:
+            with urllib.request.urlopen(req, timeout=600) as resp:
+                deleted = json.loads(resp.read())["deleted"]
+        except urllib.error.HTTPError as exc:
+            console.print(f"[red]{exc.read().decode(errors='replace')}[/red]")
+            raise typer.Exit(1) from exc
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError):
+                console.print(f"[red]sink at {sink_url(settings)} did not answer: {exc.reason}[/red]")
+                raise typer.Exit(1) from exc
+    if deleted is None:  # a ClickHouse server, or nothing running: the database is ours to open
+        from pipeline.storage.clickhouse import connect
+        from pipeline.storage.privacy import forget_user
+
+        client = connect(settings.clickhouse)
+        try:
+            deleted = forget_user(client, user_id)
+        finally:
+            client.close()
+    for table, n in sorted(deleted.items()):
+        print(f"{table}\t{n}")
+    console.print(f"deleted {sum(deleted.values())} rows of {user_id!r} from {len(deleted)} tables "
+                  "(Kafka topics keep raw events until their retention)")
+
+
 issues_app = typer.Typer(help="Issues (errors grouped by fingerprint): list, history, resolve, ignore, reopen.")
 app.add_typer(issues_app, name="issues")
 

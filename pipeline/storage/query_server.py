@@ -13,6 +13,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -68,6 +69,26 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
                 "seconds_since_last_flush": None if sink.last_flush_at is None else round(time.time() - sink.last_flush_at, 1)}
         return web.json_response(body, status=200 if ch_ok else 503)
 
+    async def forget(request: web.Request) -> web.Response:
+        """``POST /api/forget-user {"user_id": ...}``: delete the user's rows in every table (the sink is
+        the one writer of the embedded database). Same access rule as the collector's API."""
+        from pipeline.api.common import ApiError, check_access
+        from pipeline.storage.privacy import forget_user
+
+        try:
+            check_access(request, sink.settings)
+            try:
+                body = orjson.loads(await request.read() or b"{}")
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"body is not JSON: {exc}") from None
+            user_id = body.get("user_id") if isinstance(body, dict) else None
+            if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 512:
+                raise ApiError(400, 'expected {"user_id": "<1 to 512 characters>"}')
+            deleted = await sink.ch(forget_user, sink.client, user_id)
+        except ApiError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+        return web.json_response({"user_id": user_id, "deleted": deleted, "rows": sum(deleted.values())})
+
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -75,6 +96,7 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
     app.router.add_get("/ping", ping)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", prometheus)
+    app.router.add_post("/api/forget-user", forget)
     app.router.add_route("GET", "/", handle_query)
     app.router.add_route("POST", "/", handle_query)
     return app
