@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,14 @@ def test_pulse_demo_runs_end_to_end_and_reports_every_event_stored(kafka_bootstr
     for table in ("errors", "vitals", "actions", "api_calls", "dead_letters"):
         assert table in proc.stdout
     assert (workdir / ".pulse" / "chdb").is_dir() and (workdir / ".pulse" / "worker").is_dir()
+
+    # every query of the cookbook runs on the demo's data and returns rows (nothing runs now: the
+    # query opens the embedded database directly)
+    cookbook = (Path(__file__).resolve().parents[2] / "docs" / "cookbook.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", cookbook, re.S)
+    assert len(queries) >= 8
+    for sql in queries:
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", sql], cwd=workdir, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (sql, out.stderr[-2000:])
+        assert out.stdout.strip(), f"no rows for:\n{sql}"
