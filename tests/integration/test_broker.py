@@ -47,13 +47,20 @@ def test_topics_created_with_explicit_partition_counts(settings: Settings) -> No
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def run() -> dict[str, int]:
+        """Topic creation completes asynchronously in Kafka: a topic created a moment ago may still
+        describe with no partitions, so ask again (briefly) until every one has its partitions."""
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
         await admin.start()
         try:
-            described = await admin.describe_topics(settings.kafka.all_topics)
+            for _ in range(40):
+                described = await admin.describe_topics(settings.kafka.all_topics)
+                counts = {d["topic"]: len(d["partitions"]) for d in described}
+                if all(counts.values()):
+                    break
+                await asyncio.sleep(0.25)
         finally:
             await admin.close()
-        return {d["topic"]: len(d["partitions"]) for d in described}
+        return counts
 
     counts = asyncio.run(run())
     assert counts == {t: 2 for t in settings.kafka.all_topics}
