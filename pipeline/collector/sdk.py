@@ -28,9 +28,11 @@ from aiohttp import web
 
 from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
 from pipeline.collector.intake import RateLimited, intake
+from pipeline.contract import DeadLetter
 from pipeline.ingest import posthog, sentry
-from pipeline.ingest.producer import EventProducer, ProduceError
-from pipeline.metrics import SDK_ITEMS
+from pipeline.ingest.producer import DEAD_LETTER_HEADERS, EventProducer, ProduceError
+from pipeline.ingest.scrub import scrub_text
+from pipeline.metrics import DEAD_LETTERS, SDK_ITEMS
 from pipeline.settings import Settings
 
 log = logging.getLogger("pulse.collector")
@@ -65,12 +67,17 @@ async def _body(request: web.Request, settings: Settings) -> bytes | Problem:
 
 
 async def _send(request: web.Request, events: list[dict[str, Any]], project: str, now: datetime,
-                source: str) -> web.Response | None:
-    """None when sent; else the answer (429 / 503) in the SDK's own terms."""
+                source: str, problems: list[str], body: bytes) -> web.Response | None:
+    """None when sent; else the answer (429 / 503) in the SDK's own terms. Items the translator could
+    not read (``problems``) are not lost: the request body (scrubbed) goes to the dead-letter topic
+    with the reasons, before the SDK is told its request was accepted."""
     settings = request.app[SETTINGS]
     try:
         done = await intake(request.app, settings, request.app[PRODUCER], events, project=project, now=now,
                             source=source)
+        if problems:
+            log.info("%s: %s", source, "; ".join(problems)[:500])
+            await _dead_letter(request.app[PRODUCER], settings, body, problems, project, now, source)
     except RateLimited as exc:
         return _json(429, {"detail": f"project {project!r} is over its limit of {exc.limit_per_minute} events per "
                                      "minute"},
@@ -85,6 +92,19 @@ async def _send(request: web.Request, events: list[dict[str, Any]], project: str
     return None
 
 
+async def _dead_letter(producer: EventProducer, settings: Settings, body: bytes, problems: list[str], project: str,
+                       now: datetime, source: str) -> None:
+    try:  # scrubbed as text, like the collector's unreadable input: it may hold secrets
+        raw = scrub_text(body.decode("utf-8"), not settings.collector.scrub_ip_addresses).encode()
+    except UnicodeDecodeError:
+        raw = body
+    dl = DeadLetter.of(raw, step="collector", source=source, reason="; ".join(problems)[:2000], project=project,
+                       now=now)
+    await producer.send_raw(settings.kafka.topic_dead_letter, dl.to_row_json(), headers=DEAD_LETTER_HEADERS,
+                            timeout_s=settings.collector.produce_timeout_s)
+    DEAD_LETTERS.labels("collector", "collector").inc()
+
+
 # ------------------------------------------------------------------ Sentry
 
 
@@ -96,11 +116,9 @@ def _sentry_project(request: web.Request, settings: Settings, envelope_dsn: str 
 
 
 async def _sentry_answer(request: web.Request, translation: sentry.Translation, project: str, now: datetime,
-                         source: str) -> web.Response:
+                         source: str, body: bytes) -> web.Response:
     """Send the translated events; answer as Sentry does (``{"id": ...}``, or 429 / 503)."""
-    if translation.problems:
-        log.info("%s: %s", source, "; ".join(translation.problems)[:500])
-    refused = await _send(request, translation.events, project, now, source)
+    refused = await _send(request, translation.events, project, now, source, translation.problems, body)
     if refused is not None:
         return refused
     return _json(200, {"id": translation.event_id} if translation.event_id else {})
@@ -122,7 +140,7 @@ async def sentry_envelope(request: web.Request) -> web.Response:
     translation = sentry.translate_envelope(env, project=project, received_at=now)
     for item_type, n in translation.counts.items():
         SDK_ITEMS.labels("sentry", item_type).inc(n)
-    return await _sentry_answer(request, translation, project, now, "http:sentry-envelope")
+    return await _sentry_answer(request, translation, project, now, "http:sentry-envelope", body)
 
 
 async def sentry_store(request: web.Request) -> web.Response:
@@ -142,7 +160,7 @@ async def sentry_store(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
     translation = sentry.translate_store(doc, project=project, received_at=now)
     SDK_ITEMS.labels("sentry", "store").inc()
-    return await _sentry_answer(request, translation, project, now, "http:sentry-store")
+    return await _sentry_answer(request, translation, project, now, "http:sentry-store", body)
 
 
 # ------------------------------------------------------------------ PostHog
@@ -167,9 +185,8 @@ async def posthog_capture(request: web.Request) -> web.Response:
                                           dead_click_window_ms=settings.sessions.dead_click_window_ms)
     for name, n in translation.counts.items():
         SDK_ITEMS.labels("posthog", name if name.startswith("$") else "custom").inc(n)
-    if translation.problems:
-        log.info("posthog batch: %s", "; ".join(translation.problems)[:500])
-    refused = await _send(request, translation.events, project, now, "http:posthog")
+    refused = await _send(request, translation.events, project, now, "http:posthog", translation.problems,
+                          orjson.dumps(decoded.events, default=str))  # decoded: gzip/base64 bodies made readable
     if refused is not None:
         return refused
     return _json(200, {"status": 1})

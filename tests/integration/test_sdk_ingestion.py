@@ -143,6 +143,18 @@ def test_real_sdks_land_in_the_native_tables_without_secrets(kafka_bootstrap: st
         status, _, body = post(f"{base}/e/", b'{"api_key": "wrong", "batch": []}', {"Content-Type": "application/json"})
         assert status == 401 and json.loads(body)["code"] == "invalid_api_key"
 
+        # items the translators cannot read are accepted (as the SDKs expect) but kept as dead letters
+        broken = b'{"event_id":"9ec79c33ec9942ab8353589fcb2e04dd"}\n{"type":"event"}\nnot json at all\n'
+        assert post(f"{base}/api/1/envelope/", broken, {"X-Sentry-Auth": "Sentry sentry_key=demo-public-key"})[0] == 200
+        status, _, _ = post(f"{base}/e/", json.dumps({"api_key": "phc_canary_project", "batch": [
+            {"event": "no_distinct_id", "properties": {}}]}).encode(), {"Content-Type": "application/json"})
+        assert status == 200
+        wait_rows(settings, "SELECT count() FROM dead_letters WHERE source IN ('http:sentry-envelope', 'http:posthog')",
+                  2, procs)
+        reasons = dict(query(settings, "SELECT source, reason FROM dead_letters WHERE source LIKE 'http:%'"))
+        assert "item 1" in reasons["http:sentry-envelope"] and "not JSON" in reasons["http:sentry-envelope"]
+        assert "event 0" in reasons["http:posthog"] and "distinct_id" in reasons["http:posthog"], reasons
+
         # the native endpoints get the same canaries
         native = [{"event_id": "7d0a5e7e-43c4-4b1a-9d44-1f6f7c0e2b11", "type": "error", "session_id": "n1",
                    "timestamp": "2026-11-23T10:00:00Z", "url": "https://shop.example/cb?api_key=sk_live_canary",
