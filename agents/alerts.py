@@ -32,14 +32,14 @@ import faust
 import orjson
 
 from agents.app import WorkerState
-from agents.delivery import Send, SendAll, deliver_all
+from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
 from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, merge, ux_aggregates
 from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
-from pipeline.contract import HEADER_TABLE, DeadLetter
-from pipeline.ingest.process import RawMessage
+from pipeline.contract import HEADER_TABLE
+from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.metrics import ALERT_EVENTS, DEAD_LETTERS, LATE_EVENTS
 from pipeline.settings import Settings
 
@@ -200,13 +200,13 @@ class AlertAgent:
             log.exception("alert batch failed; dead-lettering %d records", len(events))
             self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
             failed = messages or [to_raw_message(e) for e in events]
-            await deliver_all([self._dead_letter(m, f"alert agent failed: {type(exc).__name__}: {exc}", now)
+            await deliver_all([self._dead_letter(m, f"batch failed: {type(exc).__name__}: {exc}", now)
                                for m in failed], self.send_all, "dead letters")
 
     def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
-        dl = DeadLetter.of(message.value, step=STEP, source=message.source, reason=reason[:2000], now=now)
+        """The record as a dead letter of the worker (the contract's step), the alert agent named in the reason."""
         DEAD_LETTERS.labels(PROCESS, STEP).inc()
-        return (self.dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])
+        return dead_letter_send(self.dead_letter_topic, dead_letter_for(message, f"alert agent: {reason}", now))
 
     async def _handle(self, messages: list[RawMessage], now: datetime) -> None:
         events: list[AlertEvent] = []

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 import faust
 from aiokafka.errors import KafkaError
 
+from pipeline.contract import HEADER_TABLE, DeadLetter
+
 log = logging.getLogger(__name__)
 SEND_ATTEMPTS = 5
 Send = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]  # topic, key, value, partition, headers
@@ -68,3 +70,8 @@ async def deliver_all(sends: list[Send], send_all: SendAll, what: str) -> None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         pending = failed
+
+
+def dead_letter_send(topic: str, dl: DeadLetter) -> Send:
+    """A dead letter as a send: the sink stores it in ``dead_letters`` like the collector's."""
+    return (topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])

@@ -26,13 +26,13 @@ from typing import Any
 
 import faust
 from agents.app import WorkerState
-from agents.delivery import Send, SendAll
+from agents.delivery import Send, SendAll, dead_letter_send
 from agents.issues import occurrence_sends
 from agents.skips import CompleteBatches, to_raw_message
 from agents.sessions import SessionState
-from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
+from pipeline.contract import HEADER_SOURCE, DeadLetter
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import DEAD_LETTER_TABLE, RawMessage, dead_letter_for, process_batch
+from pipeline.ingest.process import RawMessage, dead_letter_for, process_batch
 from pipeline.metrics import (
     BATCH_SECONDS,
     BATCH_SIZE,
@@ -65,7 +65,7 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
     batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
 
     def dl_send(dl: DeadLetter) -> Send:
-        return (dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, DEAD_LETTER_TABLE)])
+        return dead_letter_send(dead_letter_topic, dl)
 
     batches = CompleteBatches(app, settings.kafka.bootstrap_servers)
 

@@ -32,10 +32,10 @@ import faust
 import orjson
 
 from agents.app import WorkerState
-from agents.delivery import Send, SendAll, deliver_all
+from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
-from pipeline.contract import HEADER_TABLE, DeadLetter
-from pipeline.ingest.process import RawMessage
+from pipeline.contract import HEADER_TABLE
+from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.issues import (
     Command,
     IssueState,
@@ -115,14 +115,14 @@ class IssueAgent:
         except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
             log.exception("issue batch failed; dead-lettering %d records", len(events))
             self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
-            reason = f"issue agent failed: {type(exc).__name__}: {exc}"
+            reason = f"batch failed: {type(exc).__name__}: {exc}"
             failed = messages or [to_raw_message(e) for e in events]
             await deliver_all([self._dead_letter(m, reason, now) for m in failed], self.send_all, "dead letters")
 
     def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
-        dl = DeadLetter.of(message.value, step=STEP, source=message.source, reason=reason[:2000], now=now)
+        """The record as a dead letter of the worker (the contract's step), the issue agent named in the reason."""
         DEAD_LETTERS.labels(PROCESS, STEP).inc()
-        return (self.dead_letter_topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])
+        return dead_letter_send(self.dead_letter_topic, dead_letter_for(message, f"issue agent: {reason}", now))
 
     async def _handle(self, messages: list[RawMessage], now: datetime) -> None:
         store = self.table.data.data  # the memory store's dict, restored by Faust from the changelog

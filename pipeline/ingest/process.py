@@ -38,7 +38,6 @@ from pipeline.sessions.events import session_event
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
-DEAD_LETTER_TABLE = b"dead_letters"
 ROLLUP_TABLE = "rollups_minute"
 METRIC_ROLLUP_TABLE = "metrics_minute"
 

@@ -57,6 +57,18 @@ def error(session: str, ts: datetime) -> dict[str, Any]:
                       "stacktrace": [{"filename": "https://shop.example/app.js", "function": "addToCart"}]}}
 
 
+async def produce_raw(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
 def wait_ready(port: int, timeout_s: float = 60) -> None:
     """Until the worker's /health says its tables are restored and its streams run."""
     deadline = time.monotonic() + timeout_s
@@ -80,6 +92,10 @@ def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> 
     asyncio.run(ensure_topics(settings.kafka))
     with running_pipeline(settings, tmp_path / "logs") as procs:
         wait_ready(settings.worker.web_port)
+        # garbage on the agents' own input topics: dead letters with the reason, the worker goes on
+        asyncio.run(produce_raw(settings.kafka.bootstrap_servers, [
+            (settings.kafka.topic_issue_events, b"demo", b'{"kind": "nonsense"}'),
+            (settings.kafka.topic_rollup_partials, b"demo", b"not json")]))
         # wait for the start of a fresh 10 s window, then 20 page views and 4 errors in it: 20 % > 10 %
         while int(time.time()) % 10 > 2:
             time.sleep(0.2)
@@ -122,6 +138,10 @@ def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> 
             time.sleep(0.5)
         assert sorted(map(tuple, rows)) == [("error-rate", "firing", "critical"), ("error-rate", "resolved", "critical"),
                                             ("new-issue", "firing", "warning")]
+        reasons = sorted(r[0] for r in query(settings, "SELECT reason FROM dead_letters"))
+        assert len(reasons) == 2, reasons
+        assert reasons[0].startswith("alert agent: not an alerting input: JSONDecodeError")
+        assert reasons[1].startswith("issue agent: not an issue record: unknown record kind") and "nonsense" in reasons[1]
 
 
 def test_breaching_traffic_pages_each_receiver_once_then_resolves(kafka_bootstrap: str, tmp_path: Path,
