@@ -141,15 +141,7 @@ def main() -> None:
             collector = f"http://127.0.0.1:{settings.collector.port}"
             procs.wait_http(collector + "/health")
             procs.wait_http(f"http://127.0.0.1:{settings.notifier.port}/health")
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:  # the worker's tables restored and streams running
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.web_port}/health", timeout=2) as r:
-                        if json.loads(r.read()).get("ready"):
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.5)
+            procs.wait_ready(settings.worker.web_port)
             target = args.window + args.lateness + 5
             print(f"window {args.window} s, lateness {args.lateness} s: target <= {target:.1f} s "
                   f"(the window closes {args.window + args.lateness:.1f} s after its start at the latest)")

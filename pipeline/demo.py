@@ -25,7 +25,7 @@ from pipeline.settings import Settings
 from pipeline.simulate import generate_scenario
 from pipeline.simulate_sessions import SessionScenario, generate_session_scenario
 from pipeline.storage.query_client import sink_url
-from pipeline.supervise import ChildProcesses
+from pipeline.supervise import ChildProcesses, poll_json
 
 RAW_TABLES = ("errors", "vitals", "actions", "api_calls")
 
@@ -154,21 +154,9 @@ async def send_session_replay(settings: Settings, scenario: SessionScenario, con
 
 def worker_watermark_ms(settings: Settings, timeout_s: float = 60.0) -> int | None:
     """The highest session watermark of the worker once it is ready (its state restored), or None."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    parts: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.web_port}/health", timeout=5) as resp:
-                health = orjson.loads(resp.read())
-        except OSError:
-            health = {}
-        if health.get("ready"):
-            parts = health.get("sessions", {})
-            break
-        time.sleep(0.5)
-    marks = [p["watermark_ms"] for p in parts.values() if p.get("watermark_ms", -1) > 0]
+    health = poll_json(f"http://127.0.0.1:{settings.worker.web_port}/health", lambda h: bool(h.get("ready")),
+                       timeout_s) or {}
+    marks = [p["watermark_ms"] for p in health.get("sessions", {}).values() if p.get("watermark_ms", -1) > 0]
     return max(marks) if marks else None
 
 

@@ -6,6 +6,7 @@ terminal reaches only the parent, which then stops the children in order.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class ChildProcesses:
@@ -55,6 +57,14 @@ class ChildProcesses:
                 time.sleep(0.3)
         raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
 
+    def wait_ready(self, worker_port: int, timeout_s: float = 90.0) -> dict[str, Any]:
+        """Until the worker's /health says ready (tables restored, streams running); its health doc."""
+        health = poll_json(f"http://127.0.0.1:{worker_port}/health", lambda h: bool(h.get("ready")), timeout_s,
+                           self.check_alive)
+        if health is None:
+            raise TimeoutError(f"the worker was not ready within {timeout_s:.0f}s\n{self.log('worker')}")
+        return health
+
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
         """Signal one child and wait (SIGKILL after ``timeout_s``); returns its exit code."""
         proc = self.procs[name]
@@ -80,3 +90,22 @@ class ChildProcesses:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+def poll_json(url: str, until: Callable[[dict[str, Any]], bool], timeout_s: float,
+              check: Callable[[], None] | None = None) -> dict[str, Any] | None:
+    """GET ``url`` (JSON) until ``until(doc)`` holds: that doc, or None at the deadline. ``check`` runs
+    before each try (e.g. ``check_alive``: fail early when a child died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                doc = json.loads(resp.read())
+            if isinstance(doc, dict) and until(doc):
+                return doc
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.3)
+    return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,20 +68,6 @@ async def produce_raw(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -
         await producer.stop()
 
 
-def wait_ready(port: int, timeout_s: float = 60) -> None:
-    """Until the worker's /health says its tables are restored and its streams run."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                if json.loads(resp.read()).get("ready"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("worker not ready")
-
-
 def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -91,7 +76,7 @@ def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> 
                              PULSE_ALERTS_TICK_INTERVAL_S="0.5")
     asyncio.run(ensure_topics(settings.kafka))
     with running_pipeline(settings, tmp_path / "logs") as procs:
-        wait_ready(settings.worker.web_port)
+        procs.wait_ready(settings.worker.web_port)
         # garbage on the agents' own input topics: dead letters with the reason, the worker goes on
         asyncio.run(produce_raw(settings.kafka.bootstrap_servers, [
             (settings.kafka.topic_issue_events, b"demo", b'{"kind": "nonsense"}'),
@@ -161,7 +146,7 @@ def test_breaching_traffic_pages_each_receiver_once_then_resolves(kafka_bootstra
                              PULSE_NOTIFIER_GROUP_ID=f"notifier-{uuid.uuid4().hex[:8]}")
     asyncio.run(ensure_topics(settings.kafka))
     with running_pipeline(settings, tmp_path / "logs", ("sink", "worker", "collector", "notifier")) as procs:
-        wait_ready(settings.worker.web_port)
+        procs.wait_ready(settings.worker.web_port)
         while int(time.time()) % 10 > 2:
             time.sleep(0.2)
         now = datetime.now(timezone.utc)
