@@ -293,9 +293,22 @@ class SinkSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="PULSE_SINK_HOST: read-only SQL endpoint")
     port: int = Field(8124, ge=0, le=65535, description="PULSE_SINK_PORT: read-only SQL endpoint, /health, /metrics")
     retry_backoff_max_s: float = Field(30.0, gt=0, description="PULSE_SINK_RETRY_BACKOFF_MAX_S: ClickHouse down -> pause")
+    sql_access_key: SecretStr | None = Field(
+        None, description="PULSE_SINK_SQL_ACCESS_KEY: when set, the SQL endpoint needs it as the ClickHouse password "
+                          "(basic auth, X-ClickHouse-Key header or password= parameter); any user name")
+    sql_allow_writes: bool = Field(
+        False, description="PULSE_SINK_SQL_ALLOW_WRITES: admin only; let the SQL endpoint run INSERT/ALTER/DROP... "
+                           "(needs PULSE_SINK_SQL_ACCESS_KEY). Off: writes are refused with ClickHouse's READONLY error")
     crash_after_insert: int = Field(
         0, ge=0, description="PULSE_SINK_CRASH_AFTER_INSERT: testing only; SIGKILL itself after the Nth flush's insert, before commit"
     )
+
+    @model_validator(mode="after")
+    def _writes_need_a_key(self) -> "SinkSettings":
+        if self.sql_allow_writes and self.sql_access_key is None:
+            raise ValueError("PULSE_SINK_SQL_ALLOW_WRITES=true needs PULSE_SINK_SQL_ACCESS_KEY: "
+                             "writes are never open to anyone who can reach the port")
+        return self
 
 
 class NotifierSettings(BaseSettings):

@@ -28,7 +28,9 @@ def sink_url(settings: Settings) -> str:
 
 def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float, ch_settings: dict[str, Any]) -> str:
     params = urllib.parse.urlencode({**ch_settings, "default_format": fmt, "database": settings.clickhouse.database})
-    req = urllib.request.Request(sink_url(settings) + "?" + params, data=sql.encode(), method="POST")
+    key = settings.sink.sql_access_key
+    headers = {"X-ClickHouse-Key": key.get_secret_value()} if key is not None else {}
+    req = urllib.request.Request(sink_url(settings) + "?" + params, data=sql.encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return resp.read().decode("utf-8", "replace")

@@ -4,11 +4,16 @@
 ``query`` parameter and the body, as ClickHouse allows), ``default_format`` (default
 TabSeparated), a trailing ``FORMAT X`` clause, and other URL parameters passed as ClickHouse
 settings. Errors come back with ClickHouse's exception text and the HTTP status ClickHouse would
-use. Writes are refused by ClickHouse itself (``readonly=1``). Also ``/ping``, ``/health``, ``/metrics``.
+use. Writes are refused by ClickHouse itself (``readonly=1``) unless ``PULSE_SINK_SQL_ALLOW_WRITES`` is on
+(admin); ``PULSE_SINK_SQL_ACCESS_KEY`` makes that key the password every request needs. Also ``/ping``,
+``/health``, ``/metrics``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -33,8 +38,15 @@ CONTENT_TYPES = {"JSON": "application/json", "JSONEachRow": "application/x-ndjso
 
 
 def make_query_app(sink: "ClickHouseSink") -> web.Application:
+    key = sink.settings.sink.sql_access_key
+    allow_writes = sink.settings.sink.sql_allow_writes
+
     async def handle_query(request: web.Request) -> web.Response:
         params = request.rel_url.query
+        if key is not None and not _key_matches(request, key.get_secret_value()):
+            return _error(403, f"Code: 516. DB::Exception: {_user_of(request)}: Authentication failed: password is "
+                               "incorrect, or there is no user with such name (the sink's SQL endpoint needs "
+                               "PULSE_SINK_SQL_ACCESS_KEY as the password). (AUTHENTICATION_FAILED)", "/")
         body = (await request.read()).decode("utf-8", "replace") if request.can_read_body else ""
         sql = " ".join(p for p in (params.get("query", ""), body) if p.strip())
         if not sql.strip():
@@ -42,7 +54,7 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
         sql, fmt = split_format(sql, params.get("default_format", "TabSeparated"))
         settings: dict[str, Any] = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
         try:
-            out = await sink.query(sql, fmt, settings)
+            out = await sink.query(sql, fmt, settings, admin=allow_writes)
         except Exception as exc:  # ClickHouse's own error text goes back to the client
             text = str(exc)
             m = ERROR_CODE.search(text)
@@ -100,6 +112,29 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
     app.router.add_route("GET", "/", handle_query)
     app.router.add_route("POST", "/", handle_query)
     return app
+
+
+def _credentials(request: web.Request) -> tuple[str, str]:
+    """(user, password) the ways ClickHouse's HTTP interface takes them: basic auth (clickhouse-connect),
+    X-ClickHouse-User/-Key headers, or user=/password= parameters."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            user, _, password = base64.b64decode(auth[6:].strip()).decode("utf-8", "replace").partition(":")
+            return user, password
+        except (binascii.Error, ValueError):
+            return "", ""
+    params = request.rel_url.query
+    return (request.headers.get("X-ClickHouse-User") or params.get("user", "default"),
+            request.headers.get("X-ClickHouse-Key") or params.get("password", ""))
+
+
+def _key_matches(request: web.Request, key: str) -> bool:
+    return hmac.compare_digest(_credentials(request)[1].encode(), key.encode())
+
+
+def _user_of(request: web.Request) -> str:
+    return (_credentials(request)[0] or "default")[:64]
 
 
 def _error(status: int, text: str, endpoint: str) -> web.Response:

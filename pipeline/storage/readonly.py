@@ -59,6 +59,23 @@ def make_read_only(sql: str) -> str:
     return stripped
 
 
+def admin_statement(sql: str) -> str:
+    """For an endpoint that allows writes (``PULSE_SINK_SQL_ALLOW_WRITES``): reads stay read-only,
+    any other known statement runs as written, still one per request."""
+    try:
+        return make_read_only(sql)
+    except UnknownStatement:
+        raise
+    except ReadOnlyViolation:
+        stripped = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
+        bare = _STRINGS.sub("''", stripped)
+        if ";" in bare:
+            raise ReadOnlyViolation("only one statement per request") from None
+        if re.search(r"\bINTO\s+OUTFILE\b", bare, re.IGNORECASE):
+            raise ReadOnlyViolation("INTO OUTFILE is not allowed") from None
+        return stripped
+
+
 FORMAT_CLAUSE = re.compile(r"\s+FORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 
 

@@ -31,7 +31,7 @@ from pipeline.contract import DeadLetter
 from pipeline.kafka_admin import ensure_topics, wait_for_broker
 from pipeline.settings import Settings
 from pipeline.storage.batching import Batch, BatchBuilder, Chunk, MarkKey, Record
-from pipeline.storage.readonly import make_read_only
+from pipeline.storage.readonly import ReadOnlyViolation, admin_statement, make_read_only
 from pipeline.storage.tables import SINK_BATCHES, SINK_MARKS, STORABLE
 
 log = logging.getLogger("pulse.sink")
@@ -95,9 +95,19 @@ class ClickHouseSink:
                               "GROUP BY src_topic, src_partition, table")).result_rows
         self.marks = {(t, int(p), tbl): int(o) for t, p, tbl, o in rows}
 
-    async def query(self, sql: str, fmt: str, settings: dict[str, Any] | None = None) -> bytes:
-        """An analyst's query; raises ReadOnlyViolation for anything but reads (see readonly.py)."""
-        return await self.ch(self.client.raw_query, make_read_only(sql), fmt=fmt, settings=settings or None)
+    async def query(self, sql: str, fmt: str, settings: dict[str, Any] | None = None, admin: bool = False) -> bytes:
+        """An analyst's query; raises ReadOnlyViolation for anything but reads (see readonly.py).
+        ``admin``: an authenticated request while PULSE_SINK_SQL_ALLOW_WRITES is on; writes run too."""
+        try:
+            statement = make_read_only(sql)
+        except ReadOnlyViolation:
+            if not admin:
+                raise
+            # A write: run as a command (raw_query would append a FORMAT clause, which INSERT ... VALUES
+            # would read as data); like ClickHouse, a write answers with an empty body.
+            await self.ch(self.client.command, admin_statement(sql), settings=settings or None)
+            return b""
+        return await self.ch(self.client.raw_query, statement, fmt=fmt, settings=settings or None)
 
     # ---------------------------------------------------------------- recovery
     async def plan_recovery(self) -> None:
@@ -326,7 +336,12 @@ def run_sink(settings: Settings) -> None:
             return
         await runner.setup()
         await web.TCPSite(runner, settings.sink.host, settings.sink.port).start()
-        log.warning("read-only SQL on http://%s:%d/", settings.sink.host, settings.sink.port)
+        mode = "read-write (admin)" if settings.sink.sql_allow_writes else "read-only"
+        log.warning("%s SQL on http://%s:%d/%s", mode, settings.sink.host, settings.sink.port,
+                    "" if settings.sink.sql_access_key else " without an access key")
+        if settings.sink.sql_access_key is None and settings.sink.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("the SQL endpoint listens on %s with no PULSE_SINK_SQL_ACCESS_KEY: anyone who reaches the "
+                        "port can read every table", settings.sink.host)
         try:
             await consume
         finally:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.contract import EVENT_ADAPTER, DeadLetter
 from pipeline.ingest.normalize import event_to_row
 from pipeline.settings import Settings
+from tests.conftest import settings_env
 from tests.integration.pipeline_procs import PipelineProcs
 
 pytestmark = pytest.mark.integration
@@ -133,6 +134,71 @@ def test_query_endpoint_speaks_clickhouse_http(settings: Settings, tmp_path: Pat
         assert client.query("SELECT number FROM numbers(3)").result_rows == [(0,), (1,), (2,)]
         health = orjson.loads(urllib.request.urlopen(base + "health").read())
         assert health["status"] == "healthy" and health["clickhouse"]["ok"]
+    finally:
+        procs.stop_all()
+
+
+def test_query_endpoint_access_key_and_admin_writes(settings: Settings, tmp_path: Path) -> None:
+    """With PULSE_SINK_SQL_ACCESS_KEY every request needs the key as the ClickHouse password; with
+    PULSE_SINK_SQL_ALLOW_WRITES an authenticated admin may write; `pulse query` passes the key itself."""
+    import base64
+    import os
+    import subprocess
+    import sys
+
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    procs = PipelineProcs(settings, tmp_path / "logs")
+    env = {"PULSE_SINK_SQL_ACCESS_KEY": "s3cret-key", "PULSE_SINK_SQL_ALLOW_WRITES": "true"}
+    base = f"http://127.0.0.1:{settings.sink.port}/"
+    try:
+        procs.start("sink", **env)
+        procs.wait_http(base + "ping")
+        with pytest.raises(urllib.error.HTTPError) as info:  # no key
+            urllib.request.urlopen(base + "?query=" + urllib.parse.quote("SELECT 1"))
+        assert info.value.code == 403 and "AUTHENTICATION_FAILED" in info.value.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as info:  # wrong key
+            urllib.request.urlopen(base + "?" + urllib.parse.urlencode({"query": "SELECT 1", "password": "nope"}))
+        assert info.value.code == 403
+        # curl-style parameters, X-ClickHouse-Key, and basic auth all work
+        assert urllib.request.urlopen(base + "?" + urllib.parse.urlencode(
+            {"query": "SELECT 2", "user": "analyst", "password": "s3cret-key"})).read() == b"2\n"
+        req = urllib.request.Request(base + "?query=SELECT+3", headers={"X-ClickHouse-Key": "s3cret-key"})
+        assert urllib.request.urlopen(req).read() == b"3\n"
+        basic = base64.b64encode(b"default:s3cret-key").decode()
+        req = urllib.request.Request(base + "?query=SELECT+4", headers={"Authorization": f"Basic {basic}"})
+        assert urllib.request.urlopen(req).read() == b"4\n"
+
+        with pytest.raises(DatabaseError, match="AUTHENTICATION_FAILED"):
+            clickhouse_connect.get_client(host="127.0.0.1", port=settings.sink.port, database="pulse",
+                                          password="wrong").query("SELECT 1")
+        admin = clickhouse_connect.get_client(host="127.0.0.1", port=settings.sink.port, database="pulse",
+                                              password="s3cret-key")
+        admin.command("CREATE TABLE pulse.analyst_notes (id UInt32, note String) ENGINE = MergeTree ORDER BY id")
+        admin.command("INSERT INTO pulse.analyst_notes VALUES (1, 'checkout dip was a deploy')")
+        assert admin.query("SELECT note FROM pulse.analyst_notes").result_rows == [("checkout dip was a deploy",)]
+        with pytest.raises(DatabaseError, match="one statement"):
+            admin.command("DROP TABLE pulse.analyst_notes; SELECT 1")
+
+        # the CLI (and the collector's API) send the key from the same setting
+        cli_env = {**os.environ, **settings_env(settings), **env}
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "query", "-f", "TabSeparated", "SELECT count() FROM analyst_notes"],
+                             env=cli_env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout == "1\n", out.stdout + out.stderr
+        admin.command("DROP TABLE pulse.analyst_notes")
+    finally:
+        procs.stop_all()
+
+    # Writes off (the default) refuse even the key holder, with ClickHouse's READONLY error.
+    try:
+        procs.start("sink", PULSE_SINK_SQL_ACCESS_KEY="s3cret-key")
+        procs.wait_http(base + "ping")
+        req = urllib.request.Request(base, data=b"CREATE TABLE t (x UInt8) ENGINE = Memory",
+                                     headers={"X-ClickHouse-Key": "s3cret-key"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req)
+        assert info.value.code == 403 and "READONLY" in info.value.read().decode()
     finally:
         procs.stop_all()
 

@@ -44,3 +44,27 @@ def test_trailing_format_clause_is_lifted(sql: str, result: tuple[str, str]) -> 
 def test_an_unknown_statement_is_a_syntax_error_not_a_refusal() -> None:
     with pytest.raises(ReadOnlyViolation, match=r"Code: 62\. .*\(SYNTAX_ERROR\)"):
         make_read_only("SELEC 1")
+
+
+def test_admin_statement_keeps_reads_read_only_and_lets_one_write_through() -> None:
+    from pipeline.storage.readonly import admin_statement
+
+    assert admin_statement("SELECT 1").endswith("SETTINGS readonly = 1")
+    assert admin_statement("INSERT INTO t VALUES (1);") == "INSERT INTO t VALUES (1)"
+    assert admin_statement("ALTER TABLE errors DELETE WHERE user_id = 'u'") == "ALTER TABLE errors DELETE WHERE user_id = 'u'"
+    with pytest.raises(ReadOnlyViolation, match="one statement"):
+        admin_statement("DROP TABLE a; DROP TABLE b")
+    with pytest.raises(ReadOnlyViolation, match="OUTFILE"):
+        admin_statement("SELECT * FROM errors INTO OUTFILE '/tmp/x'")
+    with pytest.raises(ReadOnlyViolation, match="SYNTAX_ERROR"):
+        admin_statement("SELEC 1")
+
+
+def test_writes_need_an_access_key() -> None:
+    from pydantic import ValidationError
+
+    from pipeline.settings import SinkSettings
+
+    with pytest.raises(ValidationError, match="needs PULSE_SINK_SQL_ACCESS_KEY"):
+        SinkSettings(sql_allow_writes=True)
+    assert SinkSettings(sql_allow_writes=True, sql_access_key="k").sql_allow_writes
