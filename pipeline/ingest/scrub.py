@@ -205,6 +205,19 @@ def _scrub_frame(frame: Any, keep_ips: bool) -> Any:
     return frame
 
 
+USER_IDENTIFIERS = ("user_id", "anonymous_id")
+_NO = frozenset({"false", "0", "no", "off", "f", "n"})
+
+
+def withheld_consent(value: Any) -> bool:
+    """The event's ``consent`` says no, in any spelling the contract's bool accepts."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    return isinstance(value, str) and value.strip().lower() in _NO
+
+
 def scrub_event(item: Any, keep_ips: bool = False) -> Any:
     """Scrub one event dict before validation. Never mutates its input: returns a new top-level
     dict (and new copies of every nested part it changes), so a caller's dicts stay intact and the
@@ -214,6 +227,11 @@ def scrub_event(item: Any, keep_ips: bool = False) -> Any:
     if not isinstance(item, dict):
         return item
     out = dict(item)
+    if withheld_consent(out.get("consent")):
+        # Without consent no user identifiers are kept, not even in the raw topic or a dead letter.
+        for key in USER_IDENTIFIERS:
+            if out.get(key) is not None:
+                out[key] = None
     v = out.get("url")
     if isinstance(v, str):
         out["url"] = scrub_text(v, keep_ips)

@@ -88,3 +88,40 @@ def test_forget_user_removes_every_row_of_the_user(settings: Settings, tmp_path:
         assert cli.returncode == 0, cli.stderr
         assert "sessions\t1" in cli.stdout
         assert kept not in everything(settings)
+
+
+def test_events_without_consent_keep_no_user_identifiers_anywhere(settings: Settings, tmp_path: Path) -> None:
+    """consent=false: the user's ids are gone from the raw topic, every table and every derived topic,
+    while the events themselves (and a consenting user's ids) are kept."""
+    import asyncio
+
+    from tests.integration.kafka_read import read_topics
+
+    secret_user, secret_anon, open_user = (f"{p}-{uuid.uuid4().hex[:8]}" for p in ("nocons", "anon", "cons"))
+    start = datetime.now(timezone.utc) - timedelta(hours=2)
+    refused = [dict(e, consent=False, anonymous_id=secret_anon) for e in events_of(secret_user, "sess-nocons", start)]
+    refused.append({"type": "vital", "consent": "false", "user_id": secret_user, "session_id": "x"})  # a dead letter
+    given = events_of(open_user, "sess-cons", start)
+    with running_pipeline(settings, tmp_path / "logs") as procs:
+        status, doc = http(settings, "POST", "/api/v1/events", refused + given)
+        assert status == 200 and doc["accepted"] == 10, doc
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if query(settings, "SELECT count() FROM sessions")[0][0] == "2" and \
+                    query(settings, "SELECT count() FROM dead_letters")[0][0] == "1":
+                break
+            time.sleep(0.5)
+        assert query(settings, "SELECT count() FROM sessions")[0][0] == "2", procs.log("worker")[-2000:]
+        dump = everything(settings)
+        assert dump.count("sess-nocons") >= 7  # the events are kept, without their user
+        assert secret_user not in dump and secret_anon not in dump
+        assert open_user in dump
+        assert query(settings, "SELECT uniqExact(user_id), countIf(consent = false) FROM errors") == [["2", "1"]]
+
+    k = settings.kafka
+    topics = [k.topic_errors, k.topic_vitals, k.topic_actions, k.topic_dead_letter, k.topic_storage,
+              k.topic_ux_signals, k.topic_issue_events]
+    records = asyncio.run(read_topics(settings.kafka.bootstrap_servers, topics, timeout_s=10))
+    blob = b"\n".join(r.value for r in records)
+    assert b"sess-nocons" in blob and open_user.encode() in blob
+    assert secret_user.encode() not in blob and secret_anon.encode() not in blob

@@ -152,3 +152,20 @@ def test_ip_addresses_can_be_kept() -> None:
     kept = scrub_event(event, keep_ips=True)
     assert kept["error"]["message"] == "from 10.0.0.7 as [email]" and kept["url"] == "http://10.0.0.7/x?token=[Filtered]"
     assert scrub_event(event)["error"]["message"] == "from [ip] as [email]"
+
+
+@pytest.mark.parametrize("consent", [False, 0, "false", "No", "off"])
+def test_withheld_consent_drops_user_identifiers_at_the_edge(consent: object) -> None:
+    item = {"type": "action", "consent": consent, "user_id": "u-42", "anonymous_id": "anon-7", "session_id": "s"}
+    out = scrub_event(item)
+    assert out["user_id"] is None and out["anonymous_id"] is None and out["session_id"] == "s"
+    assert item["user_id"] == "u-42"  # the caller's dict is untouched
+
+
+@pytest.mark.parametrize("consent", [True, 1, "true", None])
+def test_consent_given_or_unset_keeps_user_identifiers(consent: object) -> None:
+    item = {"type": "action", "user_id": "u-42", "anonymous_id": "anon-7"}
+    if consent is not None:
+        item["consent"] = consent
+    out = scrub_event(item)
+    assert (out["user_id"], out["anonymous_id"]) == ("u-42", "anon-7")
