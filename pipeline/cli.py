@@ -117,8 +117,15 @@ def worker() -> None:
 def sink() -> None:
     """The ClickHouse sink (sole owner of the database) and its read-only SQL endpoint."""
     from pipeline.storage.sink import run_sink
+    from pipeline.storage.tables import check_retention
 
-    run_sink(load_settings())
+    settings = load_settings()
+    try:
+        check_retention(settings)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    run_sink(settings)
 
 
 @app.command()

@@ -94,7 +94,21 @@ class ClickHouseSettings(BaseSettings):
     url: str | None = Field(None, description="PULSE_CLICKHOUSE_URL: e.g. http://default:@127.0.0.1:8123; empty = embedded chDB")
     path: Path = Field(Path(".pulse/chdb"), description="PULSE_CLICKHOUSE_PATH: chDB data directory (embedded mode)")
     database: str = Field("pulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="PULSE_CLICKHOUSE_DATABASE")
-    raw_ttl_days: int = Field(30, ge=1, le=3650, description="PULSE_CLICKHOUSE_RAW_TTL_DAYS: retention of raw event tables")
+    raw_ttl_days: int = Field(30, ge=1, le=3650, description="PULSE_CLICKHOUSE_RAW_TTL_DAYS: retention of raw event, "
+                                                             "dead-letter and session tables")
+    ttl_days: dict[str, int] = Field(
+        default_factory=dict,
+        description='PULSE_CLICKHOUSE_TTL_DAYS: retention per table in days, JSON, e.g. {"sessions": 180, '
+                    '"rollups_minute": 14, "errors": 0}; 0 = keep forever. Overrides RAW_TTL_DAYS; rollups, '
+                    "metrics rollups, alerts and issue transitions are kept forever unless listed")
+
+    @field_validator("ttl_days")
+    @classmethod
+    def _check_ttl_days(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if not 0 <= v <= 36500}
+        if bad:
+            raise ValueError(f"days must be 0 (keep forever) to 36500, got {bad}")
+        return value
     dedup_window: int = Field(10_000, ge=100, description="PULSE_CLICKHOUSE_DEDUP_WINDOW: insert blocks remembered for deduplication")
 
     @field_validator("url")

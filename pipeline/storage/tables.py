@@ -47,12 +47,31 @@ class Table:
     internal: bool = False
     engine: str = "MergeTree"
     partition_by: str | None = None  # default: toYYYYMM of the TTL column
+    # Kept forever by default, but a retention may be configured on this column (PULSE_CLICKHOUSE_TTL_DAYS).
+    retention_column: str | None = None
+
+    @property
+    def time_column(self) -> str | None:
+        """The column a retention applies to, if the table can have one."""
+        return self.ttl_column or self.retention_column
+
+    def retention_days(self, settings: Settings) -> int | None:
+        """Days rows are kept; None = forever. PULSE_CLICKHOUSE_TTL_DAYS wins over the defaults."""
+        if self.time_column is None:
+            return None
+        configured = settings.clickhouse.ttl_days.get(self.name)
+        if configured is not None:
+            return configured or None
+        return settings.clickhouse.raw_ttl_days if self.ttl_column else None
+
+    def ttl_clause(self, settings: Settings) -> str:
+        days = self.retention_days(settings)
+        return f"toDateTime({self.time_column}) + INTERVAL {days} DAY" if days else ""
 
     def create_sql(self, settings: Settings) -> str:
         cols = ",\n    ".join(f"`{n}` {t}" for n, t in self.columns)
         partition = self.partition_by or f"toYYYYMM({self.ttl_column or 'created_at'})"
-        ttl = (f"\nTTL toDateTime({self.ttl_column}) + INTERVAL {settings.clickhouse.raw_ttl_days} DAY"
-               if self.ttl_column else "")
+        ttl = f"\nTTL {self.ttl_clause(settings)}" if self.ttl_clause(settings) else ""
         return (f"CREATE TABLE IF NOT EXISTS {self.name}\n(\n    {cols}\n)\nENGINE = {self.engine}\n"
                 f"PARTITION BY {partition}\n"
                 f"-- ORDER BY serves: {self.order_by_serves}\n"
@@ -186,7 +205,7 @@ def _rollup_table(name: str, period: str, serves: str) -> Table:
     cols += [(c, "SimpleAggregateFunction(sum, Float64)") for c in ROLLUP_SUMS]
     cols += [(c, "SimpleAggregateFunction(sumMap, Map(Int16, UInt64))") for c in ROLLUP_SKETCHES]
     return Table(name, cols, f"project, {period}, environment, release, page, browser", serves, ttl_column=None,
-                 engine="AggregatingMergeTree", partition_by=f"toYYYYMM({period})")
+                 engine="AggregatingMergeTree", partition_by=f"toYYYYMM({period})", retention_column=period)
 
 
 ROLLUP_TABLES = [
@@ -248,7 +267,7 @@ ISSUE_TRANSITIONS = Table("issue_transitions", [
     ("at", "DateTime64(3, 'UTC')"), ("reason", "String"), ("title", "String"), ("culprit", "String"),
     ("release", "LowCardinality(String)"), ("caused_by", "String"), ("actor", "String"), ("events", "UInt64"),
 ], "project, group_id, transition_id", "an issue's history; replayed transitions collapse (FINAL)",
-    ttl_column=None, engine="ReplacingMergeTree", partition_by="toYYYYMM(at)")
+    ttl_column=None, engine="ReplacingMergeTree", partition_by="toYYYYMM(at)", retention_column="at")
 
 ISSUES_VIEW = """CREATE VIEW IF NOT EXISTS issues AS
 SELECT s.project AS project, s.group_id AS fingerprint, s.title AS title, s.culprit AS culprit,
@@ -287,7 +306,7 @@ def _metric_rollup_table(name: str, period: str, serves: str) -> Table:
         ("negatives", "SimpleAggregateFunction(sum, UInt64)"),
         ("sketch", "SimpleAggregateFunction(sumMap, Map(Int16, UInt64))"),
     ], f"project, name, {period}, environment, release, tags_key", serves, ttl_column=None,
-        engine="AggregatingMergeTree", partition_by=f"toYYYYMM({period})")
+        engine="AggregatingMergeTree", partition_by=f"toYYYYMM({period})", retention_column=period)
 
 
 METRIC_ROLLUP_TABLES = [
@@ -316,7 +335,7 @@ ALERTS = Table("alerts", [
     ("ends_at", "Nullable(DateTime64(3, 'UTC'))"), ("at", "DateTime64(3, 'UTC')"), ("value", "Nullable(Float64)"),
     ("threshold", "Nullable(Float64)"), ("summary", "String"), ("runbook_url", "String"), ("annotations", "String"),
 ], "project, rule, fingerprint, at, event_id", "a project's alerts over time; one alert's history (FINAL)",
-    ttl_column=None, engine="ReplacingMergeTree", partition_by="toYYYYMM(at)")
+    ttl_column=None, engine="ReplacingMergeTree", partition_by="toYYYYMM(at)", retention_column="at")
 
 ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS, *SESSION_TABLES, *ROLLUP_TABLES, ISSUE_STATS, ISSUE_STATE,
               ISSUE_TRANSITIONS, METRICS, *METRIC_ROLLUP_TABLES, ALERTS]
@@ -324,6 +343,16 @@ ALL_TABLES = [*RAW_TABLES, DEAD_LETTERS, SINK_BATCHES, SINK_MARKS, *SESSION_TABL
 STORABLE = {t.name for t in [*RAW_TABLES, DEAD_LETTERS, *SESSION_TABLES, ROLLUP_TABLES[0], ISSUE_STATE,
                               ISSUE_TRANSITIONS, METRICS, METRIC_ROLLUP_TABLES[0], ALERTS]}
 MIGRATIONS_TABLE = "_pulse_migrations"
+RETENTION_TABLES = [t for t in ALL_TABLES if t.time_column and not t.internal]
+
+
+def check_retention(settings: Settings) -> None:
+    """PULSE_CLICKHOUSE_TTL_DAYS may only name tables that can have a retention: say which ones."""
+    known = {t.name for t in RETENTION_TABLES}
+    unknown = sorted(set(settings.clickhouse.ttl_days) - known)
+    if unknown:
+        raise ValueError(f"PULSE_CLICKHOUSE_TTL_DAYS names {', '.join(unknown)}, which cannot have a retention; "
+                         f"tables that can: {', '.join(sorted(known))}")
 
 
 def render_ddl(settings: Settings) -> str:

@@ -71,6 +71,61 @@ def test_migrations_create_every_table_once_and_reapply_a_changed_ttl(tmp_path: 
     assert "TTL" not in out["tables"]["_pulse_sink_marks"]  # marks must outlive the raw rows they guard
 
 
+RETENTION = textwrap.dedent("""
+    import json, sys
+    from pipeline.settings import ClickHouseSettings, Settings
+    from pipeline.storage.clickhouse import connect
+    from pipeline.storage.migrations import apply_ttl, migrate
+
+    path = sys.argv[1]
+    out = {}
+
+    def engines(client):
+        return {n: e for n, e in client.query("SELECT name, engine_full FROM system.tables "
+                                              "WHERE database = 'pulse'").result_rows}
+
+    per_table = {"sessions": 180, "rollups_minute": 14, "alerts": 60, "errors": 0}
+    settings = Settings(clickhouse=ClickHouseSettings(path=path, ttl_days=per_table))
+    client = connect(settings.clickhouse)
+    try:
+        migrate(client, settings)
+        out["configured"] = engines(client)
+        out["again"] = apply_ttl(client, settings)
+        # rows older than the retention go at the next merge; recent ones stay
+        client.command("INSERT INTO rollups_minute (project, minute, pageviews) VALUES "
+                       "('old', now() - INTERVAL 20 DAY, 1), ('new', now() - INTERVAL 1 DAY, 1)")
+        client.command("OPTIMIZE TABLE rollups_minute FINAL")
+        out["rollup_projects"] = [r[0] for r in client.query("SELECT project FROM rollups_minute ORDER BY project").result_rows]
+        defaults = Settings(clickhouse=ClickHouseSettings(path=path))
+        out["back_to_defaults"] = sorted(apply_ttl(client, defaults))
+        out["defaults"] = engines(client)
+        try:
+            apply_ttl(client, Settings(clickhouse=ClickHouseSettings(path=path, ttl_days={"issues": 3})))
+        except ValueError as exc:
+            out["unknown"] = str(exc)
+    finally:
+        client.close()
+    print(json.dumps(out))
+""")
+
+
+def test_retention_per_table_is_applied_changed_and_removed(tmp_path: Path) -> None:
+    out = _run_child(RETENTION, str(tmp_path / "chdb"))
+    configured = out["configured"]
+    assert "TTL toDateTime(start) + toIntervalDay(180)" in configured["sessions"]
+    assert "TTL toDateTime(minute) + toIntervalDay(14)" in configured["rollups_minute"]
+    assert "TTL toDateTime(at) + toIntervalDay(60)" in configured["alerts"]
+    assert "TTL" not in configured["errors"]  # 0 = keep forever
+    assert "toIntervalDay(30)" in configured["vitals"] and "TTL" not in configured["rollups_hour"]
+    assert out["again"] == []  # nothing changed, nothing altered
+    assert out["rollup_projects"] == ["new"]
+    assert out["back_to_defaults"] == ["alerts", "errors", "rollups_minute", "sessions"]
+    defaults = out["defaults"]
+    assert "TTL" not in defaults["rollups_minute"] and "TTL" not in defaults["alerts"]
+    assert "toIntervalDay(30)" in defaults["errors"] and "toIntervalDay(30)" in defaults["sessions"]
+    assert "issues" in out["unknown"] and "rollups_minute" in out["unknown"]
+
+
 def test_duplicate_migration_versions_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipeline.storage.migrations as migrations
 

@@ -2,19 +2,23 @@
 
 Each module ``mNNNN_name.py`` has ``VERSION``, ``NAME`` and ``forward(settings) -> list[str]``.
 Applied versions are recorded in ``_pulse_migrations``; a duplicate version number is an error.
-After migrating, the configured TTL is re-applied so changing ``PULSE_CLICKHOUSE_RAW_TTL_DAYS``
-takes effect on existing tables.
+After migrating, the configured retention is re-applied so changing ``PULSE_CLICKHOUSE_RAW_TTL_DAYS``
+or ``PULSE_CLICKHOUSE_TTL_DAYS`` takes effect on existing tables.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import pkgutil
 from types import ModuleType
 from typing import Any
 
 from pipeline.settings import Settings
-from pipeline.storage.tables import ALL_TABLES, MIGRATIONS_TABLE
+from pipeline.storage.tables import MIGRATIONS_TABLE, RETENTION_TABLES, check_retention
+
+
+TTL_IN_ENGINE = re.compile(r"\bTTL toDateTime\((\w+)\) \+ toIntervalDay\((\d+)\)")
 
 
 def discover() -> list[ModuleType]:
@@ -50,15 +54,20 @@ def apply_ttl(client: Any, settings: Settings) -> list[str]:
     Only when it changed: MODIFY TTL rewrites TTL information of every part on a server
     (``materialize_ttl_after_modify``), too costly to run on every start-up.
     """
+    check_retention(settings)
     engines = dict(client.query("SELECT name, engine_full FROM system.tables "
                                 "WHERE database = currentDatabase()").result_rows)
-    days = settings.clickhouse.raw_ttl_days
     altered = []
-    for table in ALL_TABLES:
-        if not table.ttl_column or table.internal:
+    for table in RETENTION_TABLES:
+        if table.name not in engines:
             continue
-        if f"TTL toDateTime({table.ttl_column}) + toIntervalDay({days})" in engines.get(table.name, ""):
-            continue
-        client.command(f"ALTER TABLE {table.name} MODIFY TTL toDateTime({table.ttl_column}) + INTERVAL {days} DAY")
-        altered.append(table.name)
+        current = TTL_IN_ENGINE.search(engines[table.name])
+        days = table.retention_days(settings)
+        if days is None:
+            if current:
+                client.command(f"ALTER TABLE {table.name} REMOVE TTL")
+                altered.append(table.name)
+        elif not current or (current.group(1), int(current.group(2))) != (table.time_column, days):
+            client.command(f"ALTER TABLE {table.name} MODIFY TTL {table.ttl_clause(settings)}")
+            altered.append(table.name)
     return altered
