@@ -38,7 +38,7 @@ from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate,
 from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
-from pipeline.contract import HEADER_TABLE
+from pipeline.contract import HEADER_TABLE, reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.metrics import ALERT_EVENTS, DEAD_LETTERS, LATE_EVENTS
 from pipeline.settings import Settings
@@ -205,7 +205,7 @@ class AlertAgent:
 
     def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
         """The record as a dead letter of the worker (the contract's step), the alert agent named in the reason."""
-        DEAD_LETTERS.labels(PROCESS, STEP).inc()
+        DEAD_LETTERS.labels(PROCESS, STEP, reason_kind(reason)).inc()
         return dead_letter_send(self.dead_letter_topic, dead_letter_for(message, f"alert agent: {reason}", now))
 
     async def _handle(self, messages: list[RawMessage], now: datetime) -> None:

@@ -30,7 +30,7 @@ from agents.delivery import Send, SendAll, dead_letter_send
 from agents.issues import occurrence_sends
 from agents.skips import CompleteBatches, to_raw_message
 from agents.sessions import SessionState
-from pipeline.contract import HEADER_SOURCE, DeadLetter
+from pipeline.contract import HEADER_SOURCE, DeadLetter, reason_kind
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.process import RawMessage, dead_letter_for, process_batch
 from pipeline.metrics import (
@@ -102,12 +102,14 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
                         retry_dls.append(dead_letter_for(msg, f"worker could not produce output: {err!r}", now))
                     log.error("send failed for good: %r", err)
                 await send_all([dl_send(dl) for dl in retry_dls])
+                if retry_dls:
+                    DEAD_LETTERS.labels(PROCESS, "worker", "processing_failed").inc(len(retry_dls))
             for type_, n in out.events_in.items():
                 EVENTS_IN.labels(PROCESS, type_).inc(n)
             for table, n in out.rows_out.items():
                 EVENTS_OUT.labels(PROCESS, table).inc(n)
-            if out.dead_letters:
-                DEAD_LETTERS.labels(PROCESS, "worker").inc(len(out.dead_letters))
+            for dl in out.dead_letters:
+                DEAD_LETTERS.labels(PROCESS, "worker", reason_kind(dl.reason)).inc()
             if out.late_rollup_events:
                 LATE_EVENTS.labels(PROCESS, "rollups").inc(out.late_rollup_events)
             if out.duplicates:
@@ -121,7 +123,7 @@ def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, s
                 msgs = messages or [to_raw_message(e) for e in events]
                 reason = f"worker batch failed: {type(exc).__name__}: {exc}"
                 await send_all([dl_send(dead_letter_for(m, reason, now)) for m in msgs])
-                DEAD_LETTERS.labels(PROCESS, "worker").inc(len(msgs))
+                DEAD_LETTERS.labels(PROCESS, "worker", "processing_failed").inc(len(msgs))
             except Exception:  # noqa: BLE001
                 log.exception("could not dead-letter a failed batch")
         state.batches += 1

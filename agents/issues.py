@@ -34,7 +34,7 @@ import orjson
 from agents.app import WorkerState
 from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
-from pipeline.contract import HEADER_TABLE
+from pipeline.contract import HEADER_TABLE, reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.issues import (
     Command,
@@ -121,7 +121,7 @@ class IssueAgent:
 
     def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
         """The record as a dead letter of the worker (the contract's step), the issue agent named in the reason."""
-        DEAD_LETTERS.labels(PROCESS, STEP).inc()
+        DEAD_LETTERS.labels(PROCESS, STEP, reason_kind(reason)).inc()
         return dead_letter_send(self.dead_letter_topic, dead_letter_for(message, f"issue agent: {reason}", now))
 
     async def _handle(self, messages: list[RawMessage], now: datetime) -> None:

@@ -8,6 +8,7 @@
     pulse notify silence|silences|expire|ack|resolve|incidents   # talk to the running notifier
     pulse simulate                  # send simulated browser traffic to a running collector
     pulse query "SELECT ..."        # SQL, also while the sink holds the embedded database
+    pulse report [--period 24h]     # the health report (docs/report.md); --json for the document
     pulse schemas export|check      # JSON Schema + ClickHouse DDL snapshots in schemas/
     pulse settings                  # the effective settings (env vars with the PULSE_ prefix)
 """
@@ -315,6 +316,35 @@ def issues_history(fingerprint: str = typer.Argument(..., help="Fingerprint, or 
     for r in rows:
         table.add_row(str(r["at"])[:23], r["kind"], r["from_status"], r["reason"], r["release"], r["actor"])
     Console().print(table)
+
+
+@app.command()
+def report(period: str = typer.Option("24h", help="Length of the period: 1h, 24h, 7d, 30d... (1h to 90d); it is "
+                                                  "compared with the previous period of the same length"),
+           project: Optional[str] = typer.Option(None, help="Only this project (default: all)"),
+           as_json: bool = typer.Option(False, "--json", help="Print the monitoring_health_check JSON document")) -> None:
+    """Health report: errors, web vitals, user experience, alerts, business figures, a health score,
+    trend and recommendations (definitions: docs/report.md)."""
+    from datetime import datetime, timezone
+
+    from pipeline.api.report import report_params
+    from pipeline.report.build import build_report
+
+    settings = load_settings()
+
+    async def run() -> dict:
+        period_s, name = report_params(period, project)
+        return await build_report(settings, period_s, name, datetime.now(timezone.utc), allow_direct=True)
+
+    doc = _api_call(run())
+    if as_json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    from pipeline.report.render import render_report
+
+    Console().print(render_report(doc))
 
 
 notify_app = typer.Typer(no_args_is_help=True,

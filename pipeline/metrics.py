@@ -10,7 +10,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("pulse_events_in_total", "Events accepted by a stage", ["process", "type"])
 EVENTS_OUT = Counter("pulse_events_out_total", "Events/rows handed to the next stage", ["process", "type"])
-DEAD_LETTERS = Counter("pulse_dead_letters_total", "Inputs rejected to the dead-letter topic", ["process", "step"])
+DEAD_LETTERS = Counter("pulse_dead_letters_total",
+                       "Inputs rejected to the dead-letter topic, by step and reason kind (pipeline.contract.REASON_KINDS; "
+                       "the full reason is in the dead_letters table)", ["process", "step", "reason"])
 DUPLICATES_DROPPED = Counter("pulse_duplicates_dropped_total", "Events/messages dropped as duplicates", ["process", "by"])
 HTTP_REQUESTS = Counter("pulse_http_requests_total", "HTTP requests by endpoint and status", ["process", "endpoint", "status"])
 PRODUCE_FAILURES = Counter("pulse_produce_failures_total", "Kafka produce failures", ["process"])
@@ -20,6 +22,9 @@ BATCH_SECONDS = Histogram("pulse_batch_seconds", "Time to process one batch", ["
 INSERT_SECONDS = Histogram("pulse_clickhouse_insert_seconds", "ClickHouse insert latency", ["table"])
 ROWS_INSERTED = Counter("pulse_clickhouse_rows_inserted_total", "Rows inserted into ClickHouse", ["table"])
 INSERT_FAILURES = Counter("pulse_clickhouse_insert_failures_total", "Failed inserts (retried)", ["table"])
+CONSUMER_GROUP_LAG = Gauge("pulse_consumer_group_lag",
+                           "Messages behind the end offset per consumer group and partition, measured by the collector "
+                           "from committed offsets (also for a stuck or stopped consumer)", ["group", "topic", "partition"])
 CONSUMER_LAG = Gauge("pulse_consumer_lag", "Messages behind the high watermark", ["process", "topic", "partition"])
 HTTP_REQUEST_SECONDS = Histogram("pulse_http_request_seconds", "HTTP request latency, delivery to Kafka included",
                                  ["process", "endpoint"])

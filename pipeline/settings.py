@@ -155,6 +155,14 @@ class CollectorSettings(BaseSettings):
         None, description="PULSE_COLLECTOR_API_TOKEN: bearer token for the query and management API (/api/issues, "
         "GET /api/metrics); unset = those endpoints answer loopback clients only")
 
+    health_lag_degraded: int = Field(
+        10_000, ge=1, description="PULSE_COLLECTOR_HEALTH_LAG_DEGRADED: /api/health is degraded when a consumer group is "
+        "this many messages behind")
+    health_lag_unhealthy: int = Field(
+        1_000_000, ge=1, description="PULSE_COLLECTOR_HEALTH_LAG_UNHEALTHY: ... and unhealthy (503) from this many")
+    health_interval_s: float = Field(
+        15.0, gt=0, description="PULSE_COLLECTOR_HEALTH_INTERVAL_S: how often consumer lag is measured for /metrics")
+
     def inbound_filters(self) -> "InboundFilters":
         from pipeline.ingest.filters import InboundFilters
 
@@ -296,6 +304,20 @@ class AlertSettings(BaseSettings):
     tick_interval_s: float = Field(1.0, gt=0, description="PULSE_ALERTS_TICK_INTERVAL_S: how often closed windows are evaluated")
 
 
+class ReportSettings(BaseSettings):
+    """The health report, ``pulse report`` and ``GET /api/report`` (``PULSE_REPORT_*``). Every figure
+    and the health score are defined in docs/report.md."""
+
+    model_config = _config("PULSE_REPORT_")
+
+    average_order_value: float | None = Field(
+        None, ge=0, description="PULSE_REPORT_AVERAGE_ORDER_VALUE: revenue of one checkout; the report's revenue_impact = "
+        "failed checkout calls x this (unset: revenue_impact is null)")
+    uptime_min_success: float = Field(
+        0.95, ge=0, le=1, description="PULSE_REPORT_UPTIME_MIN_SUCCESS: a minute with API calls counts as up when at least "
+        "this share of them succeeded (uptime = up minutes / minutes with API calls)")
+
+
 class SinkSettings(BaseSettings):
     """The ClickHouse sink, the single owner of the database connection (``PULSE_SINK_*``)."""
 
@@ -358,6 +380,7 @@ class Settings(BaseSettings):
     issues: IssueSettings = Field(default_factory=IssueSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> "Settings":
@@ -383,6 +406,7 @@ def describe_settings_error(exc: Exception) -> str:
         "SessionSettings": "PULSE_SESSIONS_",
         "RollupSettings": "PULSE_ROLLUPS_",
         "NotifierSettings": "PULSE_NOTIFIER_",
+        "ReportSettings": "PULSE_REPORT_",
     }.get(title, ENV_PREFIX)
     lines = []
     for err in exc.errors():

@@ -39,11 +39,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.api.common import SETTINGS as API_SETTINGS
 from pipeline.api.common import ApiError, json_response
+from pipeline.api.health import add_health_routes
 from pipeline.api.issues import add_issue_routes
 from pipeline.api.metrics import add_metric_routes
+from pipeline.api.report import add_report_routes
 from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
 from pipeline.collector.intake import RateLimited, intake, setup_intake
 from pipeline.collector.sdk import add_sdk_routes
+from pipeline.dashboard.routes import add_dashboard_routes
 from pipeline.ingest.producer import EventProducer, ProduceError, Unreadable
 from pipeline.kafka_admin import ensure_topics
 from pipeline.metrics import HTTP_BODY_BYTES, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
@@ -249,6 +252,9 @@ def make_app(settings: Settings, producer: EventProducer) -> web.Application:
     add_sdk_routes(app, settings, producer)
     add_issue_routes(app, producer)
     add_metric_routes(app, producer)
+    add_health_routes(app, producer)
+    add_report_routes(app)
+    add_dashboard_routes(app)
     return app
 
 

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
 from pipeline.collector.intake import RateLimited, intake
-from pipeline.contract import DeadLetter
+from pipeline.contract import DeadLetter, reason_kind
 from pipeline.ingest import posthog, sentry
 from pipeline.ingest.producer import DEAD_LETTER_HEADERS, EventProducer, ProduceError
 from pipeline.ingest.scrub import scrub_text
@@ -102,7 +102,7 @@ async def _dead_letter(producer: EventProducer, settings: Settings, body: bytes,
                        now=now)
     await producer.send_raw(settings.kafka.topic_dead_letter, dl.to_row_json(), headers=DEAD_LETTER_HEADERS,
                             timeout_s=settings.collector.produce_timeout_s)
-    DEAD_LETTERS.labels("collector", "collector").inc()
+    DEAD_LETTERS.labels("collector", "collector", reason_kind(dl.reason)).inc()
 
 
 # ------------------------------------------------------------------ Sentry

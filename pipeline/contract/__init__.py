@@ -1,6 +1,6 @@
 """The contract: event models, dead letters, topic routing. Imports nothing from Kafka or ClickHouse."""
 
-from pipeline.contract.dead_letter import DeadLetter
+from pipeline.contract.dead_letter import REASON_KINDS, DeadLetter, reason_kind
 from pipeline.contract.events import (
     EVENT_ADAPTER,
     EVENT_BATCH_ADAPTER,
@@ -23,7 +23,7 @@ from pipeline.contract.events import (
 from pipeline.contract.topics import HEADER_SOURCE, HEADER_TABLE, topic_for_type
 
 __all__ = [
-    "DeadLetter", "EVENT_ADAPTER", "EVENT_BATCH_ADAPTER", "EVENT_TYPES", "ActionEvent", "ActionPayload",
+    "DeadLetter", "REASON_KINDS", "reason_kind", "EVENT_ADAPTER", "EVENT_BATCH_ADAPTER", "EVENT_TYPES", "ActionEvent", "ActionPayload",
     "ApiEvent", "ApiPayload", "ClickObservation", "Envelope", "ErrorEvent", "ErrorPayload", "Event",
     "MetricEvent", "MetricPayload",
     "StackFrame", "VitalEvent", "VitalPayload", "HEADER_SOURCE", "HEADER_TABLE", "topic_for_type",

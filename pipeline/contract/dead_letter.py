@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -36,3 +37,28 @@ class DeadLetter(BaseModel):
 
     def to_row_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
+
+
+_FIELD_PROBLEM = re.compile(r"^[\w.<>\[\]-]+: ")
+REASON_KINDS = ("invalid_json", "invalid_event", "project_mismatch", "unreadable", "processing_failed",
+                "clickhouse_rejected", "other")
+
+
+def reason_kind(reason: str) -> str:
+    """A bounded category of a dead letter's free-text reason, for the ``reason`` label of
+    ``pulse_dead_letters_total`` (the text itself stays in the dead_letters table)."""
+    r = reason.lstrip()
+    if r.startswith(("invalid JSON", "expected a JSON object", "not JSON-serializable")):
+        return "invalid_json"
+    if r.startswith("project ") and "does not match" in r:
+        return "project_mismatch"
+    if r.startswith("ClickHouse rejected"):
+        return "clickhouse_rejected"
+    if "batch failed" in r or "could not produce" in r or r.startswith(("worker error", "issue agent", "alert agent")):
+        return "processing_failed"
+    if r.startswith(("cannot decompress", "undecodable", "unreadable", "envelope", "not UTF-8", "body", "item ",
+                     "event ", "store body")):
+        return "unreadable"
+    if _FIELD_PROBLEM.match(r):
+        return "invalid_event"
+    return "other"

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from pipeline.contract import EVENT_TYPES, HEADER_TABLE, DeadLetter, topic_for_type
+from pipeline.contract import EVENT_TYPES, HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
 from pipeline.ingest.scrub import scrub_event, scrub_text
 from pipeline.ingest.validate import validate_items
 from pipeline.metrics import DEAD_LETTERS, EVENTS_IN, PRODUCE_FAILURES
@@ -277,8 +277,9 @@ class EventProducer:
         await self.deliver(messages, timeout_s)
         for event_type, n in prepared.accepted_by_type.items():
             EVENTS_IN.labels(self.process, event_type).inc(n)
-        if dead_letter and prepared.dead_letters:
-            DEAD_LETTERS.labels(self.process, "collector").inc(len(prepared.dead_letters))
+        if dead_letter:
+            for rejected in prepared.rejected:
+                DEAD_LETTERS.labels(self.process, "collector", reason_kind(rejected.reason)).inc()
         return SendResult(prepared.accepted, prepared.rejected)
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None,

@@ -183,7 +183,7 @@ class ClickHouseSink:
             await self.ch(self.client.raw_insert, "dead_letters", None, insert_block=dead.to_row_json(),
                           fmt="JSONEachRow",
                           settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{chunk.token}:{lo}:dl"})
-            metrics.DEAD_LETTERS.labels("sink", "sink").inc()
+            metrics.DEAD_LETTERS.labels("sink", "sink", "clickhouse_rejected").inc()
 
     async def flush(self, batch: Batch) -> None:
         assert self.consumer is not None

@@ -119,7 +119,8 @@ async def test_worker_routes_rows_dead_letters_and_drops_duplicates(
         async with http.get(f"{base}/metrics") as resp:
             text = await resp.text()
         assert 'pulse_duplicates_dropped_total{by="event_id",process="worker"} 2.0' in text
-        assert 'pulse_dead_letters_total{process="worker",step="worker"} 2.0' in text
+        assert 'pulse_dead_letters_total{process="worker",reason="invalid_event",step="worker"} 1.0' in text
+        assert 'pulse_dead_letters_total{process="worker",reason="invalid_json",step="worker"} 1.0' in text
 
     worker_proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker_proc.wait, 30) == 0, procs.log("worker")

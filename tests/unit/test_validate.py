@@ -66,3 +66,23 @@ def test_rejected_items_report_their_input_position() -> None:
     out = validate_items([vital(), vital(-1), vital(), {"type": "nope"}], step="collector", source="x", now=NOW)
     assert len(out.events) == 2 and out.rejected_at == [1, 3]
     assert validate_items([vital()], step="collector", source="x", now=NOW).rejected_at == []
+
+
+def test_dead_letter_reasons_fall_into_few_kinds() -> None:
+    from pipeline.contract import REASON_KINDS, reason_kind
+
+    cases = {
+        "invalid JSON: unexpected character: line 1 column 2": "invalid_json",
+        "expected a JSON object or array, got int": "invalid_json",
+        "vital.value: Input should be a valid number": "invalid_event",
+        "<event>: Unable to extract tag using discriminator 'type'": "invalid_event",
+        "project 'x' does not match the project key's project 'demo'": "project_mismatch",
+        "ClickHouse rejected the row for errors: Code: 27": "clickhouse_rejected",
+        "worker batch failed: KeyError: 'x'": "processing_failed",
+        "issue agent: not an occurrence record": "processing_failed",
+        "item 2 (event): payload is not JSON: bad": "unreadable",
+        "something new": "other",
+    }
+    for reason, kind in cases.items():
+        assert reason_kind(reason) == kind, reason
+    assert set(cases.values()) == set(REASON_KINDS)
