@@ -68,8 +68,8 @@ def make_app(settings: Settings) -> faust.App:
         producer_max_batch_size=min(1024 * 1024, kafka.max_request_bytes),
         producer_acks=-1,
         web_enabled=True,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=worker.web_host,
+        web_host="127.0.0.1" if worker.web_host in ("0.0.0.0", "::") else worker.web_host,
         web_port=worker.web_port,
     )
     state = WorkerState()

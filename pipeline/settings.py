@@ -188,6 +188,8 @@ class WorkerSettings(BaseSettings):
     dedup_capacity: int = Field(500_000, ge=1000, description="PULSE_WORKER_DEDUP_CAPACITY: recent event_ids remembered")
     data_dir: Path = Field(Path(".pulse/worker"), description="PULSE_WORKER_DATA_DIR: Faust table state")
     web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
+    web_host: str = Field("127.0.0.1", description="PULSE_WORKER_WEB_HOST: bind address of /health and /metrics "
+                                                    "(0.0.0.0 in containers, so Prometheus can scrape it)")
     instance_id: str | None = Field(
         None, description="PULSE_WORKER_INSTANCE_ID: static consumer-group membership; default: app id, host and "
         "data directory, so a restarted worker takes its partitions back without a group rebalance")
