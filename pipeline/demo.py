@@ -302,12 +302,30 @@ def print_summary(settings: Settings, report: TrafficReport, stored: int, consol
     ok = stored == report.accepted == report.expected_valid and dl >= report.expected_malformed
     out.print(f"\n{report.summary()}\nstored {stored} of {report.accepted} accepted events: "
               f"[{'green' if ok else 'red'}]{'all there' if ok else 'MISMATCH'}[/]\n")
+    print_health_report(settings, out)
+    out.print(f"Dashboard (live): http://127.0.0.1:{settings.collector.port}/dashboard\n"
+              f"Pipeline health:  curl http://127.0.0.1:{settings.collector.port}/api/health\n")
     out.print("Query it (works while the sink runs):\n"
               "  .venv/bin/pulse query \"SELECT route, count() FROM actions WHERE kind='click' GROUP BY route\"\n"
               "  .venv/bin/pulse issues            (then: pulse issues resolve <fingerprint>)\n"
+              "  .venv/bin/pulse report --period 1h   (--json for the monitoring_health_check document)\n"
               f"  curl 'http://127.0.0.1:{settings.collector.port}/api/metrics?name=web_vitals.lcp&aggregation=p75"
               "&group_by=page'\n"
               f"  curl '{sink_url(settings)}?query=SELECT+count()+FROM+errors'\n")
+
+
+def print_health_report(settings: Settings, out: Console) -> None:
+    """The last hour's health report (``pulse report --period 1h``), through the running sink."""
+    from pipeline.api.common import ApiError
+    from pipeline.report.build import build_report
+    from pipeline.report.render import render_report
+
+    try:
+        doc = asyncio.run(build_report(settings, 3600, None, datetime.now(timezone.utc), allow_direct=False))
+    except ApiError as exc:
+        out.print(f"[red]health report: {exc.message}[/red]")
+        return
+    out.print(render_report(doc))
 
 
 def run_demo(settings: Settings, *, sessions: int, duration_s: float, seed: int, keep_running: bool,
