@@ -9,10 +9,13 @@ translator never raises on odd input (it drops what it cannot read).
 
 Items:
   * ``event`` (errors, messages) -> one ``error`` event.
-  * ``transaction`` -> ``vital`` events from web-vital measurements and ``api`` events from HTTP
-    and resource spans.
+  * ``transaction`` -> ``vital`` events from web-vital measurements (or ``browser.web_vital.*``
+    trace data) and ``api`` events from HTTP and resource spans.
+  * ``span`` (v1: one span JSON; v2: ``{"items": [...]}`` with typed attributes) -> the same from a
+    standalone span: browser SDKs since v8 send INP on its own ``ui.interaction.*`` span, and SDKs
+    with span streaming send every span this way. Its session is the span's trace id.
   * ``session``/``sessions`` and every other type (client_report, attachment, profile,
-    replay_event, check_in, span, log, ...) -> counted, nothing produced. The contract has no
+    replay_event, check_in, log, ...) -> counted, nothing produced. The contract has no
     session-update type, and our sessions are built from the events themselves.
 
 Mapping decisions:
@@ -516,7 +519,7 @@ def _span_call(span: dict[str, Any]) -> tuple[datetime, dict[str, Any]] | None:
     method, url = None, description or None
     if m := _METHOD_AND_URL.fullmatch(description):
         method, url = m.group(1)[:SHORT], m.group(2)
-    url = _text(data.get("url"), LONG) or _text(data.get("http.url"), LONG) or url
+    url = _text(data.get("url"), LONG) or _text(data.get("url.full"), LONG) or _text(data.get("http.url"), LONG) or url
     query = _text(data.get("http.query"), LONG)
     if url and query and "?" not in url:
         url = f"{url}?{query}"[:LONG]
@@ -550,11 +553,13 @@ def translate_transaction(transaction: Any, *, project: str, received_at: dateti
     start = _time(transaction.get("start_timestamp")) or _time(transaction.get("timestamp")) or received_at
     common = _common(transaction, tx_id, project=project, received_at=received_at, sent_at=sent_at)
     events: list[dict[str, Any]] = []
+    # newer SDKs put web vitals into the trace data as browser.web_vital.<name>.value; measurements win
+    vitals = _vitals_from_attributes(_dict(_dict(_dict(transaction.get("contexts")).get("trace")).get("data")))
     for name, measurement in _dict(transaction.get("measurements")).items():
-        name = name.lower() if isinstance(name, str) else ""
         value = _vital_value(measurement)
-        if name not in _VITALS or value is None:
-            continue
+        if isinstance(name, str) and name.lower() in _VITALS and value is not None:
+            vitals[name.lower()] = value
+    for name, value in vitals.items():
         vital = {"name": _VITALS[name], "value": value, "element": _element(transaction, name)}
         events.append({"event_id": str(uuid.uuid5(ID_NAMESPACE, f"{tx_id.hex}:measurement:{name}")),
                        "type": "vital", "timestamp": _iso(start), **common, "vital": _compact(vital)})
@@ -567,6 +572,94 @@ def translate_transaction(transaction: Any, *, project: str, received_at: dateti
         span_id = _text(span.get("span_id")) or f"#{index}"
         events.append({"event_id": str(uuid.uuid5(ID_NAMESPACE, f"{tx_id.hex}:span:{span_id}")),
                        "type": "api", "timestamp": _iso(span_start), **common, "api": call})
+    return events
+
+
+_WEB_VITAL_ATTRIBUTE = re.compile(r"browser\.web_vital\.(\w+)\.value")
+
+
+def _attribute_values(attributes: Any) -> dict[str, Any]:
+    """Span v2 attributes ``{"key": {"value": v, "type": t}}`` (or plain values) -> ``{key: v}``."""
+    return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in _dict(attributes).items() if isinstance(k, str)}
+
+
+def _vitals_from_attributes(values: Mapping[str, Any]) -> dict[str, float]:
+    """``browser.web_vital.<name>.value`` attributes (span v2, and newer SDKs' transaction trace
+    data) -> {name: value}; milliseconds, CLS unitless."""
+    out = {}
+    for key, value in values.items():
+        m = _WEB_VITAL_ATTRIBUTE.fullmatch(key)
+        number = _number(value)
+        if m and m.group(1).lower() in _VITALS and number is not None and number >= 0:
+            out[m.group(1).lower()] = number
+    return out
+
+
+def _legacy_span(span: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """A span v1 (``op``, ``description``, ``data``, ``timestamp``, ``measurements``) as it is,
+    with its web vitals: ``measurements`` and ``browser.web_vital.*`` data."""
+    vitals = _vitals_from_attributes(_dict(span.get("data")))
+    for name, measurement in _dict(span.get("measurements")).items():
+        value = _vital_value(measurement)
+        if isinstance(name, str) and name.lower() in _VITALS and value is not None:
+            vitals[name.lower()] = value
+    return span, vitals
+
+
+def _v2_span(span: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """A span v2 (``name``, ``end_timestamp``, typed ``attributes``) in the v1 shape the HTTP-span
+    reader knows, with its web vitals."""
+    values = _attribute_values(span.get("attributes"))
+    legacy = {"op": values.get("sentry.op"), "description": span.get("name"), "data": values,
+              "start_timestamp": span.get("start_timestamp"), "timestamp": span.get("end_timestamp"),
+              "span_id": span.get("span_id"), "trace_id": span.get("trace_id")}
+    return legacy, _vitals_from_attributes(values)
+
+
+def translate_span(payload: Any, *, project: str, received_at: datetime,
+                   sent_at: datetime | None = None) -> list[dict[str, Any]]:
+    """A ``span`` item: one span (v1, ``application/json``) or ``{"items": [...]}`` (span v2, what
+    SDKs with span streaming send, and what browser SDKs use for INP since v8) -> ``vital`` events
+    from its web vitals (INP above all: it is reported on its own ``ui.interaction.*`` span, after
+    the page load's transaction has gone) and ``api`` events from HTTP and resource spans."""
+    if not isinstance(payload, dict):
+        return []
+    items = payload.get("items")
+    spans = [s for s in items if isinstance(s, dict)] if isinstance(items, list) else [payload]
+    events: list[dict[str, Any]] = []
+    for index, raw in enumerate(spans):
+        span, vitals = _v2_span(raw) if isinstance(items, list) else _legacy_span(raw)
+        data = _dict(span.get("data"))
+        span_id = _text(span.get("span_id")) or f"#{index}"
+        trace_id = (_text(span.get("trace_id"), SESSION_ID_MAX) or "").strip()
+        source = uuid.uuid5(ID_NAMESPACE, f"span:{trace_id}:{span_id}")
+        transaction = _text(data.get("sentry.transaction")) or _text(data.get("transaction"))
+        sdk_name = _text(data.get("sentry.sdk.name"))
+        common = _compact({
+            "project": project, "received_at": _iso(received_at), "sent_at": _iso(sent_at) if sent_at else None,
+            "session_id": trace_id or str(source),
+            "user_id": _text(data.get("user.id")),
+            "release": _text(data.get("sentry.release")) or _text(data.get("release")),
+            "environment": _text(data.get("sentry.environment")) or _text(data.get("environment")) or "production",
+            "url": _text(data.get("url.full"), LONG) or _text(data.get("url"), LONG),
+            "route": transaction if transaction and transaction.startswith("/") else None,
+            "user_agent": _text(data.get("user_agent.original")),
+            "sdk": {"name": sdk_name, "version": _text(data.get("sentry.sdk.version")) or ""} if sdk_name else None,
+        })
+        start = _time(span.get("start_timestamp")) or received_at
+        # the element: browser.web_vital.inp.target / .lcp.element; older SDKs name the INP span after it
+        named = _text(span.get("description")) if str(span.get("op") or "").startswith("ui.") else None
+        for name, value in vitals.items():
+            element = (_text(data.get(f"browser.web_vital.{name}.target"))
+                       or _text(data.get(f"browser.web_vital.{name}.element")) or named)
+            vital = {"name": _VITALS[name], "value": value, "element": element}
+            events.append({"event_id": str(uuid.uuid5(ID_NAMESPACE, f"{source.hex}:measurement:{name}")),
+                           "type": "vital", "timestamp": _iso(start), **common, "vital": _compact(vital)})
+        found = _span_call(span)
+        if found is not None:
+            span_start, call = found
+            events.append({"event_id": str(uuid.uuid5(ID_NAMESPACE, f"{source.hex}:call")),
+                           "type": "api", "timestamp": _iso(span_start), **common, "api": call})
     return events
 
 
@@ -583,6 +676,7 @@ Translator = Callable[..., list[dict[str, Any]]]
 TRANSLATORS: dict[str, Translator] = {
     "event": translate_event,
     "transaction": translate_transaction,
+    "span": translate_span,
     "session": translate_session,
     "sessions": translate_session,
 }

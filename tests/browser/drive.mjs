@@ -10,6 +10,8 @@ try {
   await page.goto(pageUrl, { waitUntil: "load" });
   await page.waitForFunction(() => window.pulseReady === true);
   await page.waitForTimeout(1000);
+  await page.click("#recalc");                      // a 250 ms interaction: Sentry reports it as INP on page hide
+  await page.waitForTimeout(300);
   await page.click("#crash");                       // TypeError, uncaught (reaches Sentry's global handler)
   await page.waitForTimeout(500);
   for (let i = 0; i < 4; i++) {                     // 4 clicks, 150 ms apart, same spot: one rage click

@@ -110,5 +110,11 @@ def test_browser_sdks_error_rage_and_dead_click(kafka_bootstrap: str, tmp_path: 
         # arrives as one more click: the burst may count 5 (a known limit, see the README)
         assert int(rows[0][0]) == 1 and "buy" in rows[0][1] and 4 <= int(rows[0][2]) <= 8, rows
         wait_for(settings, "SELECT count() FROM dead_clicks FINAL WHERE selector LIKE '%promo%'", procs)
+        # INP arrives on its own span (Sentry's browser SDK sends it when the page hides): the slow
+        # 250 ms click, from the same trace (session) as the page load's vitals
+        [[inp, element, inp_release]] = wait_for(
+            settings, "SELECT value, element, release FROM vitals WHERE name = 'INP' "
+                      "AND sdk_name LIKE 'sentry.javascript%'", procs)
+        assert float(inp) >= 200 and "recalc" in element and inp_release == "web@3.1.0", (inp, element)
         wait_for(settings, "SELECT count() FROM actions WHERE kind = 'pageview' AND sdk_name = 'web'", procs)
         wait_for(settings, "SELECT count() FROM actions WHERE name = 'checkout_abandoned'", procs)

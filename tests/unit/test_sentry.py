@@ -23,6 +23,7 @@ from sentry_sdk.envelope import Item as SdkItem
 
 from pipeline.contract.events import EVENT_ADAPTER
 from pipeline.ingest.sentry import (
+    translate_span,
     MESSAGE_EXCEPTION_TYPE,
     EnvelopeError,
     SentryEnvelope,
@@ -325,7 +326,7 @@ def test_malformed_envelopes_say_what_and_where(body: bytes, message: str) -> No
 
 
 def test_unknown_item_types_are_counted_never_errors() -> None:
-    types = ["client_report", "attachment", "profile", "replay_event", "check_in", "statsd", "span", "log",
+    types = ["client_report", "attachment", "profile", "replay_event", "check_in", "statsd", "log",
              "brand_new_type"]
     body = b"{}\n" + b"".join(b'{"type":"%s"}\n{"x":1}\n' % t.encode() for t in types)
     result = translate(body)
@@ -653,3 +654,78 @@ def test_any_bytes_parse_or_raise_envelope_error(parts: list[bytes]) -> None:
     except EnvelopeError:
         return
     valid(translate_envelope(env, project="shop", received_at=NOW).events)
+
+
+# ------------------------------------------------------------------ standalone spans (INP)
+
+TRACE = "d3d20f000885466b8c8f947c9b92b8d3"
+
+
+def inp_span_v2(value: float = 312.0, **attributes: Any) -> dict[str, Any]:
+    """The shape browser SDKs stream INP in: a span v2 with typed attributes (values made up here)."""
+    attrs = {"sentry.op": "ui.interaction.click", "sentry.origin": "auto.http.browser.inp",
+             "browser.web_vital.inp.value": value, "sentry.transaction": "/checkout",
+             "sentry.environment": "staging", "sentry.release": "web@3.2.0",
+             "user_agent.original": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36",
+             "sentry.sdk.name": "sentry.javascript.browser", "sentry.sdk.version": "11.12.0",
+             "browser.web_vital.inp.target": "body > button#pay", **attributes}
+    return {"name": "Click", "span_id": "a6f029fbe0e2389a", "trace_id": TRACE,
+            "start_timestamp": 1795429350.25, "end_timestamp": 1795429350.6, "is_segment": False, "status": "ok",
+            "attributes": {k: {"value": v, "type": "double" if isinstance(v, float) else "string"}
+                           for k, v in attrs.items()}}
+
+
+def span_envelope(payload: dict[str, Any], content_type: str) -> bytes:
+    return (b'{"sent_at":"2026-11-23T10:00:00Z"}\n' + orjson.dumps({"type": "span", "content_type": content_type})
+            + b"\n" + orjson.dumps(payload) + b"\n")
+
+
+def test_a_streamed_inp_span_becomes_an_inp_vital() -> None:
+    body = span_envelope({"items": [inp_span_v2()]}, "application/vnd.sentry.items.span.v2+json")
+    result = translate(body)
+    assert result.counts == {"span": 1} and result.problems == []
+    [vital] = valid(result.events)
+    assert (vital.type, vital.vital.name, vital.vital.value) == ("vital", "INP", 312.0)
+    assert vital.vital.element == "body > button#pay"
+    assert vital.session_id == TRACE and vital.route == "/checkout"
+    assert (vital.release, vital.environment, vital.sdk.name) == ("web@3.2.0", "staging", "sentry.javascript.browser")
+    assert vital.timestamp == datetime.fromtimestamp(1795429350.25, timezone.utc)
+    assert translate(body).events[0]["event_id"] == result.events[0]["event_id"]  # a retry is deduplicated
+
+
+def test_a_legacy_inp_span_and_pageload_vitals_in_trace_data() -> None:
+    span = {"op": "ui.interaction.click", "description": "body > div.promo", "span_id": "bd429c44b67a3eb1",
+            "trace_id": TRACE, "start_timestamp": 1795429350.0, "timestamp": 1795429351.0,
+            "measurements": {"inp": {"value": 104}}, "data": {"transaction": "/cart"}}
+    [vital] = valid(translate(span_envelope(span, "application/json")).events)
+    assert (vital.vital.name, vital.vital.value, vital.route, vital.vital.element) == ("INP", 104.0, "/cart",
+                                                                                       "body > div.promo")
+    tx = browser_transaction(measurements=None, spans={})
+    tx["contexts"]["trace"]["data"] = {"browser.web_vital.lcp.value": 2400, "browser.web_vital.cls.value": 0.12,
+                                       "browser.web_vital.nope.value": 5, "browser.web_vital.fcp.value": "x"}
+    vitals = valid(translate_transaction(tx, project="shop", received_at=NOW))
+    assert sorted((v.vital.name, v.vital.value) for v in vitals) == [("CLS", 0.12), ("LCP", 2400.0)]
+
+
+def test_streamed_http_spans_become_api_calls_and_other_spans_nothing() -> None:
+    http = {"name": "GET https://shop.example/api/cart?id=1", "span_id": "c1", "trace_id": TRACE,
+            "start_timestamp": 1795429350.0, "end_timestamp": 1795429350.25,
+            "attributes": {"sentry.op": {"value": "http.client", "type": "string"},
+                           "http.response.status_code": {"value": 503, "type": "integer"},
+                           "url.full": {"value": "https://shop.example/api/cart?id=1", "type": "string"}}}
+    other = {"name": "render", "span_id": "c2", "trace_id": TRACE, "start_timestamp": 1, "end_timestamp": 2,
+             "attributes": {"sentry.op": {"value": "ui.render", "type": "string"}}}
+    events = valid(translate(span_envelope({"items": [http, other, "junk"]},
+                                           "application/vnd.sentry.items.span.v2+json")).events)
+    [call] = events
+    assert (call.api.method, call.api.status, call.api.ok, round(call.api.duration_ms)) == ("GET", 503, False, 250)
+    assert call.api.url == "https://shop.example/api/cart?id=1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.text(max_size=20) | st.integers(),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=30), inner, max_size=6),
+                    max_leaves=30))
+def test_odd_span_payloads_never_raise_and_always_validate(payload: Any) -> None:
+    for shaped in (payload, {"items": [payload]}, {"items": payload}):
+        valid(translate_span(shaped, project="shop", received_at=NOW))
