@@ -36,9 +36,10 @@ Mapping of one PostHog event:
     DOM mutation, navigation or scroll, watched for max(``$dead_click_absolute_delay_ms``, the
     pipeline's window): posthog-js only sends it once its own thresholds judged the click dead, and
     this keeps ``sessions.clicks.dead_click_kind`` agreeing (``dead_click_window_ms`` is that
-    window). The SDK's ``$dead_click_*`` delays and timeouts stay in ``properties``. Known limit:
-    when autocapture also took the click (buttons, links: not plain text or images), one physical
-    click arrives as two native clicks with the same selector and time.
+    window). The SDK's ``$dead_click_*`` delays and timeouts stay in ``properties``. When
+    autocapture also took the click (buttons, links: not plain text or images), one physical click
+    arrives as two native clicks with the same selector and time; the sessionizer counts them as
+    one (``pipeline.sessions.clicks.same_click``).
   * ``$exception`` -> error, from ``$exception_list[0]`` (the thrown exception; the rest are its
     causes) or the older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
     ``$exception_steps`` -> breadcrumbs.

@@ -12,6 +12,11 @@ than the window. If the SDK watched for less than the window (``observed_for_ms`
 the page unloaded), or sent no observation at all, the click is undecidable and not counted.
 The kind tells interactive targets (``unresponsive``: a button that did nothing) from
 non-interactive ones (``non_interactive``: text or an image that looks clickable).
+
+One click, two reports: an SDK may report a click at once and its observation later as another
+event (posthog-js: ``$autocapture``, then ``$dead_click`` for the same click). Two clicks on the
+same element within ``SAME_CLICK_MS`` of each other, exactly one of them with an observation, are
+one click (``same_click``): counted once, in rage bursts too, and judged dead by the observation.
 """
 
 from __future__ import annotations
@@ -57,6 +62,21 @@ class DeadClickRule:
 
 
 DeadKind = Literal["unresponsive", "non_interactive"]
+SAME_CLICK_MS = 50  # humans do not click the same element twice this fast; two reports of one click do
+
+
+def same_click(click: Click, last: Click | None) -> bool:
+    """``click`` is another report of ``last`` (see the module docstring)."""
+    return (last is not None and last.observed != click.observed and last.selector == click.selector
+            and abs(click.ts_ms - last.ts_ms) <= SAME_CLICK_MS)
+
+
+def merge_observation(into: Click, report: Click) -> None:
+    """Give ``into`` the observation ``report`` carries (if it has one): the click is then observed."""
+    if report.observed and not into.observed:
+        into.observed, into.dom_mutation_ms, into.navigated = True, report.dom_mutation_ms, report.navigated
+        into.scrolled, into.observed_for_ms = report.scrolled, report.observed_for_ms
+        into.interactive = into.interactive if into.interactive is not None else report.interactive
 
 
 def dead_click_kind(click: Click, rule: DeadClickRule = DeadClickRule()) -> DeadKind | None:
@@ -84,6 +104,11 @@ class RageClickDetector:
     """
 
     __slots__ = ("rule", "_last", "_count", "_first_ts", "_detected_ts")
+
+    @property
+    def last(self) -> Click | None:
+        """The last click fed (kept across bursts until ``close``)."""
+        return self._last
 
     def __init__(self, rule: RageClickRule = RageClickRule()) -> None:
         self.rule = rule

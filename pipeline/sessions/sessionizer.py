@@ -23,7 +23,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from pipeline.sessions.clicks import Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind
+from pipeline.sessions.clicks import (
+    Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind, merge_observation, same_click,
+)
 
 SCROLL_MILESTONES = (25, 50, 75, 90, 100)
 
@@ -257,22 +259,29 @@ class Sessionizer:
         if page is not None:
             page.last_ms = e.ts_ms
         if e.kind == "click" and e.click is not None:
-            s.clicks += 1
-            detected, ended = s.detector.feed(e.click)
-            if ended:
-                out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
-            if detected:
-                s.rage += 1
-                if page:
-                    page.rage += 1
-            kind = dead_click_kind(e.click, self.rules.dead)
+            last = s.detector.last
+            repeat = same_click(e.click, last)
+            if repeat:  # another report of the last click: not a click of its own
+                dead_before = dead_click_kind(last, self.rules.dead) is not None  # type: ignore[arg-type]
+                merge_observation(last, e.click)  # type: ignore[arg-type]
+                kind = None if dead_before else dead_click_kind(last, self.rules.dead)  # type: ignore[arg-type]
+            else:
+                s.clicks += 1
+                detected, ended = s.detector.feed(e.click)
+                if ended:
+                    out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
+                if detected:
+                    s.rage += 1
+                    if page:
+                        page.rage += 1
+                kind = dead_click_kind(e.click, self.rules.dead)
             if kind:
                 s.dead += 1
                 out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, e.click.selector,
                                                  e.click.page or (page.page if page else ""), kind,
                                                  e.event_id, s.project))
             if page:
-                page.clicks += 1
+                page.clicks += 0 if repeat else 1
                 page.dead += 1 if kind else 0
         elif e.kind == "scroll" and e.scroll_depth is not None:
             s.max_scroll = max(s.max_scroll, e.scroll_depth)

@@ -124,3 +124,37 @@ def test_out_of_order_within_lateness_gives_identical_results(seed: int, shuffle
     key = lambda o: (sorted(map(repr, o.sessions)), sorted(map(repr, o.page_views)),  # noqa: E731
                      sorted(map(repr, o.rage_clicks)), sorted(map(repr, o.dead_clicks)))
     assert key(shuffled) == key(in_order)
+
+
+def dead_report(ts: int, selector: str, n: int) -> SessionEvent:
+    """What posthog-js' $dead_click becomes: the same click again, with an observation of no effect."""
+    return ev("s", ts, "click", n, click=Click(ts, selector, x=10, y=10, observed=True, observed_for_ms=3000))
+
+
+def test_a_click_reported_twice_counts_once_in_clicks_and_rage_bursts() -> None:
+    # 4 autocaptured clicks, 150 ms apart; the SDK then reports the last one again as dead
+    clicks = [ev("s", 1000 + i * 150, "click", i, click=Click(1000 + i * 150, "#buy", x=10, y=10)) for i in range(4)]
+    out = run([ev("s", 0, "pageview", page="/"), *clicks, dead_report(1450, "#buy", 9)])
+    [session] = out.sessions
+    assert (session.clicks, session.rage_clicks, session.dead_clicks) == (4, 1, 1)
+    assert [r.rage.clicks for r in out.rage_clicks] == [4]
+    assert [(d.ts_ms, d.selector) for d in out.dead_clicks] == [(1450, "#buy")]
+    assert out.page_views[0].clicks == 4
+
+
+def test_the_report_may_come_first_and_both_orders_agree() -> None:
+    first = run([ev("s", 0, "pageview", page="/"), dead_report(1000, "#promo", 1),
+                 ev("s", 1000, "click", 2, click=Click(1000, "#promo", x=10, y=10))])
+    [session] = first.sessions
+    assert (session.clicks, session.dead_clicks) == (1, 1)
+
+
+def test_clicks_that_are_not_the_same_click_still_count() -> None:
+    out = run([ev("s", 0, "pageview", page="/"),
+               ev("s", 1000, "click", 1, click=Click(1000, "#a", x=10, y=10)),
+               dead_report(1000, "#b", 2),                                        # another element
+               dead_report(1100, "#a", 3),                                        # 100 ms later: a second click
+               ev("s", 1120, "click", 4, click=Click(1120, "#a", x=10, y=10, observed=True, observed_for_ms=3000))])
+    [session] = out.sessions
+    # #a@1000 and #b; #a@1100 (observed); #a@1120 is both observed with the previous: a real second click
+    assert session.clicks == 4 and session.dead_clicks == 3
