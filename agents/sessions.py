@@ -31,6 +31,7 @@ import orjson
 from faust.types import TP
 
 from agents.delivery import Send, SendAll, deliver_all
+from agents.skips import StartPositions
 from pipeline.contract import HEADER_TABLE
 from pipeline.ingest.process import ProcessedBatch
 from pipeline.metrics import ACTIVE_SESSIONS, LATE_EVENTS, SESSION_OUTPUTS, SESSION_REPLAY_SKIPPED
@@ -63,6 +64,7 @@ class SessionState:
         self.parts: dict[int, PartitionSessions] = {}
         self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
         self.lock = asyncio.Lock()
+        self.start_positions = StartPositions(app)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.kafka.partitions,
                                on_recover=self._on_recovered)
         self.changelog = self.table.changelog_topic.get_topic_name()
@@ -106,7 +108,9 @@ class SessionState:
     async def _on_recovered(self) -> None:
         """Faust restored the table for this assignment (streams resume after this). The only
         moment the table's memory is complete for newly assigned partitions: rebuild them now.
-        Partitions held across the rebalance keep their live state; Faust's re-read copies go."""
+        Partitions held across the rebalance keep their live state; Faust's re-read copies go.
+        Also the moment to put newly assigned input partitions back where they were committed."""
+        await self.start_positions.rewind_new_partitions()
         owned = self.owned_partitions()
         self.forget({p for p in self.parts if p not in owned})
         for p in sorted(owned):

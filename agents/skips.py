@@ -113,3 +113,33 @@ class CompleteBatches:
         for message in list(pending):
             if (message.topic, message.partition, message.offset) in keys:
                 self.app.consumer.ack(message)
+
+
+class StartPositions:
+    """Rewind newly assigned partitions that faust moved past their committed offset before any
+    batch of this process saw them.
+
+    Seen here after a restart (faust-streaming 0.15, aiokafka 0.14): while faust recovers its
+    tables, records it fetches for the active partitions are dropped, yet the consumer's position
+    has moved on, so those records are never handed to an agent; with nothing committed yet, the
+    position can sit at the end of the log and the worker then idles with its input unread. When
+    recovery ends (before the streams resume), every partition this process did not hold before
+    goes back to its committed offset, or to the start of the log when nothing was committed.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.held: set[Any] = set()
+
+    async def rewind_new_partitions(self) -> None:
+        consumer = self.app.consumer
+        assigned = {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
+        for tp in sorted(assigned - self.held):
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            start = committed if isinstance(committed, int) and committed >= 0 else 0
+            position = await consumer.position(tp)
+            if position is not None and position > start:
+                log.warning("%s:%d: position %d is past the committed offset %s; rewinding to %d",
+                            tp.topic, tp.partition, position, committed, start)
+                await consumer.seek(tp, start)
+        self.held = assigned

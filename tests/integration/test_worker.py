@@ -161,5 +161,5 @@ async def test_sigkill_mid_stream_loses_nothing_and_replays_identical_messages(s
         if "pulse-src" in r.headers:  # session outputs have no single raw origin
             by_key.setdefault((r.headers["pulse-src"], r.headers["pulse-table"]), set()).add(r.value)
     assert all(len(values) == 1 for values in by_key.values())
-    assert len(by_key) == n_messages * 3  # two raw tables and the minute rollup partials per message
+    assert len(by_key) == n_messages * 3, procs.log("worker")[-6000:]  # two raw tables + rollup partials per message
     assert {row["event_id"] for r in records if is_raw(r) for row in r.rows()} == sent_ids
