@@ -39,6 +39,7 @@ CONTENT_TYPES = {"JSON": "application/json", "JSONEachRow": "application/x-ndjso
 
 def make_query_app(sink: "ClickHouseSink") -> web.Application:
     key = sink.settings.sink.sql_access_key
+    own_database = sink.settings.clickhouse.database
     allow_writes = sink.settings.sink.sql_allow_writes
 
     async def handle_query(request: web.Request) -> web.Response:
@@ -51,6 +52,12 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
         sql = " ".join(p for p in (params.get("query", ""), body) if p.strip())
         if not sql.strip():
             return _error(400, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)", "/")
+        database = params.get("database") or request.headers.get("X-ClickHouse-Database")
+        if database and database not in (own_database, "default"):
+            # the sink's one connection also writes: it cannot switch databases per request
+            return _error(400, f"Code: 36. DB::Exception: This endpoint serves database {own_database!r} only, not "
+                               f"{database[:64]!r}; name other databases' tables in full (e.g. system.tables). "
+                               "(BAD_ARGUMENTS)", "/")
         sql, fmt = split_format(sql, params.get("default_format", "TabSeparated"))
         settings: dict[str, Any] = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
         try:

@@ -127,6 +127,12 @@ def test_query_endpoint_speaks_clickhouse_http(settings: Settings, tmp_path: Pat
                 sql(settings, bad)
             assert info.value.code == status and text in info.value.read().decode()
         assert sql(settings, "SELECT count() FROM errors").strip() == "0"  # DROP was refused
+        # the database parameter: the sink's own (or "default") is served; another one is a clear 400
+        assert urllib.request.urlopen(base + "?" + urllib.parse.urlencode(
+            {"database": "pulse", "query": "SELECT count() FROM errors"})).read() == b"0\n"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + "?" + urllib.parse.urlencode({"database": "system", "query": "SELECT 1"}))
+        assert info.value.code == 400 and "system.tables" in info.value.read().decode()
 
         import clickhouse_connect
 
