@@ -108,7 +108,9 @@ def test_events_without_consent_keep_no_user_identifiers_anywhere(settings: Sett
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if query(settings, "SELECT count() FROM sessions")[0][0] == "2" and \
-                    query(settings, "SELECT count() FROM dead_letters")[0][0] == "1":
+                    query(settings, "SELECT count() FROM dead_letters")[0][0] == "1" and \
+                    query(settings, "SELECT count() FROM errors")[0][0] == "2" and \
+                    everything(settings).count("sess-nocons") >= 7:
                 break
             time.sleep(0.5)
         assert query(settings, "SELECT count() FROM sessions")[0][0] == "2", procs.log("worker")[-2000:]
