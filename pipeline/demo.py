@@ -116,25 +116,42 @@ async def send_traffic(settings: Settings, *, sessions: int, duration_s: float, 
 
 async def send_session_replay(settings: Settings, scenario: SessionScenario, console: Console,
                               concurrency: int = 8, base_url: str | None = None, key: str | None = None) -> int:
-    """POST the session scenario's flushes in send order, as fast as the collector takes them."""
+    """POST the session scenario's flushes in send order, as fast as the collector takes them.
+
+    The replay packs hours of event time into seconds, so a flush that has to be retried must not
+    fall behind: while one is retried, no new flush starts (otherwise it would arrive minutes of
+    event time late, behind the worker's watermark, and its session would not add up)."""
     url = (base_url or collector_url(settings)) + "/api/v1/events"
     headers = {"X-Pulse-Key": key or next(iter(settings.collector.project_keys)), "Content-Type": "application/json"}
     limit = asyncio.Semaphore(concurrency)
+    clear_to_send = asyncio.Event()
+    clear_to_send.set()
+    retrying = 0
     accepted = 0
 
     async def post(session: aiohttp.ClientSession, body: bytes) -> None:
-        nonlocal accepted
+        nonlocal accepted, retrying
         async with limit:
-            for attempt in range(6):
-                try:
-                    async with session.post(url, data=body, headers=headers) as resp:
-                        if resp.status == 503:
-                            await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
-                            continue
-                        accepted += (await resp.json(content_type=None)).get("accepted", 0)
-                        return
-                except aiohttp.ClientError:
-                    await asyncio.sleep(min(2 ** attempt * 0.2, 5))
+            held = False
+            try:
+                for attempt in range(6):
+                    try:
+                        async with session.post(url, data=body, headers=headers) as resp:
+                            if resp.status != 503:
+                                accepted += (await resp.json(content_type=None)).get("accepted", 0)
+                                return
+                            wait_s = float(resp.headers.get("Retry-After", "1"))
+                    except aiohttp.ClientError:  # e.g. a kept-alive connection the server closed: retry at once
+                        wait_s = 0.0 if attempt == 0 else min(2 ** attempt * 0.2, 5)
+                    if not held:
+                        held, retrying = True, retrying + 1
+                        clear_to_send.clear()
+                    await asyncio.sleep(wait_s)
+            finally:
+                if held:
+                    retrying -= 1
+                    if retrying == 0:
+                        clear_to_send.set()
 
     with Progress(TextColumn("replaying sessions from 4 h ago"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
@@ -142,6 +159,7 @@ async def send_session_replay(settings: Settings, scenario: SessionScenario, con
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             pending: set[asyncio.Task[None]] = set()
             for flush in scenario.flushes:
+                await clear_to_send.wait()
                 while len(pending) >= concurrency:  # keep the send order close to event order
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     progress.advance(task, len(done))
