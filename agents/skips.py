@@ -22,6 +22,13 @@ from pipeline.ingest.process import RawMessage
 log = logging.getLogger(__name__)
 
 
+def committed_offset(app: faust.App, tp: Any) -> int | None:
+    """The next offset to read as committed to Kafka, as faust last knew it (None if unknown)."""
+    offsets = getattr(app.consumer, "_committed_offset", None)
+    value = offsets.get(tp) if offsets is not None else None
+    return value if isinstance(value, int) and value >= 0 else None
+
+
 def to_raw_message(event: Any) -> RawMessage:
     """A faust Event (raw serializer) as plain data."""
     m = event.message
@@ -68,12 +75,9 @@ class CompleteBatches:
         return skips
 
     def _committed(self, topic: str, partition: int) -> int | None:
-        """The next offset to read as committed to Kafka, as faust last knew it (None if unknown)."""
         from faust.types import TP
 
-        offsets = getattr(self.app.consumer, "_committed_offset", None)
-        value = offsets.get(TP(topic, partition)) if offsets is not None else None
-        return value if isinstance(value, int) and value >= 0 else None
+        return committed_offset(self.app, TP(topic, partition))
 
     async def fetch(self, skips: list[tuple[str, int, int, int]]) -> list[RawMessage]:
         """Read the skipped offsets straight from Kafka (a short-lived, group-less consumer)."""
@@ -135,8 +139,8 @@ class StartPositions:
         consumer = self.app.consumer
         assigned = {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
         for tp in sorted(assigned - self.held):
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            start = committed if isinstance(committed, int) and committed >= 0 else 0
+            committed = committed_offset(self.app, tp)
+            start = committed if committed is not None else 0
             position = await consumer.position(tp)
             if position is not None and position > start:
                 log.warning("%s:%d: position %d is past the committed offset %s; rewinding to %d",

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.collector.app import make_app
 from pipeline.dashboard import data as dashboard
 from pipeline.dashboard.data import (
     alerts_panel,
@@ -27,8 +25,8 @@ from pipeline.dashboard.data import (
 )
 from pipeline.dashboard.queries import PERIODS, bucket_for, parse_period, period_label, plan
 from pipeline.dashboard.routes import STATIC_DIR
-from pipeline.ingest.producer import EventProducer
 from pipeline.settings import Settings
+from tests.unit.test_api_access import client_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_795_000_000  # 2026-11-18 11:06:40 UTC: not on a minute boundary
@@ -271,15 +269,6 @@ async def test_dashboard_data_skips_the_status_lookup_without_issues(monkeypatch
 
 
 # ------------------------------------------------------------------ HTTP
-
-
-async def client_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> TestClient:
-    for k, v in {"PULSE_SINK_PORT": "1", "PULSE_CLICKHOUSE_PATH": str(tmp_path / "chdb"), **env}.items():
-        monkeypatch.setenv(k, v)
-    settings = Settings()
-    client = TestClient(TestServer(make_app(settings, EventProducer(settings.kafka))))
-    await client.start_server()
-    return client
 
 
 async def test_the_page_and_its_static_files_are_served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
