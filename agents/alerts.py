@@ -31,9 +31,9 @@ from typing import Any
 import faust
 import orjson
 
-from agents.app import WorkerState
+from agents.state import WorkerState
 from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
-from agents.skips import CompleteBatches, to_raw_message
+from agents.skips import CompleteBatches, StartPositions, to_raw_message
 from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, merge, ux_aggregates
 from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
@@ -154,6 +154,7 @@ class AlertAgent:
         self.parts: dict[int, PartitionAlerts] = {}
         self.lock = asyncio.Lock()
         self.batches = CompleteBatches(app, kafka.bootstrap_servers)
+        self.start_positions = StartPositions(app)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions,
                                on_recover=self._on_recovered)
         self.changelog = self.table.changelog_topic.get_topic_name()
@@ -177,7 +178,10 @@ class AlertAgent:
         return part
 
     async def _on_recovered(self) -> None:
-        """Partitions moved away are forgotten; new ones are read from the restored table on first use."""
+        """Partitions moved away are forgotten; new ones are read from the restored table on first use.
+        Also the moment (before the streams resume) to put every newly assigned input partition of the
+        worker's Faust agents back where it was committed (see ``agents/skips.py``)."""
+        await self.start_positions.rewind_new_partitions()
         owned = self._owned()
         for p in [p for p in self.parts if p not in owned]:
             del self.parts[p]

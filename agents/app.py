@@ -1,41 +1,34 @@
-"""The Faust app: configuration, topics, and the /health and /metrics pages.
+"""The Faust app: configuration, the raw-event runner, the issue and alert agents, /health and /metrics.
 
 ``make_app(settings)`` builds a fresh app (no module-global app: settings are injected), attaches
-the ingest agent and the web pages, and returns it. Run it with ``agents.worker.run_worker``.
+the ingest runner (``agents/ingest.py``, its own consumer: the hot path), the issue and alert agents
+(Faust agents: low-volume streams with tables) and the web pages, and returns it. Run it with
+``agents.worker.run_worker``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.state import WorkerState
 from pipeline.settings import Settings
 
-
-@dataclass
-class WorkerState:
-    """What /health reports; updated by the agent after each batch."""
-
-    started_at: float = field(default_factory=time.time)
-    last_batch_at: float | None = None
-    batches: int = 0
-    messages: int = 0
-    last_error: str | None = None
-    issue_batches: int = 0
-    last_issue_batch_at: float | None = None
+log = logging.getLogger(__name__)
 
 
 def make_app(settings: Settings) -> faust.App:
-    """The worker app for ``settings``: ingest agent on the raw topics, /health and /metrics."""
+    """The worker app for ``settings``: ingest runner on the raw topics, issue and alert agents,
+    /health and /metrics."""
     from agents.alerts import AlertAgent
     from agents.delivery import make_send_all
-    from agents.ingest import attach_ingest_agent
+    from agents.ingest import IngestRunner
     from agents.issues import IssueAgent
-    from agents.sessions import SessionState
 
     kafka, worker = settings.kafka, settings.worker
     app = faust.App(
@@ -73,33 +66,44 @@ def make_app(settings: Settings) -> faust.App:
         web_port=worker.web_port,
     )
     state = WorkerState()
-    raw = app.topic(*kafka.raw_topics, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw", internal=False)
-    sessions = SessionState(app, settings)
+    runner = IngestRunner(settings, state)
     send_all = make_send_all(app)
-    attach_ingest_agent(app, settings, raw, state, sessions, send_all)
     IssueAgent(app, settings, state, send_all)
     AlertAgent(app, settings, state, send_all)
-    # Partitions are reconciled after each recovery (agents/sessions.py), not on revocation: Kafka's
-    # eager rebalance revokes every partition, also those this worker keeps, and a kept partition's
-    # live state must survive (Faust re-reads only the changelog's tail for it).
+
+    @app.task
+    async def ingest() -> None:
+        """The raw-event runner for the worker's lifetime. If it fails, the worker stops with the
+        error (nothing after its last commit was acknowledged, so a restart replays it)."""
+        try:
+            await runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the worker must not run on without its hot path
+            log.exception("the ingest runner failed; stopping the worker")
+            state.last_error = f"ingest runner: {type(exc).__name__}: {exc}"
+            await app.crash(exc)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        ingest = runner.health()
+        # Faust's agents are ready once it restored their tables for the current assignment.
+        agents_ready = bool(assigned) and app.tables.recovery.completed.is_set() and not app.rebalancing \
+            and not getattr(app, "in_recovery", False)
         return web.json({
             "status": "ok",
             "app_id": worker.app_id,
-            "assigned_partitions": assigned,
+            "assigned_partitions": sorted([*assigned, *ingest["assigned_partitions"]]),
             "last_batch_at": state.last_batch_at,
             "batches": state.batches,
             "messages": state.messages,
             "last_error": state.last_error,
-            "sessions": sessions.health(),
+            "sessions": ingest["sessions"],
+            "ingest": {"group": ingest["group"], "ready": ingest["ready"],
+                       "largest_record_bytes": ingest["largest_record_bytes"]},
             "issues": {"batches": state.issue_batches, "last_batch_at": state.last_issue_batch_at},
-            # True once Faust restored the tables for the current assignment and streams run.
-            "ready": bool(assigned) and app.tables.recovery.completed.is_set() and not app.rebalancing
-            and not getattr(app, "in_recovery", False),
+            "ready": agents_ready and ingest["ready"],
             "uptime_s": round(time.time() - state.started_at, 3),
         })
 

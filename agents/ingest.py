@@ -1,18 +1,26 @@
-"""ingest_events: raw topics -> validated, deduplicated rows on the storage topic (+ dead letters).
+"""The raw-event hot path: one poll -> one batch -> every stage -> outputs -> state -> commit.
 
-The agent is an adapter: decode a batch into ``RawMessage``s, call ``process_batch`` once, send
-the results, wait until Kafka confirmed every send, then let faust ack the batch.
+Why not a Faust agent: at real message shapes (1-5 events per message) Faust's per-message
+machinery (an Event, two asyncio tasks and an ``asyncio.wait`` per message read, per-message
+acks) cost ~80 us per message, and ``take_events`` dropped records at batch boundaries (issue 14;
+measured figures in bench/README.md). This runner reads the raw topics with its own aiokafka
+consumer (group ``<app id>-ingest``, range assignment so a session's actions and errors meet in
+one worker) inside the Faust worker process, which still hosts the issue and alert agents and the
+web pages.
 
-Delivery and commits (faust 0.15 semantics, read from its source):
-  * ``stream.take_events`` disables per-event acks and acks the whole batch when the loop asks
-    for the next batch -- and also in its ``finally`` when the body raises. So the body must
-    never raise, and must not leave a batch before its sends are confirmed: we await every
-    send's delivery future (and, on cancellation during shutdown, still wait for them).
-  * Offsets are committed by faust's commit timer only for acked events, and
-    ``Consumer._commit_offsets`` flushes the producer before committing.
-Together: a raw offset is committed only after its storage messages and dead letters are on
-the broker (at-least-once). Replays after a crash re-send the same (source, table) messages,
-which the sink drops by source offset.
+One batch, in this order (what makes a SIGKILL at any point harmless):
+1. ``process_batch`` (pure): rows, dead letters, issue occurrences, alert partials, session input;
+   a message that fails becomes a dead letter, its neighbours go on;
+2. sessionization (pure ``PartitionSessions``): rows, UX signals and state records;
+3. send every output (rows as one record per table and raw partition, with each line's raw offset
+   so the sink drops exactly what a replay repeats) and wait until Kafka has all of them;
+4. write the session state records to the changelog and wait;
+5. commit the raw offsets.
+Between polls the runner lets quiet partitions follow the wall clock (no timer to fall behind).
+
+Partitions: on revocation the runner finishes its batch (it holds the lock the listener waits
+for) and drops the partitions' sessions; on assignment it reads their changelog to the end and
+rebuilds them before their first message is processed.
 """
 
 from __future__ import annotations
@@ -24,127 +32,256 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import faust
-from agents.app import WorkerState
-from agents.delivery import Send, SendAll, dead_letter_send
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from agents.changelog import read_to_end
+from agents.delivery import Send, dead_letter_send
 from agents.issues import occurrence_sends
-from agents.skips import CompleteBatches, to_raw_message
-from agents.sessions import SessionState
-from pipeline.contract import HEADER_SOURCE, DeadLetter, reason_kind
+from agents.output import BatchSender
+from agents.sessions import SessionStore
+from agents.state import WorkerState
+from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import RawMessage, dead_letter_for, process_batch
-from pipeline.metrics import (
-    BATCH_SECONDS,
-    BATCH_SIZE,
-    DEAD_LETTERS,
-    DUPLICATES_DROPPED,
-    EVENTS_IN,
-    EVENTS_OUT,
-    LATE_EVENTS,
-)
+from pipeline.ingest.process import (ProcessedBatch, RawMessage, alert_partial_messages, process_batch,
+                                     range_messages)
+from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
+                              EVENTS_OUT, LATE_EVENTS)
+from pipeline.sessions.partition import Step
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 PROCESS = "worker"
 
 
-def attach_ingest_agent(app: faust.App, settings: Settings, raw: faust.TopicT, state: WorkerState,
-                        sessions: SessionState, send_all: SendAll) -> Any:
-    """Register the ``ingest_events`` agent (reading ``raw``) on ``app`` and return it. Output goes
-    to ``settings.kafka.topic_storage`` / ``topic_dead_letter`` through the app's producer; action
-    and error events also go through sessionization (``sessions``), and first-time errors to the
-    issue agent (``agents/issues.py``) re-keyed by fingerprint."""
-    dedup = RecentIds(settings.worker.dedup_capacity)
-    session_topics = frozenset(settings.kafka.session_topics)
-    rollup_rules = settings.rollups.rules()
-    noise_rules = settings.issues.noise_rules()
-    issue_topic = settings.kafka.topic_issue_events
-    partials_topic = settings.kafka.topic_rollup_partials
-    storage_partitions = settings.kafka.partitions
-    storage_topic, dead_letter_topic = settings.kafka.topic_storage, settings.kafka.topic_dead_letter
-    batch_size, within = settings.worker.batch_size, settings.worker.batch_within_s
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, runner: "IngestRunner") -> None:
+        self.runner = runner
 
-    def dl_send(dl: DeadLetter) -> Send:
-        return dead_letter_send(dead_letter_topic, dl)
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.runner.on_revoked(set(revoked))
 
-    batches = CompleteBatches(app, settings.kafka.bootstrap_servers)
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.runner.on_assigned(set(assigned))
 
-    async def handle_batch(events: Sequence[Any]) -> None:
+
+class IngestRunner:
+    """Owns the raw consumer, its producer, the dedup memory and the session state."""
+
+    def __init__(self, settings: Settings, state: WorkerState) -> None:
+        self.settings = settings
+        self.state = state
+        k, w = settings.kafka, settings.worker
+        self.sessions = SessionStore(settings)
+        self.dedup = RecentIds(w.dedup_capacity)
+        self.session_topics = frozenset(k.session_topics)
+        self.rollup_rules = settings.rollups.rules()
+        self.noise_rules = settings.issues.noise_rules()
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.sender: BatchSender | None = None
+        self.to_restore: set[TopicPartition] = set()
+        self.ready = False
+        self.last_clock_at = 0.0
+        self.done: dict[TopicPartition, int] = {}  # next offset to process, per raw partition held
+
+    # ------------------------------------------------------------ life cycle
+    async def run(self) -> None:
+        k, w = self.settings.kafka, self.settings.worker
+        producer = AIOKafkaProducer(
+            bootstrap_servers=k.bootstrap_servers, acks="all", compression_type=k.compression_type, linger_ms=k.linger_ms, max_request_size=k.max_request_bytes,
+            max_batch_size=min(1_000_000, k.max_request_bytes), request_timeout_ms=30_000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers, group_id=w.ingest_group(), enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=w.batch_size, fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+            partition_assignment_strategy=(RangePartitionAssignor,), group_instance_id=w.group_instance_id() + "-ingest")
+        await producer.start()
+        self.sender = BatchSender(producer)
+        try:
+            self.consumer.subscribe(list(k.raw_topics), listener=_Listener(self))
+            await self.consumer.start()
+            try:
+                while True:
+                    data = await self.consumer.getmany(timeout_ms=int(w.batch_within_s * 1000),
+                                                       max_records=w.batch_size)
+                    async with self.lock:
+                        moved = await self._restore_assigned()
+                        data = {tp: records for tp, records in data.items() if records and tp not in moved}
+                        if data:
+                            await self.handle(data)
+                        await self._follow_clock()
+            finally:
+                self.ready = False
+                await self.consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Wait for the batch in flight (it commits), then drop the partitions' state."""
+        async with self.lock:
+            self.ready = False
+            self.sessions.forget({tp.partition for tp in revoked if tp.topic in self.session_topics})
+            self.to_restore -= revoked
+            for tp in revoked:
+                self.done.pop(tp, None)
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """No I/O here (aiokafka keeps fetching meanwhile): the loop restores before processing."""
+        self.to_restore |= assigned
+
+    async def _restore_assigned(self) -> set[TopicPartition]:
+        """Rebuild newly assigned partitions' sessions; returns the partitions whose position moved
+        (records already fetched for them are dropped, and read again from the new position)."""
+        if not self.to_restore:
+            return set()
+        assert self.consumer is not None
+        new, self.to_restore = self.to_restore, set()
+        moved = await self._start_where_the_old_group_stopped(new)
+        partitions = sorted({tp.partition for tp in new if tp.topic in self.session_topics}
+                            - set(self.sessions.parts))
+        started = time.monotonic()
+        records = await read_to_end(self.settings.kafka.bootstrap_servers, self.sessions.changelog, partitions)
+        for p in partitions:
+            self.sessions.restore(p, records[p].items())
+        if partitions:
+            log.warning("ingest: restored session partitions %s in %.2f s", partitions, time.monotonic() - started)
+        self.ready = bool(self.consumer.assignment())
+        return moved
+
+    async def _start_where_the_old_group_stopped(self, new: set[TopicPartition]) -> set[TopicPartition]:
+        """Upgrading from the Faust ingest agent: a raw partition this group never committed starts
+        at the old group's (the app id's) committed offset instead of the beginning of the log."""
+        assert self.consumer is not None
+        fresh = [tp for tp in new if await self.consumer.committed(tp) is None]
+        if not fresh:
+            return set()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            old = await admin.list_consumer_group_offsets(self.settings.worker.app_id)
+        finally:
+            await admin.close()
+        moved = set()
+        for tp in fresh:
+            meta = old.get(tp)
+            if meta is not None and meta.offset >= 0:
+                log.warning("%s:%d: starting at offset %d, where the previous worker version stopped",
+                            tp.topic, tp.partition, meta.offset)
+                self.consumer.seek(tp, meta.offset)
+                moved.add(tp)
+        return moved
+
+    # ------------------------------------------------------------ batches
+    def highwater(self, topic: str, partition: int) -> int | None:
+        assert self.consumer is not None
+        try:
+            return self.consumer.highwater(TopicPartition(topic, partition))
+        except (KafkaError, AssertionError, KeyError, ValueError, TypeError):
+            return None
+
+    async def handle(self, data: dict[TopicPartition, Sequence[Any]]) -> None:
+        assert self.consumer is not None
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
-        messages: list[RawMessage] = []
-        try:
-            messages = await batches.complete(events)
-            out = process_batch(messages, dedup, storage_partitions, now, session_topics, rollup_rules,
-                                noise_rules, downstream=True)
-            sends: list[Send] = [(storage_topic, s.key, s.value, s.partition_hint, s.headers) for s in out.storage]
-            sends += occurrence_sends(out.issue_records, issue_topic)
-            sends += [(partials_topic, key, value, None, []) for key, value in out.alert_partials]
-            sends += [dl_send(dl) for dl in out.dead_letters]
-            async with sessions.lock:
-                steps = sessions.step_batch(out)
-                session_sends = sessions.sends_for(steps)
-                errors = await send_all(sends + session_sends)
-                # Session outputs must be on Kafka before their state is written (see agents/sessions.py).
-                await sessions.deliver([s for s, e in zip(session_sends, errors[len(sends):]) if e is not None],
-                                       send_all)
-                await sessions.write_changelog(steps, send_all)
-            errors = errors[:len(sends)]
-            failed = [(sends[i], err) for i, err in enumerate(errors) if err is not None]
+        messages = [RawMessage(tp.topic, tp.partition, r.offset, r.key, r.value if r.value is not None else b"",
+                               r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
+                    for tp, records in data.items() for r in records]
+        out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
+                            self.rollup_rules, self.noise_rules, downstream=True)
+        outputs = self._outputs(out, messages, now)
+        steps = self.sessions.step_batch(out, self.highwater)
+        await self._deliver(outputs + self.sessions.sends_for(steps), "outputs")
+        await self._write_state(steps)
+        offsets = {tp: records[-1].offset + 1 for tp, records in data.items()}
+        await self._commit(offsets)
+        self.done.update(offsets)
+        self._account(out, len(messages), started)
+
+    def _outputs(self, out: ProcessedBatch, messages: list[RawMessage], now: datetime) -> list[Send]:
+        k, w = self.settings.kafka, self.settings.worker
+        by_source = {m.source: m for m in messages}
+        storage, too_big = range_messages(out.storage, by_source, w.max_record_bytes, now)
+        out.dead_letters += too_big
+        sends: list[Send] = [(k.topic_storage, s.key, s.value, s.partition_hint, s.headers) for s in storage]
+        sends += occurrence_sends(out.issue_records, k.topic_issue_events)
+        sends += [(k.topic_rollup_partials, key, value, None, [])
+                  for key, value in alert_partial_messages(out.alert_rows, w.max_record_bytes)]
+        sends += [dead_letter_send(k.topic_dead_letter, dl) for dl in out.dead_letters]
+        return sends
+
+    async def _write_state(self, steps: list[tuple[int, Step]]) -> None:
+        if steps:
+            await self._deliver(self.sessions.changelog_sends(steps), "session state")
+            self.sessions.account(steps)
+
+    async def _deliver(self, sends: list[Send], what: str) -> None:
+        """Send and wait until Kafka has every record; what failed is sent again (in order) until
+        it is there. Nothing is committed meanwhile, so a long outage is a pause, not a loss."""
+        assert self.sender is not None
+        delay = 0.5
+        while sends:
+            errors = await self.sender.send_all(sends)
+            failed = [s for s, err in zip(sends, errors) if err is not None]
             if failed:
-                # Non-retriable (e.g. a row batch above max_request_bytes): keep the input instead.
-                by_source = {m.source: m for m in messages}
-                retry_dls = []
-                for send, err in failed:
-                    src = dict(send[4]).get(HEADER_SOURCE)
-                    msg = by_source.get(src.decode()) if isinstance(src, bytes) else None
-                    if msg is not None:
-                        retry_dls.append(dead_letter_for(msg, f"worker could not produce output: {err!r}", now))
-                    log.error("send failed for good: %r", err)
-                await send_all([dl_send(dl) for dl in retry_dls])
-                if retry_dls:
-                    DEAD_LETTERS.labels(PROCESS, "worker", "processing_failed").inc(len(retry_dls))
-            for type_, n in out.events_in.items():
-                EVENTS_IN.labels(PROCESS, type_).inc(n)
-            for table, n in out.rows_out.items():
-                EVENTS_OUT.labels(PROCESS, table).inc(n)
-            for dl in out.dead_letters:
-                DEAD_LETTERS.labels(PROCESS, "worker", reason_kind(dl.reason)).inc()
-            if out.late_rollup_events:
-                LATE_EVENTS.labels(PROCESS, "rollups").inc(out.late_rollup_events)
-            if out.duplicates:
-                DUPLICATES_DROPPED.labels(PROCESS, "event_id").inc(out.duplicates)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
-            log.exception("batch failed; dead-lettering %d messages", len(events))
-            state.last_error = f"{type(exc).__name__}: {exc}"
-            try:
-                msgs = messages or [to_raw_message(e) for e in events]
-                reason = f"worker batch failed: {type(exc).__name__}: {exc}"
-                await send_all([dl_send(dead_letter_for(m, reason, now)) for m in msgs])
-                DEAD_LETTERS.labels(PROCESS, "worker", "processing_failed").inc(len(msgs))
-            except Exception:  # noqa: BLE001
-                log.exception("could not dead-letter a failed batch")
-        state.batches += 1
-        state.messages += len(events)
-        state.last_batch_at = time.time()
-        BATCH_SIZE.labels(PROCESS).observe(len(events))
+                first = next(e for e in errors if e is not None)
+                self.state.last_error = f"could not deliver {len(failed)} {what}: {first!r}"
+                log.error("could not deliver %d %s (%r); retrying in %.1fs", len(failed), what, first, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            sends = failed
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The partitions moved on in a rebalance: the new owner replays from the last commit,
+            # and every output of the replay is dropped or collapsed downstream.
+            log.warning("commit failed after a rebalance (%s); the new owner replays the batch", exc)
+
+    async def _follow_clock(self) -> None:
+        """Between polls, at most every ``timer_interval_s``: quiet partitions close idle sessions."""
+        now = time.monotonic()
+        if now - self.last_clock_at < self.settings.sessions.timer_interval_s:
+            return
+        self.last_clock_at = now
+        steps = self.sessions.quiet_steps(int(time.time() * 1000), self.highwater)
+        if steps:
+            await self._deliver(self.sessions.sends_for(steps), "session outputs")
+            await self._write_state(steps)
+        self._report_lag()
+
+    def _report_lag(self) -> None:
+        for tp, done in self.done.items():
+            high = self.highwater(tp.topic, tp.partition)
+            if high is not None:
+                CONSUMER_LAG.labels(PROCESS, tp.topic, str(tp.partition)).set(max(high - done, 0))
+
+    def _account(self, out: ProcessedBatch, n_messages: int, started: float) -> None:
+        for type_, n in out.events_in.items():
+            EVENTS_IN.labels(PROCESS, type_).inc(n)
+        for table, n in out.rows_out.items():
+            EVENTS_OUT.labels(PROCESS, table).inc(n)
+        for dl in out.dead_letters:
+            DEAD_LETTERS.labels(PROCESS, "worker", reason_kind(dl.reason)).inc()
+        if out.late_rollup_events:
+            LATE_EVENTS.labels(PROCESS, "rollups").inc(out.late_rollup_events)
+        if out.duplicates:
+            DUPLICATES_DROPPED.labels(PROCESS, "event_id").inc(out.duplicates)
+        self.state.batches += 1
+        self.state.messages += n_messages
+        self.state.last_batch_at = time.time()
+        BATCH_SIZE.labels(PROCESS).observe(n_messages)
         BATCH_SECONDS.labels(PROCESS).observe(time.perf_counter() - started)
 
-    @app.timer(settings.sessions.timer_interval_s)
-    async def advance_quiet_partitions() -> None:
-        try:
-            await sessions.advance_quiet_partitions(send_all)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
-            log.exception("session timer tick failed")
-
-    @app.agent(raw, name="ingest_events")
-    async def ingest_events(stream: faust.StreamT) -> None:
-        """Batches of raw messages -> storage messages and dead letters."""
-        async for events in stream.take_events(batch_size, within=within):
-            await handle_batch(events)
-
-    return ingest_events
+    def health(self) -> dict[str, Any]:
+        return {"group": self.settings.worker.ingest_group(), "ready": self.ready,
+                "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in
+                                              (self.consumer.assignment() if self.consumer else ())),
+                "largest_record_bytes": self.sender.largest_record if self.sender else 0,
+                "sessions": self.sessions.health()}

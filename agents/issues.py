@@ -31,7 +31,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents.app import WorkerState
+from agents.state import WorkerState
 from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
 from pipeline.contract import HEADER_TABLE, reason_kind

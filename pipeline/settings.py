@@ -182,9 +182,15 @@ class WorkerSettings(BaseSettings):
 
     model_config = _config("PULSE_WORKER_")
 
-    app_id: str = Field("pulse-worker", description="PULSE_WORKER_APP_ID: Faust app id = consumer group")
-    batch_size: int = Field(500, ge=1, description="PULSE_WORKER_BATCH_SIZE: messages taken per batch")
-    batch_within_s: float = Field(0.2, gt=0, description="PULSE_WORKER_BATCH_WITHIN_S: max wait to fill a batch")
+    app_id: str = Field("pulse-worker", description="PULSE_WORKER_APP_ID: Faust app id = consumer group of the "
+                        "issue and alert agents; the raw topics are read by the group '<app id>-ingest'")
+    batch_size: int = Field(5000, ge=1, description="PULSE_WORKER_BATCH_SIZE: most raw messages taken per poll "
+                            "(one batch: all stages, outputs, state, commit)")
+    batch_within_s: float = Field(0.2, gt=0, description="PULSE_WORKER_BATCH_WITHIN_S: longest wait for input "
+                                  "before the worker checks its clocks (quiet partitions)")
+    max_record_bytes: int = Field(512 * 1024, ge=16 * 1024, le=900 * 1024,
+                                  description="PULSE_WORKER_MAX_RECORD_BYTES: largest record the worker produces "
+                                  "(storage rows and alert partials are cut below it; Kafka's default limit is 1 MB)")
     dedup_capacity: int = Field(500_000, ge=1000, description="PULSE_WORKER_DEDUP_CAPACITY: recent event_ids remembered")
     data_dir: Path = Field(Path(".pulse/worker"), description="PULSE_WORKER_DATA_DIR: Faust table state")
     web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
@@ -193,6 +199,10 @@ class WorkerSettings(BaseSettings):
     instance_id: str | None = Field(
         None, description="PULSE_WORKER_INSTANCE_ID: static consumer-group membership; default: app id, host and "
         "data directory, so a restarted worker takes its partitions back without a group rebalance")
+
+    def ingest_group(self) -> str:
+        """Consumer group of the raw-event batch runner (agents/ingest.py)."""
+        return f"{self.app_id}-ingest"
 
     def group_instance_id(self) -> str:
         """Stable per worker (host + data directory). A restart then rejoins without a rebalance:

@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from pipeline.contract import EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_TABLE, DeadLetter
+from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
+                               DeadLetter, encode_line_sources)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
@@ -60,7 +61,8 @@ class RawMessage:
 
 @dataclass(frozen=True, slots=True)
 class StorageMessage:
-    """Rows of one table from one raw message, ready to produce on the storage topic."""
+    """Rows of one table from one raw message (or, with ``line_sources``, from a range of raw
+    messages of one partition), ready to produce on the storage topic."""
 
     table: str
     source: str
@@ -68,10 +70,14 @@ class StorageMessage:
     partition_hint: int
     value: bytes  # JSONEachRow
     rows: int = 0
+    line_sources: bytes | None = None  # HEADER_SOURCE_LINES of a range message
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
-        return [(HEADER_TABLE, self.table.encode()), (HEADER_SOURCE, self.source.encode())]
+        headers = [(HEADER_TABLE, self.table.encode()), (HEADER_SOURCE, self.source.encode())]
+        if self.line_sources is not None:
+            headers.append((HEADER_SOURCE_LINES, self.line_sources))
+        return headers
 
 
 @dataclass
@@ -89,8 +95,8 @@ class ProcessedBatch:
     session_upto: dict[int, dict[str, int]] = field(default_factory=dict)
     # First-time, non-noise errors per fingerprint and raw message, for issue status (agents/issues.py).
     issue_records: list[OccurrenceRecord] = field(default_factory=list)
-    # Minute partials per project (key, JSON array) for alert evaluation (agents/alerts.py).
-    alert_partials: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Minute partial rows per project, for alert evaluation (agents/alerts.py).
+    alert_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
 
 
@@ -136,8 +142,8 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     types: list[str] = []
     for event in decoded.events:
         table, row = event_to_row(event, received_at, noise_rules)
-        event_id = row["event_id"]  # canonical str: hashes faster than UUID
-        sess = session_event(event, event_id) if for_sessions else None
+        event_id = row["event_id"]  # the validated UUID: dedup key
+        sess = session_event(event) if for_sessions else None
         built.append((event_id, table, row, sess))
         types.append(event.type)
     by_table: dict[str, list[bytes]] = {}
@@ -165,12 +171,14 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         # by the sink like the raw rows (see pipeline/rollups/minute.py).
         partials = rollup_rows(fresh, rollups)
         if partials:
-            lines = by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+            by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
             if downstream:
-                projects: dict[str, list[bytes]] = {}
-                for r, line in zip(partials, lines):
-                    projects.setdefault(r["project"], []).append(line)
-                out.alert_partials += [(p.encode(), b"[" + b",".join(ls) + b"]") for p, ls in projects.items()]
+                alert_rows = out.alert_rows
+                for r in partials:
+                    rows = alert_rows.get(r["project"])
+                    if rows is None:
+                        rows = alert_rows[r["project"]] = []
+                    rows.append(r)
         if "metrics" in by_table:
             metric_partials = metric_rollup_rows((row for table, row in fresh if table == "metrics"), rollups.window_s)
             by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
@@ -193,13 +201,76 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     into a dead letter carrying the exception text; the others continue. Valid first-time events
     of ``session_topics`` are also handed out for sessionization (``out.session_events``). With
     ``downstream``, the worker's other agents get theirs: first-time errors per fingerprint for issue
-    status (``out.issue_records``) and minute partials per project for alerting (``out.alert_partials``)."""
+    status (``out.issue_records``) and minute partials per project for alerting (``out.alert_rows``)."""
     out = ProcessedBatch()
     for msg in messages:
         try:
             process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, downstream)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
+    return out
+
+
+def range_messages(per_message: list[StorageMessage], by_source: dict[str, RawMessage], max_bytes: int,
+                   now: datetime) -> tuple[list[StorageMessage], list[DeadLetter]]:
+    """A batch's per-message storage output as few records as possible: one per (table, raw topic,
+    raw partition), each naming its offset range and every line's offset (the sink drops exactly the
+    lines a replay repeats), cut where a record would pass ``max_bytes``. One raw message's lines
+    always stay in one record (the sink's mark would otherwise drop the second half); a raw message
+    whose rows for one table alone pass ``max_bytes`` becomes a dead letter, and so do its other
+    tables' rows, so that message is either stored whole or not at all."""
+    too_big = {m.source for m in per_message if len(m.value) > max_bytes}
+    dead = [dead_letter_for(by_source[src], f"worker output too large: the rows of this message exceed "
+                            f"PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
+    groups: dict[tuple[str, str, int], list[tuple[int, StorageMessage]]] = {}
+    for m in per_message:
+        if m.source in too_big:
+            continue
+        raw = by_source[m.source]
+        groups.setdefault((m.table, raw.topic, raw.partition), []).append((raw.offset, m))
+    out: list[StorageMessage] = []
+    for (table, topic, partition), items in groups.items():
+        items.sort(key=lambda item: item[0])
+        chunk: list[tuple[int, StorageMessage]] = []
+        size = 0
+        for item in items:
+            if chunk and size + len(item[1].value) + 1 > max_bytes:
+                out.append(_range_message(table, topic, partition, chunk))
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(item[1].value) + 1
+        if chunk:
+            out.append(_range_message(table, topic, partition, chunk))
+    return out, dead
+
+
+def _range_message(table: str, topic: str, partition: int, chunk: list[tuple[int, StorageMessage]]) -> StorageMessage:
+    offsets: list[int] = []
+    for offset, m in chunk:
+        offsets += [offset] * m.rows
+    first = chunk[0]
+    return StorageMessage(table, f"{topic}:{partition}:{chunk[0][0]}-{chunk[-1][0]}", None,
+                          first[1].partition_hint, b"\n".join(m.value for _, m in chunk), len(offsets),
+                          encode_line_sources(offsets))
+
+
+def alert_partial_messages(alert_rows: dict[str, list[dict[str, Any]]], max_bytes: int) -> list[tuple[bytes, bytes]]:
+    """Minute partial rows per project as (key, JSON array) messages for the alert agent, each
+    under ``max_bytes`` (a row alone is never split)."""
+    out: list[tuple[bytes, bytes]] = []
+    for project, rows in alert_rows.items():
+        key = project.encode()
+        lines = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in rows]
+        chunk: list[bytes] = []
+        size = 2
+        for line in lines:
+            if chunk and size + len(line) + 1 > max_bytes:
+                out.append((key, b"[" + b",".join(chunk) + b"]"))
+                chunk, size = [], 2
+            chunk.append(line)
+            size += len(line) + 1
+        if chunk:
+            out.append((key, b"[" + b",".join(chunk) + b"]"))
     return out
 
 

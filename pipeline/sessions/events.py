@@ -30,14 +30,17 @@ def epoch_ms(ts: datetime) -> int:
 
 def session_event(event: Any, event_id: str | None = None) -> SessionEvent | None:
     """The session view of a validated contract event; None for types sessions do not read.
-    ``event_id``: its canonical string when the caller already has it (saves a UUID format)."""
+    ``event_id``: its canonical string when the caller already has it (saves a UUID format). Always a
+    ``str`` in the result: session state restored from the changelog holds strings, and the
+    sessionizer orders events of one millisecond by ``(ts_ms, event_id)`` -- a UUID beside a str
+    there raised TypeError after every restart (issue 14)."""
     type_ = event.type
     if type_ not in SESSION_EVENT_TYPES:
         return None
     ts = epoch_ms(event.timestamp)
     # Interned: thousands of open sessions share a handful of pages, releases and user agents.
     page = intern(page_of(event.route, event.url))
-    sid, eid = event.session_id, event_id or str(event.event_id)
+    sid, eid = event.session_id, str(event_id if event_id is not None else event.event_id)
     project, release, ua = intern(event.project), intern(event.release or ""), intern(event.user_agent or "")
     user_id = (event.user_id or "") if event.consent else ""
     if type_ == "error":

@@ -27,6 +27,18 @@ class Record:
         """Storage messages hold JSONEachRow lines."""
         return [orjson.loads(line) for line in self.value.split(b"\n")]
 
+    def sourced_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each row with the raw message it came from (``topic:partition:offset``), read from the
+        ``pulse-src`` header, and with a range, from ``pulse-src-lines`` (``<offset>x<count>,...``)."""
+        rows = self.rows()
+        topic, partition, offsets = self.headers["pulse-src"].decode().rsplit(":", 2)
+        if "-" not in offsets:
+            return [(f"{topic}:{partition}:{offsets}", row) for row in rows]
+        per_line = [int(off) for run in self.headers["pulse-src-lines"].decode().split(",")
+                    for off, count in [run.split("x")] for _ in range(int(count))]
+        assert len(per_line) == len(rows), (per_line, len(rows))
+        return [(f"{topic}:{partition}:{off}", row) for off, row in zip(per_line, rows)]
+
 
 async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[list[Record]], bool] | None = None,
                       timeout_s: float = 15.0, quiet_s: float = 1.0) -> list[Record]:

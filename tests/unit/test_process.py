@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.contract import HEADER_SOURCE, HEADER_TABLE
+from pipeline.contract import HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import RawMessage, process_batch
+from pipeline.ingest.process import RawMessage, alert_partial_messages, process_batch, range_messages
 from tests.events import ev
 
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
@@ -153,3 +153,53 @@ def test_unexpected_exception_dead_letters_only_that_message() -> None:
     assert [s.source for s in out.storage] == ["raw.vitals:0:0", "raw.vitals:0:2"]
     (dl,) = out.dead_letters
     assert dl.source == "raw.vitals:0:1" and "RuntimeError: kaboom" in dl.reason
+
+
+# ---------------------------------------------------------------- per-batch output (agents/ingest.py)
+def by_source(*messages: RawMessage) -> dict[str, RawMessage]:
+    return {m.source: m for m in messages}
+
+
+def test_a_batch_becomes_one_range_record_per_table_and_raw_partition() -> None:
+    ms = [msg([ev("vital"), ev("vital")], offset=10), msg(ev("vital"), offset=11), msg(ev("error"), offset=12),
+          msg(ev("vital"), offset=13, partition=1)]
+    out = run(*ms)
+    recs, dead = range_messages(out.storage, by_source(*ms), 512 * 1024, NOW)
+    assert dead == []
+    got = {(r.table, r.source): r for r in recs}
+    assert set(got) == {("vitals", "raw.vitals:0:10-11"), ("errors", "raw.vitals:0:12-12"),
+                        ("vitals", "raw.vitals:1:13-13")}
+    vitals = got[("vitals", "raw.vitals:0:10-11")]
+    assert vitals.rows == 3 and len(rows(vitals.value)) == 3 and vitals.key is None
+    assert dict(vitals.headers)[HEADER_SOURCE_LINES] == b"10x2,11x1"
+    assert dict(vitals.headers)[HEADER_TABLE] == b"vitals"
+
+
+def test_range_records_are_cut_below_the_limit_between_messages() -> None:
+    ms = [msg([ev("vital") for _ in range(3)], offset=o) for o in range(40)]
+    out = run(*ms)
+    one_message = max(len(s.value) for s in out.storage if s.table == "vitals")
+    limit = one_message * 5 + 10
+    recs, dead = range_messages(out.storage, by_source(*ms), limit, NOW)
+    vitals = [r for r in recs if r.table == "vitals"]
+    assert dead == [] and len(vitals) >= 8 and all(len(r.value) <= limit for r in recs)
+    lines = [run_.split(b"x") for r in vitals for run_ in dict(r.headers)[HEADER_SOURCE_LINES].split(b",")]
+    assert [int(o) for o, _ in lines] == list(range(40)) and all(int(c) == 3 for _, c in lines)
+
+
+def test_a_message_whose_rows_pass_the_limit_is_a_dead_letter_whole() -> None:
+    big = msg([ev("error", error={"exception_type": "E", "message": "x" * 5000})] + [ev("vital")], offset=5)
+    small = msg(ev("vital"), offset=6)
+    out = run(big, small)
+    recs, dead = range_messages(out.storage, by_source(big, small), 4096, NOW)
+    assert [d.source for d in dead] == ["raw.vitals:0:5"] and "PULSE_WORKER_MAX_RECORD_BYTES" in dead[0].reason
+    assert [(r.table, r.source) for r in recs if r.table == "vitals"] == [("vitals", "raw.vitals:0:6-6")]
+    assert not any(r.source.endswith(":5-5") for r in recs)
+
+
+def test_alert_partials_are_one_message_per_project_under_the_limit() -> None:
+    rows_ = {"shop": [{"project": "shop", "n": i, "pad": "y" * 100} for i in range(50)], "blog": [{"project": "blog"}]}
+    out = alert_partial_messages(rows_, 1000)
+    assert {k for k, _ in out} == {b"shop", b"blog"}
+    assert all(len(v) <= 1000 for _, v in out)
+    assert [r["n"] for k, v in out if k == b"shop" for r in orjson.loads(v)] == list(range(50))

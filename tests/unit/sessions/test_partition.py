@@ -183,3 +183,34 @@ def feed_lagging(part: PartitionSessions, batch: list[Any], lagging: list[str]) 
     for topic, offset, _ in batch:
         upto[topic] = max(upto.get(topic, -1), offset)
     return part.process(events, upto, lagging)
+
+
+def test_new_events_meet_restored_ones_at_the_same_millisecond() -> None:
+    """Issue 14: events restored from the changelog carried str ids and new ones UUIDs; sorting
+    both within one millisecond raised TypeError and dead-lettered the whole batch."""
+    import uuid
+
+    from pipeline.sessions.sessionizer import SessionRules
+    from tests.events import ev
+
+    def sess(offset: int) -> Sourced:
+        event = EVENT_ADAPTER.validate_python(ev("action", session_id="s-same", action={"kind": "click",
+                                                 "selector": "#b", "x": 1, "y": 1},
+                                                 timestamp="2026-11-23T10:00:00.500Z"))
+        assert isinstance(event.event_id, uuid.UUID)
+        e = session_event(event, event.event_id)  # what process.py handed over before the fix
+        assert isinstance(e.event_id, str)
+        return Sourced("raw.actions", offset, e)
+
+    part = PartitionSessions(0, SessionRules(), lateness_ms=60_000)
+    step = part.process([sess(1)], {"raw.actions": 1})
+    store: dict[str, bytes] = {}
+    for key, value in step.writes:
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+    restored = PartitionSessions.restore(0, [(k.partition("|")[2], v) for k, v in store.items()], SessionRules(),
+                                         lateness_ms=60_000)
+    restored.process([sess(2)], {"raw.actions": 2})
+    assert restored.advance_to(2_000_000_000_000).emitted.sessions  # sorted and closed without a TypeError
