@@ -3,11 +3,13 @@
     .venv/bin/python bench/sink_bench.py                          # insert path only, ~20 s
     .venv/bin/python bench/sink_bench.py --rows 1000000 --batch 50000
     .venv/bin/python bench/sink_bench.py --e2e                    # + Kafka -> sink process -> chDB (own broker)
+    .venv/bin/python bench/sink_bench.py --builder-only --rows 200000  # BatchBuilder alone, 1/5/50 rows and ranges
     PULSE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python bench/sink_bench.py --e2e
 
 (a) insert path: realistic ``actions`` rows (built by ``event_to_row``) as JSONEachRow bytes, handed
     to ``raw_insert`` with a dedup token per block, exactly as the sink's flush does; chDB in a
-    temporary directory, tables from the migrations. Also the pure BatchBuilder alone.
+    temporary directory, tables from the migrations. Also the pure BatchBuilder alone, for
+    single-offset messages and for range messages of 2,000 lines (fresh, and a replay half stored).
 (b) --e2e: storage messages (50 rows each, with pulse-src headers) produced to Kafka first, then the
     sink process (``python -m pipeline.storage``) started and timed until count() reaches the total
     through its SQL endpoint: consume + batch + insert + marks + commit, one process.
@@ -34,7 +36,13 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.contract import EVENT_ADAPTER  # noqa: E402
+from pipeline.contract import (  # noqa: E402
+    EVENT_ADAPTER,
+    HEADER_SOURCE,
+    HEADER_SOURCE_LINES,
+    encode_line_sources,
+    encode_source_range,
+)
 from pipeline.ingest.normalize import event_to_row  # noqa: E402
 from pipeline.settings import ClickHouseSettings, Settings  # noqa: E402
 from pipeline.storage.batching import BatchBuilder, Record  # noqa: E402
@@ -103,17 +111,63 @@ def bench_insert_path(rows: list[bytes], batch: int, repeats: int = 3) -> float:
     return max(rates)
 
 
-def bench_builder(rows: list[bytes], per_message: int = 50) -> None:
+def bench_builder(rows: list[bytes], per_message: int = 50, repeats: int = 5) -> None:
+    """Single-offset messages, as today's worker sends: best of ``repeats``."""
     records = [Record("storage", 0, n, {"pulse-table": b"actions", "pulse-src": f"raw:0:{n}".encode()},
                       b"\n".join(rows[i:i + per_message])) for n, i in enumerate(range(0, len(rows), per_message))]
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        builder = BatchBuilder({}, STORABLE)
+        for r in records:
+            builder.add(r)
+        batch = builder.build()
+        _ = [c.body() for c in batch.chunks]
+        best = max(best, len(rows) / (time.perf_counter() - t0))
+    print(f"    BatchBuilder alone ({per_message} rows/message): {best:,.0f} rows/s")
+
+
+def bench_builder_ranges(rows: list[bytes], per_message: int = 2000, repeats: int = 5) -> None:
+    """Range messages (pulse-src first-last + pulse-src-lines) of ``per_message`` lines, 1-5 lines
+    per raw offset: fresh, then replayed with boundaries shifted by half a message over marks that
+    cover the first half (the messages straddling the mark are half stored, half new)."""
+    offsets: list[int] = []
+    while len(offsets) < len(rows):  # raw messages of 1, 2, 3, 4, 5 lines, one offset each
+        offsets += [1_000 + len(offsets)] * (1 + len(offsets) % 5)
+    del offsets[len(rows):]
+    starts = range(0, len(rows), per_message)
     t0 = time.perf_counter()
-    builder = BatchBuilder({}, STORABLE)
-    for r in records:
-        builder.add(r)
-    batch = builder.build()
-    _ = [c.body() for c in batch.chunks]
-    wall = time.perf_counter() - t0
-    print(f"    BatchBuilder alone ({per_message} rows/message): {len(rows) / wall:,.0f} rows/s")
+    for i in starts:
+        encode_line_sources(offsets[i:i + per_message])
+    encode_s = time.perf_counter() - t0
+
+    def messages(starts: range) -> list[Record]:
+        out = []
+        for n, i in enumerate(starts):
+            lines = offsets[i:i + per_message]
+            headers = {"pulse-table": b"actions", HEADER_SOURCE: encode_source_range("raw", 0, lines[0], lines[-1]),
+                       HEADER_SOURCE_LINES: encode_line_sources(lines)}
+            out.append(Record("storage", 0, n, headers, b"\n".join(rows[i:i + per_message])))
+        return out
+
+    half = (len(starts) // 2) * per_message
+    replay_marks = {("raw", 0, "actions"): offsets[half - 1]}
+    for label, records, marks in (("fresh", messages(starts), {}),
+                                  ("replay half stored", messages(range(per_message // 2, len(rows), per_message)),
+                                   replay_marks)):
+        best, kept = 0.0, 0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            builder = BatchBuilder(dict(marks), STORABLE)
+            for r in records:
+                builder.add(r)
+            batch = builder.build()
+            _ = [c.body() for c in batch.chunks]
+            best = max(best, (batch.rows + batch.duplicates) / (time.perf_counter() - t0))
+            kept = batch.rows
+        print(f"    BatchBuilder alone, range messages of {per_message:,} lines, {label}: {best:,.0f} rows/s "
+              f"({kept:,} kept)")
+    print(f"    encode_line_sources (worker side): {encode_s / len(rows) * 1e9:.0f} ns per line")
 
 
 def _free_port() -> int:
@@ -194,11 +248,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50_000, help="rows per insert block (PULSE_SINK_BATCH_ROWS)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--e2e", action="store_true", help="also measure through Kafka and the sink process")
+    parser.add_argument("--builder-only", action="store_true", help="only the pure BatchBuilder figures (no chDB)")
     args = parser.parse_args()
     rows = action_rows(args.rows)
     print(f"{args.rows:,} action rows, {sum(map(len, rows)) / len(rows):.0f} bytes each as JSON")
+    if args.builder_only:
+        for per_message in (1, 5, 50):
+            bench_builder(rows, per_message)
+        bench_builder_ranges(rows)
+        return
     rate = bench_insert_path(rows, args.batch, args.repeats)
     bench_builder(rows)
+    bench_builder_ranges(rows)
     print(f"target 300,000 rows/s: {'met' if rate >= 300_000 else 'NOT met'}")
     if args.e2e:
         bench_e2e(rows)

@@ -2,31 +2,78 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from operator import lt
 
 from pipeline.settings import KafkaSettings
 
 # Storage messages (worker -> sink, and dead letters) carry their destination in headers so the
 # sink can route bytes without parsing them.
 HEADER_TABLE = "pulse-table"
-HEADER_SOURCE = "pulse-src"  # "topic:partition:offset" of the raw message, or "topic:partition:first-last"
-HEADER_SOURCE_LINES = "pulse-src-lines"  # with a range: each line's raw offset, as runs "<offset>x<count>,..."
+# Where the rows came from, so the sink can drop what a worker replay produces again:
+#   "topic:partition:offset"      every line of the value came from that raw message, or
+#   "topic:partition:first-last"  the lines came from raw offsets first..last; then the
+#                                 pulse-src-lines header says which line came from which offset.
+HEADER_SOURCE = "pulse-src"
+# Each line's raw offset, run-length encoded: "<offset>x<count>" joined by commas, offsets strictly
+# increasing, counts >= 1 and summing to the number of lines (b"\n"-separated) of the value.
+HEADER_SOURCE_LINES = "pulse-src-lines"
+
+_LINE_SOURCES = re.compile(rb"\d+x[1-9]\d*(?:,\d+x[1-9]\d*)*")
+
+
+def encode_source_range(topic: str, partition: int, first: int, last: int) -> bytes:
+    """The range form of the pulse-src header, e.g. ``b"raw.actions:3:100-250"``."""
+    if not 0 <= first <= last or partition < 0:
+        raise ValueError(f"bad source range {partition}:{first}-{last}")
+    return f"{topic}:{partition}:{first}-{last}".encode()
 
 
 def encode_line_sources(offsets: Sequence[int]) -> bytes:
-    """Each line's raw offset (non-decreasing, one per line) as ``b"100x3,101x1,105x2"``."""
+    """The pulse-src-lines header for one raw offset per line, in line order.
+
+    >>> encode_line_sources([100, 100, 100, 101, 105, 105])
+    b'100x3,101x1,105x2'
+
+    One pass, one formatted pair per run (a raw message's lines are one run): it runs per batch
+    on tens of thousands of lines. Raises ValueError on no lines, a negative or a decreasing
+    offset, since the sink would dead-letter such a message whole.
+    """
+    if not offsets:
+        raise ValueError("no lines")
     runs: list[str] = []
-    prev, count = None, 0
-    for off in offsets:
-        if off == prev:
+    it = iter(offsets)
+    prev = next(it)
+    if prev < 0:
+        raise ValueError(f"negative offset {prev}")
+    count = 1
+    for offset in it:
+        if offset == prev:
             count += 1
-            continue
-        if prev is not None:
+        elif offset > prev:
             runs.append(f"{prev}x{count}")
-        prev, count = off, 1
-    if prev is not None:
-        runs.append(f"{prev}x{count}")
+            prev, count = offset, 1
+        else:
+            raise ValueError(f"offsets must not decrease: {offset} after {prev}")
+    runs.append(f"{prev}x{count}")
     return ",".join(runs).encode()
+
+
+def parse_line_sources(header: bytes) -> tuple[list[int], list[int]]:
+    """``b"100x3,101x1,105x2"`` -> ``([100, 101, 105], [3, 1, 2])``: run offsets and line counts.
+
+    Raises ValueError (with the reason) on bad syntax, a count of 0 or offsets not strictly
+    increasing. Whether the counts match the value is the caller's check.
+    """
+    if _LINE_SOURCES.fullmatch(header) is None:
+        raise ValueError(f"{HEADER_SOURCE_LINES} is not <offset>x<count>[,...]: {header[:80]!r}")
+    numbers = list(map(int, header.replace(b"x", b",").split(b",")))
+    offsets, counts = numbers[0::2], numbers[1::2]
+    if not all(map(lt, offsets, offsets[1:])):
+        bad = next(i for i in range(1, len(offsets)) if offsets[i] <= offsets[i - 1])
+        raise ValueError(f"{HEADER_SOURCE_LINES} offsets not strictly increasing: {offsets[bad]} after {offsets[bad - 1]}")
+    return offsets, counts
 
 
 def topic_for_type(kafka: KafkaSettings, event_type: str) -> str:

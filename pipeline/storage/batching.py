@@ -7,23 +7,54 @@ worker produced again after a replay (see README, "Delivery guarantees").
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pipeline.contract import HEADER_SOURCE, HEADER_TABLE, DeadLetter
+from pipeline.contract import HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE, DeadLetter, parse_line_sources
 
 MarkKey = tuple[str, int, str]  # (source topic, source partition, table)
-BAD_SOURCE = ("", -1, -1)
+Source = tuple[str, int, int, int | None]  # (topic, partition, first offset, last offset or None for one offset)
+BAD_SOURCE: Source = ("", -1, -1, None)
 
 
-def parse_source(header: bytes) -> tuple[str, int, int]:
-    """``b"topic:partition:offset"`` -> parts; BAD_SOURCE when it is not that shape."""
+def parse_source(header: bytes) -> Source:
+    """``b"topic:partition:offset"`` -> ``(topic, partition, offset, None)``; the range form
+    ``b"topic:partition:first-last"`` -> ``(topic, partition, first, last)``; BAD_SOURCE otherwise."""
     try:
-        topic, partition, offset = header.decode("utf-8").rsplit(":", 2)
-        parsed = (topic, int(partition), int(offset))
+        topic, partition, offsets = header.decode("utf-8").rsplit(":", 2)
+        first, dash, last = offsets.partition("-")
+        parsed = (topic, int(partition), int(first), int(last) if dash else None)
     except ValueError:  # UnicodeDecodeError is a ValueError too
         return BAD_SOURCE
-    return parsed if topic and parsed[1] >= 0 and parsed[2] >= 0 else BAD_SOURCE
+    ok = topic and parsed[1] >= 0 and parsed[2] >= 0 and (parsed[3] is None or parsed[3] >= parsed[2])
+    return parsed if ok else BAD_SOURCE
+
+
+def drop_stored_lines(value: bytes, lines: int, line_sources: bytes | None, first: int, last: int,
+                      mark: int) -> tuple[bytes, int, int]:
+    """The lines of a range message whose raw offset is above ``mark``: ``(kept value, lines
+    dropped, offset of the last kept line)``; the kept value is empty when every line is stored.
+
+    Offsets increase line by line, so the stored lines are a prefix. Raises ValueError (the
+    reason) when ``line_sources`` is malformed or does not describe ``lines`` lines within
+    ``first``-``last``: the message is then dead-lettered whole, never half-kept.
+    """
+    if line_sources is None:
+        raise ValueError(f"no {HEADER_SOURCE_LINES} header")
+    offsets, counts = parse_line_sources(line_sources)
+    if sum(counts) != lines:
+        raise ValueError(f"{HEADER_SOURCE_LINES} counts {sum(counts)} lines, the message has {lines}")
+    if offsets[0] < first or offsets[-1] > last:
+        raise ValueError(f"{HEADER_SOURCE_LINES} offsets {offsets[0]}-{offsets[-1]} outside {HEADER_SOURCE} "
+                         f"range {first}-{last}")
+    if offsets[0] > mark:  # the usual case: nothing stored yet
+        return value, 0, offsets[-1]
+    stored_runs = bisect_right(offsets, mark)
+    if stored_runs == len(offsets):
+        return b"", lines, mark
+    dropped = sum(counts[:stored_runs])
+    return value.split(b"\n", dropped)[dropped], dropped, offsets[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,27 +119,44 @@ class BatchBuilder:
     def add(self, r: Record) -> None:
         rng = self._ranges.setdefault((r.topic, r.partition), [r.offset, r.offset])
         rng[1] = r.offset
-        table = r.headers.get(HEADER_TABLE, b"").decode("utf-8", "replace")
+        headers = r.headers
+        table = headers.get(HEADER_TABLE, b"").decode("utf-8", "replace")
         value = r.value.rstrip(b"\n")
-        src = parse_source(r.headers[HEADER_SOURCE]) if HEADER_SOURCE in r.headers else None
+        src = parse_source(headers[HEADER_SOURCE]) if HEADER_SOURCE in headers else None
         reason = (f"storage message without a known {HEADER_TABLE} header (got {table!r})" if table not in self.tables
                   else "empty storage message" if not value
-                  else f"malformed {HEADER_SOURCE} header {r.headers[HEADER_SOURCE]!r}" if src == BAD_SOURCE
+                  else f"malformed {HEADER_SOURCE} header {headers[HEADER_SOURCE]!r}" if src == BAD_SOURCE
                   else None)
+        lines = 0
+        if reason is None and src is not None:
+            src_topic, src_part, first, last = src
+            key = (src_topic, src_part, table)
+            mark = max(self.marks.get(key, -1), self._new_marks.get(key, -1))
+            if last is None:  # one raw message: all its lines or none
+                if first <= mark:
+                    self.duplicates += 1
+                    return
+                self._new_marks[key] = first
+            else:  # a range of raw messages: drop exactly the lines already stored
+                lines = value.count(b"\n") + 1
+                try:
+                    value, dropped, last_kept = drop_stored_lines(value, lines, headers.get(HEADER_SOURCE_LINES),
+                                                                  first, last, mark)
+                except ValueError as exc:
+                    reason = f"{HEADER_SOURCE} range {headers[HEADER_SOURCE]!r}: {exc}"
+                else:
+                    self.duplicates += dropped
+                    if not value:
+                        return
+                    lines -= dropped
+                    self._new_marks[key] = last_kept
         if reason is not None:
             # Expected bad input is a value: it becomes a dead_letters row, the sink never stops on it.
             value = DeadLetter.of(r.value, step="sink", source=f"{r.topic}:{r.partition}:{r.offset}", reason=reason,
                                   now=self.now).to_row_json()
-            table = "dead_letters"
-        elif src is not None:
-            src_topic, src_part, src_off = src
-            key = (src_topic, src_part, table)
-            if max(self.marks.get(key, -1), self._new_marks.get(key, -1)) >= src_off:
-                self.duplicates += 1
-                return
-            self._new_marks[key] = src_off
+            table, lines = "dead_letters", 1
         self._values.setdefault((table, r.topic, r.partition), []).append(value)
-        self.rows += value.count(b"\n") + 1
+        self.rows += lines or value.count(b"\n") + 1
 
     def build(self) -> Batch:
         intents = {tp: Intent(tp[0], tp[1], rng[0], rng[1]) for tp, rng in self._ranges.items()}
