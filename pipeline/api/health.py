@@ -80,8 +80,9 @@ class LagMonitor:
 
     def groups(self) -> dict[str, list[str]]:
         k = self.settings.kafka
-        return {self.settings.worker.app_id: [*k.raw_topics, k.topic_issue_events, k.topic_rollup_partials,
-                                               k.topic_ux_signals, k.topic_issue_transitions],
+        return {self.settings.worker.ingest_group(): [*k.raw_topics],
+                self.settings.worker.app_id: [k.topic_issue_events, k.topic_rollup_partials, k.topic_ux_signals,
+                                               k.topic_issue_transitions],
                 self.settings.sink.group_id: [k.topic_storage, k.topic_dead_letter]}
 
     async def _clients(self) -> tuple[Any, Any]:

@@ -43,7 +43,7 @@ def wait_status(settings: Settings, want: str, timeout_s: float = 60,
 
 def test_health_follows_the_pipeline(settings: Settings, tmp_path: Path) -> None:
     procs = PipelineProcs(settings, tmp_path / "logs")
-    worker, sink = settings.worker.app_id, settings.sink.group_id
+    worker, agents, sink = settings.worker.ingest_group(), settings.worker.app_id, settings.sink.group_id
     try:
         for name in ("sink", "worker"):
             procs.start(name)
@@ -57,7 +57,7 @@ def test_health_follows_the_pipeline(settings: Settings, tmp_path: Path) -> None
         assert status == 200 and doc["status"] == "healthy", doc
         checks = doc["checks"]
         assert checks["kafka"]["ok"] and checks["clickhouse"]["ok"] and checks["clickhouse"]["latency_ms"] >= 0
-        assert set(checks["consumer_lag"]["groups"]) == {worker, sink}
+        assert set(checks["consumer_lag"]["groups"]) == {worker, agents, sink}
         assert doc["thresholds"] == {"lag_degraded": 5, "lag_unhealthy": 20}
 
         # the sink stops: ClickHouse is unreachable, events still flow into Kafka -> degraded, 200
