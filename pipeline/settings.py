@@ -347,6 +347,20 @@ class SinkSettings(BaseSettings):
     sql_allow_writes: bool = Field(
         False, description="PULSE_SINK_SQL_ALLOW_WRITES: admin only; let the SQL endpoint run INSERT/ALTER/DROP... "
                            "(needs PULSE_SINK_SQL_ACCESS_KEY). Off: writes are refused with ClickHouse's READONLY error")
+    sql_max_execution_time_s: float = Field(
+        30, ge=0, description="PULSE_SINK_SQL_MAX_EXECUTION_TIME_S: per analyst query (ClickHouse max_execution_time; "
+                              "0 = none); past it the query fails with TIMEOUT_EXCEEDED")
+    sql_max_memory_usage: int = Field(
+        2_000_000_000, ge=0, description="PULSE_SINK_SQL_MAX_MEMORY_USAGE: bytes per analyst query (max_memory_usage)")
+    sql_max_result_rows: int = Field(
+        1_000_000, ge=0, description="PULSE_SINK_SQL_MAX_RESULT_ROWS: rows in one answer (max_result_rows)")
+    sql_max_result_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="PULSE_SINK_SQL_MAX_RESULT_BYTES: bytes in one answer (max_result_bytes)")
+    sql_max_rows_to_read: int = Field(
+        10_000_000_000, ge=0, description="PULSE_SINK_SQL_MAX_ROWS_TO_READ: rows one analyst query may read (max_rows_to_read)")
+    sql_max_concurrent_reads: int = Field(
+        2, ge=1, le=64, description="PULSE_SINK_SQL_MAX_CONCURRENT_READS: analyst queries run at once (the read lane's "
+                                    "threads); more wait. Inserts and /health have lanes of their own")
     crash_after_insert: int = Field(
         0, ge=0, description="PULSE_SINK_CRASH_AFTER_INSERT: testing only; SIGKILL itself after the Nth flush's insert, before commit"
     )

@@ -5,7 +5,7 @@
   chDB data directory can be opened by one process only and the sink owns it.
 * Embedded chDB and nothing runs: open the data directory directly, read-only.
 
-Writes are refused the same way everywhere: ``pipeline/storage/readonly.py``.
+Writes are refused the same way everywhere: ``pipeline/storage/database.py`` and ``sql_policy.py``.
 """
 
 from __future__ import annotations
@@ -39,21 +39,19 @@ def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float, ch_setti
 
 
 def _direct(settings: Settings, sql: str, fmt: str, ch_settings: dict[str, Any]) -> str:
-    from pipeline.storage.clickhouse import connect
-    from pipeline.storage.readonly import ReadOnlyViolation, make_read_only, split_format
+    """No sink in the way: the same parser checks and read-only handle as the sink's endpoint."""
+    from pipeline.storage.database import Database, EngineError
+    from pipeline.storage.sql_policy import SqlRefused
 
+    db = Database(settings.clickhouse, settings.sink)
     try:
-        sql, fmt = split_format(sql, fmt)
-        safe_sql = make_read_only(sql)
-    except ReadOnlyViolation as exc:
-        raise QueryError(str(exc)) from exc
-    client = connect(settings.clickhouse)
-    try:
-        return client.raw_query(safe_sql, fmt=fmt, settings=ch_settings or None).decode("utf-8", "replace")
-    except Exception as exc:  # clickhouse_connect raises DatabaseError with ClickHouse's text
+        answer = db.run_analyst_query(sql, fmt, {k: str(v) for k, v in ch_settings.items()},
+                                      database=settings.clickhouse.database)
+        return answer.body.decode("utf-8", "replace")
+    except (SqlRefused, EngineError) as exc:
         raise QueryError(str(exc)) from exc
     finally:
-        client.close()
+        db.close()
 
 
 class BackendUnavailable(QueryError):

@@ -1,12 +1,14 @@
-"""A read-only subset of ClickHouse's HTTP interface, served by the sink (the chDB owner).
+"""A read-only subset of ClickHouse's HTTP interface, served next to the sink (the chDB owner).
 
 ``GET /?query=SELECT...`` or ``POST /`` with the query in the body (or split between the
-``query`` parameter and the body, as ClickHouse allows), ``default_format`` (default
-TabSeparated), a trailing ``FORMAT X`` clause, and other URL parameters passed as ClickHouse
-settings. Errors come back with ClickHouse's exception text and the HTTP status ClickHouse would
-use. Writes are refused by ClickHouse itself (``readonly=1``) unless ``PULSE_SINK_SQL_ALLOW_WRITES`` is on
-(admin); ``PULSE_SINK_SQL_ACCESS_KEY`` makes that key the password every request needs. Also ``/ping``,
-``/health``, ``/metrics``.
+``query`` parameter and the body, as ClickHouse allows), ``default_format`` or ``X-ClickHouse-Format``
+(default TabSeparated), a ``FORMAT X`` clause, ``database``/``X-ClickHouse-Database``,
+``query_id``/``X-ClickHouse-Query-Id``; other URL parameters are per-query settings from an allow-list
+(``sql_policy.client_settings``). The engine's parser decides what a request is and reads run with
+``readonly = 1`` and the operator's limits on a lane of their own (``database.py``). Errors come back
+with ClickHouse's exception text, code header and HTTP status. ``PULSE_SINK_SQL_ALLOW_WRITES`` lets an
+authenticated admin write (same parser path); ``PULSE_SINK_SQL_ACCESS_KEY`` makes that key the password
+every request needs. Also ``/ping``, ``/health``, ``/metrics``, ``/api/forget-user``.
 """
 
 from __future__ import annotations
@@ -15,77 +17,66 @@ import base64
 import binascii
 import hmac
 import re
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline import metrics
-from pipeline.storage.readonly import split_format
-
-if TYPE_CHECKING:
-    from pipeline.storage.sink import ClickHouseSink
+from pipeline.settings import Settings
+from pipeline.storage.database import Database, EngineError
+from pipeline.storage.sql_policy import SqlRefused
 
 ERROR_CODE = re.compile(r"Code: (\d+)")
 # ClickHouse's own HTTP status for common exception codes; anything else is 500 as in ClickHouse.
-STATUS_FOR_CODE = {62: 400, 60: 404, 81: 404, 47: 400, 46: 400, 43: 400, 164: 403, 497: 403, 36: 400, 27: 400}
-RESERVED_PARAMS = {"query", "default_format", "database", "user", "password", "query_id", "session_id",
-                   "compress", "decompress", "enable_http_compression", "wait_end_of_query", "buffer_size"}
+STATUS_FOR_CODE = {62: 400, 60: 404, 81: 404, 47: 400, 46: 400, 43: 400, 164: 403, 497: 403, 36: 400, 27: 400,
+                   115: 400, 452: 400, 457: 400}
 CONTENT_TYPES = {"JSON": "application/json", "JSONEachRow": "application/x-ndjson", "JSONCompact": "application/json",
                  "CSV": "text/csv", "CSVWithNames": "text/csv"}
 
 
-def make_query_app(sink: "ClickHouseSink") -> web.Application:
-    key = sink.settings.sink.sql_access_key
-    own_database = sink.settings.clickhouse.database
-    allow_writes = sink.settings.sink.sql_allow_writes
+def make_query_app(db: Database, settings: Settings, status: Callable[[], dict[str, Any]]) -> web.Application:
+    """``db``: the engine handle (read lane for queries, write lane for forget-user); ``status``: the
+    owner's own numbers for /health (flushes, partitions), so this module never sees the sink."""
+    key = settings.sink.sql_access_key
+    allow_writes = settings.sink.sql_allow_writes
+    own_database = settings.clickhouse.database
 
     async def handle_query(request: web.Request) -> web.Response:
-        params = request.rel_url.query
+        params = dict(request.rel_url.query)
         if key is not None and not _key_matches(request, key.get_secret_value()):
             return _error(403, f"Code: 516. DB::Exception: {_user_of(request)}: Authentication failed: password is "
                                "incorrect, or there is no user with such name (the sink's SQL endpoint needs "
                                "PULSE_SINK_SQL_ACCESS_KEY as the password). (AUTHENTICATION_FAILED)", "/")
         body = (await request.read()).decode("utf-8", "replace") if request.can_read_body else ""
-        sql = " ".join(p for p in (params.get("query", ""), body) if p.strip())
+        sql = "\n".join(p for p in (params.get("query", ""), body) if p.strip())
         if not sql.strip():
             return _error(400, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)", "/")
-        database = params.get("database") or request.headers.get("X-ClickHouse-Database")
-        if database and database not in (own_database, "default"):
-            # the sink's one connection also writes: it cannot switch databases per request
-            return _error(400, f"Code: 36. DB::Exception: This endpoint serves database {own_database!r} only, not "
-                               f"{database[:64]!r}; name other databases' tables in full (e.g. system.tables). "
-                               "(BAD_ARGUMENTS)", "/")
-        sql, fmt = split_format(sql, params.get("default_format", "TabSeparated"))
-        settings: dict[str, Any] = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
+        headers = request.headers
+        fmt = headers.get("X-ClickHouse-Format") or params.get("default_format") or "TabSeparated"
+        database = params.get("database") or headers.get("X-ClickHouse-Database") or own_database
+        if database == "default":  # drivers send ClickHouse's default: here that is the pipeline's database
+            database = own_database
+        query_id = params.get("query_id") or headers.get("X-ClickHouse-Query-Id") or None
         try:
-            out = await sink.query(sql, fmt, settings, admin=allow_writes)
-        except Exception as exc:  # ClickHouse's own error text goes back to the client
+            answer = await db.analyst_query(sql, fmt, params, admin=allow_writes, database=database, query_id=query_id)
+        except (SqlRefused, EngineError) as exc:  # ClickHouse's own error text goes back to the client
             text = str(exc)
             m = ERROR_CODE.search(text)
-            status = STATUS_FOR_CODE.get(int(m.group(1)), 500) if m else 500
-            return _error(status, text, "/")
+            return _error(STATUS_FOR_CODE.get(int(m.group(1)), 500) if m else 500, text, "/")
         metrics.HTTP_REQUESTS.labels("sink", "/", "200").inc()
-        return web.Response(body=out, content_type=CONTENT_TYPES.get(fmt, "text/plain"), charset="utf-8",
-                            headers={"X-ClickHouse-Format": fmt})
+        return web.Response(body=answer.body, content_type=CONTENT_TYPES.get(answer.format, "text/plain"),
+                            charset="utf-8",
+                            headers={"X-ClickHouse-Format": answer.format, "X-ClickHouse-Query-Id": answer.query_id})
 
     async def ping(_: web.Request) -> web.Response:
         return web.Response(text="Ok.\n")
 
     async def health(_: web.Request) -> web.Response:
-        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in sink.consumer.assignment()) if sink.consumer else []
-        try:
-            await sink.query("SELECT 1", "TabSeparated")
-            ch_ok = True
-        except Exception:  # noqa: BLE001
-            ch_ok = False
+        ch_ok = await db.ping()
         body = {"status": "healthy" if ch_ok else "unhealthy",
-                "clickhouse": {"ok": ch_ok, "embedded": sink.settings.clickhouse.embedded},
-                "kafka": {"assigned_partitions": assigned},
-                "flushes": sink.flushes, "rows_inserted": sink.rows_inserted,
-                "seconds_since_last_flush": None if sink.last_flush_at is None else round(time.time() - sink.last_flush_at, 1)}
+                "clickhouse": {"ok": ch_ok, "embedded": settings.clickhouse.embedded}, **status()}
         return web.json_response(body, status=200 if ch_ok else 503)
 
     async def forget(request: web.Request) -> web.Response:
@@ -95,7 +86,7 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
         from pipeline.storage.privacy import forget_user
 
         try:
-            check_access(request, sink.settings)
+            check_access(request, settings)
             try:
                 body = orjson.loads(await request.read() or b"{}")
             except orjson.JSONDecodeError as exc:
@@ -103,7 +94,7 @@ def make_query_app(sink: "ClickHouseSink") -> web.Application:
             user_id = body.get("user_id") if isinstance(body, dict) else None
             if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 512:
                 raise ApiError(400, 'expected {"user_id": "<1 to 512 characters>"}')
-            deleted = await sink.ch(forget_user, sink.client, user_id)
+            deleted = await db.write(forget_user, db.client, user_id)
         except ApiError as exc:
             return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
         return web.json_response({"user_id": user_id, "deleted": deleted, "rows": sum(deleted.values())})

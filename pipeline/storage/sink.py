@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
@@ -31,7 +30,7 @@ from pipeline.contract import DeadLetter
 from pipeline.kafka_admin import ensure_topics, wait_for_broker
 from pipeline.settings import Settings
 from pipeline.storage.batching import Batch, BatchBuilder, Chunk, MarkKey, Record
-from pipeline.storage.readonly import ReadOnlyViolation, admin_statement, make_read_only
+from pipeline.storage.database import Database
 from pipeline.storage.tables import SINK_BATCHES, SINK_MARKS, STORABLE
 
 log = logging.getLogger("pulse.sink")
@@ -63,7 +62,7 @@ class _Assignments(ConsumerRebalanceListener):
 class ClickHouseSink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self.db = Database(settings.clickhouse, settings.sink)  # write lane here; the SQL endpoint reads from it
         self.client: Any = None
         self.consumer: AIOKafkaConsumer | None = None
         self.marks: dict[MarkKey, int] = {}
@@ -77,14 +76,13 @@ class ClickHouseSink:
 
     # ---------------------------------------------------------------- ClickHouse (one thread)
     async def ch(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Every ClickHouse call goes through one thread: the chDB client is not safe concurrently."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        """Every sink call to ClickHouse goes through the database's write lane (one thread)."""
+        return await self.db.write(fn, *args, **kwargs)
 
     async def open(self) -> None:
-        from pipeline.storage.clickhouse import connect
         from pipeline.storage.migrations import migrate
 
-        self.client = await self.ch(connect, self.settings.clickhouse)
+        self.client = await self.db.open()
         applied = await self.ch(migrate, self.client, self.settings)
         if applied:
             log.warning("applied migrations: %s", ", ".join(applied))
@@ -94,20 +92,6 @@ class ClickHouseSink:
         rows = (await self.ch(self.client.query, f"SELECT src_topic, src_partition, table, max(offset) FROM {SINK_MARKS.name} "
                               "GROUP BY src_topic, src_partition, table")).result_rows
         self.marks = {(t, int(p), tbl): int(o) for t, p, tbl, o in rows}
-
-    async def query(self, sql: str, fmt: str, settings: dict[str, Any] | None = None, admin: bool = False) -> bytes:
-        """An analyst's query; raises ReadOnlyViolation for anything but reads (see readonly.py).
-        ``admin``: an authenticated request while PULSE_SINK_SQL_ALLOW_WRITES is on; writes run too."""
-        try:
-            statement = make_read_only(sql)
-        except ReadOnlyViolation:
-            if not admin:
-                raise
-            # A write: run as a command (raw_query would append a FORMAT clause, which INSERT ... VALUES
-            # would read as data); like ClickHouse, a write answers with an empty body.
-            await self.ch(self.client.command, admin_statement(sql), settings=settings or None)
-            return b""
-        return await self.ch(self.client.raw_query, statement, fmt=fmt, settings=settings or None)
 
     # ---------------------------------------------------------------- recovery
     async def plan_recovery(self) -> None:
@@ -257,8 +241,7 @@ class ClickHouseSink:
                 await self._one_batch(stop)
         finally:
             await self.consumer.stop()
-            self.client.close()
-            self._executor.shutdown(wait=True)
+            self.db.close()
 
     async def _one_batch(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
@@ -326,7 +309,14 @@ def run_sink(settings: Settings) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         sink = ClickHouseSink(settings)
-        runner = web.AppRunner(make_query_app(sink), access_log=None)
+
+        def status() -> dict[str, Any]:
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in sink.consumer.assignment()) if sink.consumer else []
+            since = None if sink.last_flush_at is None else round(time.time() - sink.last_flush_at, 1)
+            return {"kafka": {"assigned_partitions": assigned}, "flushes": sink.flushes,
+                    "rows_inserted": sink.rows_inserted, "seconds_since_last_flush": since}
+
+        runner = web.AppRunner(make_query_app(sink.db, settings, status), access_log=None)
         consume = asyncio.create_task(sink.run(stop))
         ready = asyncio.create_task(sink.ready.wait())
         await asyncio.wait([consume, ready], return_when=asyncio.FIRST_COMPLETED)
