@@ -45,8 +45,8 @@ from agents.sessions import SessionStore
 from agents.state import WorkerState
 from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import (ProcessedBatch, RawMessage, alert_partial_messages, process_batch,
-                                     range_messages)
+from pipeline.ingest.process import (ProcessedBatch, RawMessage, alert_partial_messages, dead_letter_for,
+                                     process_batch, range_messages)
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
 from pipeline.sessions.partition import Step
@@ -191,14 +191,32 @@ class IngestRunner:
                     for tp, records in data.items() for r in records]
         out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
                             self.rollup_rules, self.noise_rules, downstream=True)
+        steps, failures = self.sessions.step_batch(out, self.highwater)
+        if failures:
+            steps += await self._isolate(failures, out, messages, now)
         outputs = self._outputs(out, messages, now)
-        steps = self.sessions.step_batch(out, self.highwater)
         await self._deliver(outputs + self.sessions.sends_for(steps), "outputs")
         await self._write_state(steps)
         offsets = {tp: records[-1].offset + 1 for tp, records in data.items()}
         await self._commit(offsets)
         self.done.update(offsets)
         self._account(out, len(messages), started)
+
+    async def _isolate(self, partitions: list[int], out: ProcessedBatch, messages: list[RawMessage],
+                       now: datetime) -> list[tuple[int, Step]]:
+        """Partitions whose sessionization raised: redo them from the state last written, one
+        message at a time; a message that still fails becomes a dead letter, its neighbours go on."""
+        records = await read_to_end(self.settings.kafka.bootstrap_servers, self.sessions.changelog, partitions)
+        by_offset = {(m.topic, m.offset, m.partition): m for m in messages}
+        steps: list[tuple[int, Step]] = []
+        for p in partitions:
+            part_steps, failed = self.sessions.isolate(p, records[p].items(), out, self.highwater)
+            steps += part_steps
+            for topic, offset, error in failed:
+                self.state.last_error = f"sessionization failed on {topic}:{p}:{offset}: {error}"
+                out.dead_letters.append(dead_letter_for(by_offset[(topic, offset, p)],
+                                                        f"worker error: sessionization failed: {error}", now))
+        return sorted(steps, key=lambda s: s[0])
 
     def _outputs(self, out: ProcessedBatch, messages: list[RawMessage], now: datetime) -> list[Send]:
         k, w = self.settings.kafka, self.settings.worker
