@@ -89,7 +89,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_gzip
+from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_deflate, inflate_gzip
 from pipeline.sessions.clicks import DeadClickRule
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -268,6 +268,81 @@ def _query_sent_at(query: Mapping[str, str]) -> datetime | None:
     return sent_at if sent_at is not None and sent_at.year > 2020 else None
 
 
+V1_PATH = "/i/v1/analytics/events"
+# capture v1 ``options`` -> the legacy property each stands for
+_V1_OPTIONS = {"process_person_profile": "$process_person_profile", "cookieless_mode": "$cookieless_mode",
+               "disable_skew_correction": "$ignore_sent_at", "product_tour_id": "$product_tour_id"}
+
+
+def decode_v1_body(body: bytes, *, content_encoding: str | None, headers: Mapping[str, str],
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> PosthogBatch | DecodeProblem:
+    """Capture v1 (``POST /i/v1/analytics/events``, posthog-python/-go/-rs ``capture_mode="v1"``).
+
+    The project key is a Bearer token (``Authorization: Bearer phc_...``), not in the body; the body is
+    ``{"created_at", "batch": [{"event", "uuid", "distinct_id", "timestamp", "options": {...},
+    "properties": {...}, "session_id"?, "window_id"?}], "historical_migration"?}``, optionally gzip or
+    deflate. ``$lib``/``$lib_version`` come from the ``PostHog-Sdk-Info`` header (``posthog-python/7.9.1``),
+    the send time from ``PostHog-Request-Timestamp`` (``created_at`` stays the same across retries, so
+    it is no send time). Each event is rewritten into the legacy shape (``session_id`` ->
+    ``$session_id``, ``options`` -> their ``$`` properties) and translated like any other.
+    """
+    encoding = (content_encoding or "").strip().lower()
+    if not body.strip():
+        return DecodeProblem(400, "empty body: expected a capture v1 batch")
+    if len(body) > max_bytes:
+        return DecodeProblem(413, f"body of {len(body)} bytes exceeds the limit of {max_bytes}")
+    try:
+        if encoding in _GZIP_HINTS or body[:2] == GZIP_MAGIC:
+            body = inflate_gzip(body, max_bytes)
+        elif encoding == "deflate":
+            body = inflate_deflate(body, max_bytes)
+        elif encoding not in ("", "identity"):
+            return DecodeProblem(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    except InflateError as exc:
+        return DecodeProblem(exc.status, str(exc))
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return DecodeProblem(400, f"body is not JSON: {exc}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("batch"), list):
+        return DecodeProblem(400, 'expected {"batch": [...]} (capture v1)')
+    auth = headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    api_key = _text(token.strip()) if scheme.lower() == "bearer" else None
+    lib_name, _, lib_version = headers.get("PostHog-Sdk-Info", "").strip().partition("/")
+    lib = {"$lib": lib_name, "$lib_version": lib_version} if lib_name else {}
+    events = [_legacy_event(event, lib) for event in doc["batch"]]
+    return PosthogBatch(api_key=api_key, events=events, sent_at=_parse_time(headers.get("PostHog-Request-Timestamp")))
+
+
+def _legacy_event(event: Any, lib: Mapping[str, str]) -> Any:
+    """A capture v1 event in the legacy shape ``translate_event`` reads; anything else unchanged."""
+    if not isinstance(event, dict):
+        return event
+    props = dict(event["properties"]) if isinstance(event.get("properties"), dict) else {}
+    options = event.get("options") if isinstance(event.get("options"), dict) else {}
+    for option, prop in _V1_OPTIONS.items():
+        if option in options:
+            props.setdefault(prop, options[option])
+    for top, prop in (("session_id", "$session_id"), ("window_id", "$window_id")):
+        if isinstance(event.get(top), str):
+            props.setdefault(prop, event[top])
+    for key, value in lib.items():
+        props.setdefault(key, value)
+    return {**event, "properties": props}
+
+
+def v1_results(batch: PosthogBatch, dropped: set[int]) -> dict[str, dict[str, str]]:
+    """The capture v1 answer: per event uuid ``ok``, or ``drop`` for events that could not be read (they
+    are dead letters, so a retry would not help)."""
+    results: dict[str, dict[str, str]] = {}
+    for index, event in enumerate(batch.events):
+        event_uuid = event.get("uuid") if isinstance(event, dict) else None
+        if isinstance(event_uuid, str):
+            results[event_uuid] = {"result": "drop" if index in dropped else "ok"}
+    return results
+
+
 # ------------------------------------------------------------------ translation (PostHog event -> native)
 
 
@@ -284,6 +359,8 @@ class Translation:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+    """Indexes (in the batch) of the events behind ``problems``."""
 
 
 def translate_batch(batch: PosthogBatch, *, project: str, received_at: datetime,
@@ -296,9 +373,11 @@ def translate_batch(batch: PosthogBatch, *, project: str, received_at: datetime,
                                      dead_click_window_ms=dead_click_window_ms)
         except UntranslatableEvent as exc:
             out.problems.append(f"event {index}: {exc}")
+            out.dropped.add(index)
             continue
         except Exception as exc:  # noqa: BLE001 - the batch boundary: one hostile event must not cost the rest
             out.problems.append(f"event {index}: cannot translate ({type(exc).__name__}: {exc})")
+            out.dropped.add(index)
             continue
         name = event["event"][:SHORT]  # translate_event took it: a dict with a string name
         out.counts[name] = out.counts.get(name, 0) + 1

@@ -27,9 +27,11 @@ from pipeline.ingest.posthog import (
     Translation,
     UntranslatableEvent,
     decode_body,
+    decode_v1_body,
     translate_batch,
     translate_event,
 )
+from pipeline.ingest.posthog import v1_results as posthog_v1_results
 from pipeline.ingest.producer import prepare_events
 from pipeline.sessions.clicks import DeadClickRule, dead_click_kind
 from pipeline.sessions.events import session_event
@@ -546,3 +548,59 @@ def test_any_batch_translates_to_valid_events_or_named_problems(events: list[Any
 def test_any_body_decodes_or_is_a_problem(body: bytes, compression: str, content_type: str) -> None:
     result = decode(body, content_type=content_type, query={"compression": compression} if compression else {})
     assert isinstance(result, (PosthogBatch, DecodeProblem))
+
+
+# ---------------------------------------------------------------- capture v1 (/i/v1/analytics/events)
+
+
+def decode_v1_fixture() -> PosthogBatch:
+    body, request = fixture("python_v1")
+    batch = decode_v1_body(body, content_encoding=request["headers"].get("Content-Encoding"),
+                           headers=request["headers"])
+    assert isinstance(batch, PosthogBatch), batch
+    return batch
+
+
+def test_capture_v1_from_the_real_sdk() -> None:
+    batch = decode_v1_fixture()
+    assert batch.api_key == "phc_test"  # the Bearer token
+    assert batch.sent_at == datetime.fromisoformat(
+        fixture("python_v1")[1]["headers"]["PostHog-Request-Timestamp"])
+    out = translate(batch)
+    assert not out.problems
+    checkout = one(out.events, type="action", name="checkout_completed")
+    assert checkout["user_id"] == "user-42" and checkout["sdk"]["name"] == "posthog-python"
+    assert checkout["action"]["properties"]["plan"] == "pro"
+    report = one(out.events, type="action", name="report_exported")
+    assert report["session_id"] == "sess-py-1"  # v1's top-level session_id
+    error = one(out.events, type="error")
+    assert error["error"]["exception_type"] == "ValueError" and error["environment"] == "staging"
+    assert posthog_v1_results(batch, out.dropped) == {e["uuid"]: {"result": "ok"} for e in batch.events}
+
+
+def test_capture_v1_options_bodies_and_answers() -> None:
+    doc = {"created_at": "2026-11-23T10:00:00Z", "batch": [
+        {"event": "signed_up", "uuid": "0b814371-baa0-40ee-a7e6-6da52cdf9711", "distinct_id": "anon-9",
+         "timestamp": "2026-11-23T10:00:00Z", "options": {"process_person_profile": False}, "properties": {}},
+        {"event": "", "uuid": "831fe11f-320b-4a7a-bfd8-9933f8de3348", "distinct_id": "x"},
+    ]}
+    raw = json.dumps(doc).encode()
+    headers = {"Authorization": "Bearer phc_x", "PostHog-Sdk-Info": "posthog-go/1.6.0"}
+    for body, encoding in ((raw, None), (gzip.compress(raw), "gzip"), (__import__("zlib").compress(raw), "deflate")):
+        batch = decode_v1_body(body, content_encoding=encoding, headers=headers)
+        assert isinstance(batch, PosthogBatch) and batch.api_key == "phc_x" and batch.sent_at is None
+        out = translate(batch)
+        signed_up = one(out.events, type="action", name="signed_up")
+        assert signed_up["sdk"] == {"name": "posthog-go", "version": "1.6.0"}
+        assert "user_id" not in signed_up and signed_up["anonymous_id"] == "anon-9"  # person profile off
+        assert out.dropped == {1}
+        assert posthog_v1_results(batch, out.dropped) == {
+            "0b814371-baa0-40ee-a7e6-6da52cdf9711": {"result": "ok"},
+            "831fe11f-320b-4a7a-bfd8-9933f8de3348": {"result": "drop"}}
+    problems = [decode_v1_body(b"", content_encoding=None, headers=headers),
+                decode_v1_body(b"[]", content_encoding=None, headers=headers),
+                decode_v1_body(raw, content_encoding="br", headers=headers),
+                decode_v1_body(b"\x1f\x8bxx", content_encoding="gzip", headers=headers)]
+    assert [p.status for p in problems if isinstance(p, DecodeProblem)] == [400, 400, 415, 400]
+    no_key = decode_v1_body(raw, content_encoding=None, headers={"Authorization": "Basic phc_x"})
+    assert isinstance(no_key, PosthogBatch) and no_key.api_key is None
