@@ -41,7 +41,7 @@ Mapping of one PostHog event:
     arrives as two native clicks with the same selector and time; the sessionizer counts them as
     one (``pipeline.sessions.clicks.same_click``).
   * ``$exception`` -> error, from ``$exception_list[0]`` (the thrown exception; the rest are its
-    causes) or the older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
+    causes; frames put outermost first whatever order the SDK used, see ``outermost_first``) or the older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
     ``$exception_steps`` -> breadcrumbs.
   * ``$web_vitals`` -> one vital per ``$web_vitals_<NAME>_value`` (LCP, INP, CLS, FCP, TTFB), with
     rating, navigation type, element and time from ``$web_vitals_<NAME>_event`` when sent.
@@ -62,7 +62,10 @@ Envelope:
     sessionizer still splits after 30 idle minutes); a uuid5 of either when longer than 128.
   * user: ``distinct_id`` is the user_id when the event says the person is identified
     (``$is_identified`` true, an ``$identify`` event, or ``$is_identified`` absent on a server SDK's
-    event: ``$is_server``, whose distinct_id is the application's user id); anonymous_id is then
+    event: ``$is_server`` or a ``$lib`` that is not a device SDK such as posthog-js, whose
+    distinct_id is the application's user id unless the SDK marks it anonymous:
+    ``$process_person_profile`` false, ``$device_id`` equal to it, or a browser anonymous id's shape,
+    UUIDv7 or posthog-js's older five-group hex id); anonymous_id is then
     ``$anon_distinct_id`` or ``$device_id``. A ``$user_id`` with ``$is_identified`` absent is the
     user_id. Otherwise ``distinct_id`` is the anonymous_id. An event without distinct_id is a problem
     (PostHog's capture rejects it too).
@@ -469,7 +472,8 @@ def _distinct_id(event: dict[str, Any], props: dict[str, Any]) -> str | None:
 def _identity(name: str, distinct_id: str, props: dict[str, Any]) -> tuple[str | None, str | None]:
     """(user_id, anonymous_id); see "user" in the module docstring."""
     identified = props.get("$is_identified")
-    if name == "$identify" or identified is True or (identified is None and props.get("$is_server") is True):
+    if name == "$identify" or identified is True or (
+            identified is None and _server_side(props) and not _marked_anonymous(distinct_id, props)):
         user_id = distinct_id
         anonymous_id = _first_text(props, ("$anon_distinct_id", "$device_id"))
     elif identified is None and (stated := _first_text(props, ("$user_id",))):
@@ -477,6 +481,32 @@ def _identity(name: str, distinct_id: str, props: dict[str, Any]) -> tuple[str |
     else:
         user_id, anonymous_id = None, distinct_id
     return user_id, (anonymous_id if anonymous_id != user_id else None)
+
+
+CLIENT_LIBS = frozenset({"web", "posthog-js", "posthog-js-lite", "posthog-react-native", "posthog-ios",
+                         "posthog-android", "posthog-flutter", "posthog-unity", "posthog-web"})
+"""``$lib`` of SDKs running on the user's device: they make anonymous ids and say ``$is_identified``."""
+
+# posthog-js anonymous ids: UUIDv7 (current) or the older five-group hex "UUIDT" of uneven lengths
+_ANONYMOUS_UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.IGNORECASE)
+_ANONYMOUS_LEGACY = re.compile(r"[0-9a-f]{12,16}-[0-9a-f]{12,16}-[0-9a-f]{6,8}-[0-9a-f]{4,6}-[0-9a-f]{12,16}",
+                               re.IGNORECASE)
+
+
+def _server_side(props: Mapping[str, Any]) -> bool:
+    """A server SDK's event: ``$is_server``, or a ``$lib`` that is not a device SDK (posthog-node, -go, ...)."""
+    if props.get("$is_server") is True:
+        return True
+    lib = _first_text(props, ("$lib",))
+    return lib is not None and lib.lower() not in CLIENT_LIBS
+
+
+def _marked_anonymous(distinct_id: str, props: Mapping[str, Any]) -> bool:
+    """The SDK says the distinct_id is no person: ``$process_person_profile`` false, ``$device_id`` equal
+    to it, or it has the shape of a browser's anonymous id (passed through by the server)."""
+    if props.get("$process_person_profile") is False or props.get("$device_id") == distinct_id:
+        return True
+    return bool(_ANONYMOUS_UUID7.fullmatch(distinct_id) or _ANONYMOUS_LEGACY.fullmatch(distinct_id))
 
 
 def _event_id(event: dict[str, Any], distinct_id: str) -> uuid.UUID:
@@ -570,7 +600,8 @@ def _exception(source: _Source) -> list[dict[str, Any]]:
         payload: dict[str, Any] = {
             "exception_type": _text(first.get("type"), SHORT) or "Error",
             "message": _text(first.get("value"), LONG) or "",
-            "stacktrace": _frames(stacktrace.get("frames")),
+            "stacktrace": _frames(outermost_first(stacktrace.get("frames"), _first_text(props, ("$lib",)),
+                                                  _first_text(props, ("$lib_version",)))),
             "handled": handled,
             "mechanism": {"type": _text(mechanism.get("type"), SHORT) or "generic", "handled": handled},
         }
@@ -713,6 +744,54 @@ def _click(source: _Source) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ exceptions
+
+
+_INNERMOST_FIRST_BEFORE = {"posthog-go": (1, 20, 0)}
+"""SDK releases that sent ``$exception_list`` frames innermost first (before PostHog's canonical order)."""
+_ENTRY_FUNCTIONS = frozenset({"main", "main.main", "runtime.main", "runtime.goexit", "<module>", "_start",
+                              "__libc_start_main", "start_thread", "java.lang.Thread.run", "Thread.run",
+                              "threading.Thread.run", "processTicksAndRejections", "Module._compile"})
+_CAPTURE_FUNCTIONS = frozenset({"runtime.Callers", "runtime/debug.Stack", "debug.Stack",
+                                "java.lang.Thread.getStackTrace", "Thread.getStackTrace", "captureException",
+                                "capture_exception", "CaptureException"})
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text or "")[:3])
+
+
+def _frame_name(frame: Any) -> str:
+    if not isinstance(frame, dict):
+        return ""
+    function = frame.get("function") if isinstance(frame.get("function"), str) else ""
+    module = frame.get("module") if isinstance(frame.get("module"), str) else ""
+    return f"{module}.{function}" if module and function and not function.startswith(module) else function
+
+
+def _is_one_of(frame: Any, names: frozenset[str]) -> bool:
+    name = _frame_name(frame)
+    return name in names or (isinstance(frame, dict) and frame.get("function") in names)
+
+
+def outermost_first(frames: Any, lib: str | None, lib_version: str | None) -> Any:
+    """``$exception_list`` frames in Sentry order (outermost first, the raising frame last), whatever the SDK.
+
+    Most PostHog SDKs send that order; posthog-go before 1.20.0 sent the innermost frame first. For
+    SDKs not known here the order is read off the stack: an entry point (``main``, ``runtime.goexit``,
+    ``Thread.run``, ``<module>``) at the end, or the stack-capturing call (``runtime.Callers``,
+    ``Thread.getStackTrace``) at the start, means innermost first. Anything else is left as sent.
+    """
+    if not isinstance(frames, list) or len(frames) < 2:
+        return frames
+    known = _INNERMOST_FIRST_BEFORE.get((lib or "").lower())
+    if known is not None and lib_version and _version(lib_version) < known:
+        return frames[::-1]
+    first, last = frames[0], frames[-1]
+    if _is_one_of(last, _ENTRY_FUNCTIONS) and not _is_one_of(first, _ENTRY_FUNCTIONS):
+        return frames[::-1]
+    if _is_one_of(first, _CAPTURE_FUNCTIONS) and not _is_one_of(last, _CAPTURE_FUNCTIONS):
+        return frames[::-1]
+    return frames
 
 
 def _frames(raw: Any) -> list[dict[str, Any]]:

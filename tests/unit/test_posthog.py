@@ -403,11 +403,32 @@ def test_timestamp_from_offset_and_fallbacks() -> None:
     ({"$user_id": "me"}, "x", "me", "u-1"),
     ({"$is_server": True}, "x", "u-1", None),
     ({}, "x", None, "u-1"),
+    # server SDKs that send neither $is_identified nor $is_server: the distinct_id is the user id ...
+    ({"$lib": "posthog-node"}, "x", "u-1", None),
+    ({"$lib": "posthog-go", "$device_id": "dev-9"}, "x", "u-1", "dev-9"),
+    ({"$lib": "posthog-java"}, "$pageview", "u-1", None),
+    # ... unless the SDK marks it anonymous
+    ({"$lib": "posthog-node", "$process_person_profile": False}, "x", None, "u-1"),
+    ({"$is_server": True, "$process_person_profile": False}, "x", None, "u-1"),
+    ({"$lib": "posthog-go", "$device_id": "u-1"}, "x", None, "u-1"),
+    # device SDKs keep their own word
+    ({"$lib": "web"}, "x", None, "u-1"),
+    ({"$lib": "posthog-react-native"}, "x", None, "u-1"),
 ])
 def test_user_and_anonymous_ids(properties: dict[str, Any], event: str, user_id: str | None,
                                 anonymous_id: str | None) -> None:
     [native] = translate_one(ph_event(event, **properties))
     assert (native.get("user_id"), native.get("anonymous_id")) == (user_id, anonymous_id)
+
+
+@pytest.mark.parametrize("browser_id", ["019ab0f3-7c00-7a1e-9d2b-3c4d5e6f7a80",  # posthog-js UUIDv7
+                                        "18b2c1d2e3f4a5-0a1b2c3d4e5f6a-4c0b1a2d-1fa400-18b2c1d2e3f4a6"])  # older
+def test_a_browser_anonymous_id_passed_to_a_server_sdk_stays_anonymous(browser_id: str) -> None:
+    [native] = translate_one({**ph_event("$exception", **{"$lib": "posthog-node"}), "distinct_id": browser_id})
+    assert (native.get("user_id"), native.get("anonymous_id")) == (None, browser_id)
+    [user] = translate_one({**ph_event("x", **{"$lib": "posthog-node"}),
+                            "distinct_id": "0b814371-baa0-40ee-a7e6-6da52cdf9711"})  # a UUIDv4 user id
+    assert user.get("user_id") == "0b814371-baa0-40ee-a7e6-6da52cdf9711"
 
 
 def test_long_ids_and_texts_are_cut_to_the_contract() -> None:
@@ -604,3 +625,39 @@ def test_capture_v1_options_bodies_and_answers() -> None:
     assert [p.status for p in problems if isinstance(p, DecodeProblem)] == [400, 400, 415, 400]
     no_key = decode_v1_body(raw, content_encoding=None, headers={"Authorization": "Basic phc_x"})
     assert isinstance(no_key, PosthogBatch) and no_key.api_key is None
+
+
+# ---------------------------------------------------------------- $exception frame order per SDK
+
+GO_FRAMES_OUTERMOST_FIRST = [
+    {"function": "runtime.goexit", "filename": "/usr/local/go/src/runtime/asm_amd64.s", "in_app": False},
+    {"function": "main.main", "filename": "/app/main.go", "in_app": True},
+    {"function": "main.checkout", "filename": "/app/cart.go", "in_app": True},
+    {"function": "main.loadCart", "filename": "/app/cart.go", "in_app": True},
+]
+
+
+def exception_event(frames: list[dict[str, Any]], **props: Any) -> dict[str, Any]:
+    return ph_event("$exception", **{"$exception_list": [{"type": "*errors.errorString", "value": "no cart",
+                                                          "stacktrace": {"type": "raw", "frames": frames}}],
+                                     **props})
+
+
+GO_OUTERMOST = ["runtime.goexit", "main.main", "main.checkout", "main.loadCart"]
+
+
+@pytest.mark.parametrize(("frames", "props", "expected"), [
+    (GO_FRAMES_OUTERMOST_FIRST, {"$lib": "posthog-go", "$lib_version": "1.22.0"}, GO_OUTERMOST),  # canonical
+    (GO_FRAMES_OUTERMOST_FIRST[::-1], {"$lib": "posthog-go", "$lib_version": "1.19.0"}, GO_OUTERMOST),  # < 1.20
+    (GO_FRAMES_OUTERMOST_FIRST[::-1], {"$lib": "posthog-go"}, GO_OUTERMOST),  # no version: goexit is last
+    ([{"function": "runtime.Callers"}, *GO_FRAMES_OUTERMOST_FIRST[:0:-1]], {"$lib": "posthog-rs"},
+     ["main.main", "main.checkout", "main.loadCart", "runtime.Callers"]),  # the capture site came first
+    ([{"module": "com.shop.Cart", "function": "load"}, {"module": "com.shop.Checkout", "function": "run"},
+      {"module": "java.lang.Thread", "function": "run"}], {"$lib": "posthog-java"}, ["run", "run", "load"]),
+    (GO_FRAMES_OUTERMOST_FIRST, {"$lib": "posthog-node"}, GO_OUTERMOST),  # as sent
+    ([{"function": "a"}, {"function": "b"}], {"$lib": "posthog-ruby"}, ["a", "b"]),  # no clue: as sent
+])
+def test_exception_frames_are_put_outermost_first_for_every_sdk(frames: list[dict[str, Any]], props: dict[str, Any],
+                                                                expected: list[str]) -> None:
+    [native] = translate_one(exception_event(frames, **props))
+    assert [f.get("function") for f in native["error"]["stacktrace"]] == expected
