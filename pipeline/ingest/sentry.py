@@ -542,7 +542,8 @@ def translate_event(event: Any, *, project: str, received_at: datetime,
         "fingerprint": fingerprint or None,
     }
     event_id = _event_uuid(event)
-    timestamp = _time(event.get("timestamp")) or received_at
+    # without its own time an event happened when sent: on the client clock, which the collector corrects
+    timestamp = _time(event.get("timestamp")) or sent_at or received_at
     common = _common(event, event_id, project=project, received_at=received_at, sent_at=sent_at)
     return [{"event_id": str(event_id), "type": "error", "timestamp": _iso(timestamp), **common,
              "error": _compact(error)}]
@@ -612,7 +613,7 @@ def translate_transaction(transaction: Any, *, project: str, received_at: dateti
     if not isinstance(transaction, dict):
         return []
     tx_id = _event_uuid(transaction)
-    start = _time(transaction.get("start_timestamp")) or _time(transaction.get("timestamp")) or received_at
+    start = _time(transaction.get("start_timestamp")) or _time(transaction.get("timestamp")) or sent_at or received_at
     common = _common(transaction, tx_id, project=project, received_at=received_at, sent_at=sent_at)
     events: list[dict[str, Any]] = []
     # newer SDKs put web vitals into the trace data as browser.web_vital.<name>.value; measurements win
@@ -710,7 +711,7 @@ def translate_span(payload: Any, *, project: str, received_at: datetime,
             "user_agent": _text(data.get("user_agent.original")),
             "sdk": {"name": sdk_name, "version": _text(data.get("sentry.sdk.version")) or ""} if sdk_name else None,
         })
-        start = _time(span.get("start_timestamp")) or received_at
+        start = _time(span.get("start_timestamp")) or sent_at or received_at
         # the element: browser.web_vital.inp.target / .lcp.element; older SDKs name the INP span after it
         named = _text(span.get("description")) if str(span.get("op") or "").startswith("ui.") else None
         for name, value in vitals.items():

@@ -819,3 +819,12 @@ def test_a_java_runtime_frame_is_never_the_culprit() -> None:
                                                                   "value": "x", "stacktrace": {"frames": frames}}]}))
     g = group_error(out["error"]["exception_type"], out["error"]["message"], valid([out])[0].error.stacktrace)
     assert g.culprit == "total (com.shop.Cart)"
+
+
+def test_an_event_without_timestamp_takes_the_client_clock_so_the_skew_correction_holds() -> None:
+    from pipeline.ingest.validate import EventTimeWindow, check_event_time
+    sent = NOW + timedelta(days=365)  # the client's clock is a year ahead
+    out = one_error(event(timestamp=None, message="x"), sent_at=sent)
+    timestamp = datetime.fromisoformat(out["timestamp"])
+    assert timestamp == sent
+    assert check_event_time(timestamp, sent, NOW, EventTimeWindow()).timestamp == NOW
