@@ -168,7 +168,9 @@ _VERSION_DIR = re.compile(r"v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.]+)?|v\d+", re.IGNO
 _PACKAGE_AT_VERSION = re.compile(r"(.+)@v?\d[\w.+-]*")
 _CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+")
 _CONSONANT_RUN = re.compile(r"[^aeiouy]{4,}")
-_ONSETS = set("bl br ch cl cr dr fl fr gl gn gr kn ph pl pr qu sc sch scr sh shr sk sl sm sn sp spl spr st str sw th thr tr tw wh wr".split())
+_ONSETS = frozenset("bl br ch cl cr dr fl fr gl gn gr kn ph pl pr qu sc sch scr sh shr sk sl sm sn sp spl spr st str "
+                    "sw th thr tr tw wh wr".split())
+"""Consonant clusters that start English words (``str`` in ``String``); ``Td`` starts none."""
 _UNUSABLE_FILES = {"", "<anonymous>", "anonymous", "native", "[native code]", "<unknown>", "unknown", "eval"}
 _GENERIC_STEMS = {"index", "page", "layout", "route", "template", "loading", "error", "not-found", "default",
                   "__init__", "mod", "+page", "+layout", "+server", "_layout"}

@@ -41,7 +41,8 @@ Mapping of one PostHog event:
     arrives as two native clicks with the same selector and time; the sessionizer counts them as
     one (``pipeline.sessions.clicks.same_click``).
   * ``$exception`` -> error, from ``$exception_list[0]`` (the thrown exception; the rest are its
-    causes; frames put outermost first whatever order the SDK used, see ``outermost_first``) or the older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
+    causes; frames put outermost first whatever order the SDK used, see ``outermost_first``) or the
+    older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
     ``$exception_steps`` -> breadcrumbs.
   * ``$web_vitals`` -> one vital per ``$web_vitals_<NAME>_value`` (LCP, INP, CLS, FCP, TTFB), with
     rating, navigation type, element and time from ``$web_vitals_<NAME>_event`` when sent.
