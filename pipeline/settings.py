@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from pipeline.grouping import NoiseRules
     from pipeline.ingest.filters import InboundFilters
+    from pipeline.ingest.validate import EventTimeWindow
     from pipeline.issues import IssueRules
     from pipeline.rollups.minute import RollupRules
     from pipeline.sessions.sessionizer import SessionRules
@@ -162,6 +163,24 @@ class CollectorSettings(BaseSettings):
         1_000_000, ge=1, description="PULSE_COLLECTOR_HEALTH_LAG_UNHEALTHY: ... and unhealthy (503) from this many")
     health_interval_s: float = Field(
         15.0, gt=0, description="PULSE_COLLECTOR_HEALTH_INTERVAL_S: how often consumer lag is measured for /metrics")
+
+    max_future_s: float = Field(
+        86_400.0, gt=0, description="PULSE_COLLECTOR_MAX_FUTURE_S: an event time (after clock-skew correction) more "
+        "than this many seconds after the receive time is out of range")
+    max_past_days: float = Field(
+        365.0, gt=0, description="PULSE_COLLECTOR_MAX_PAST_DAYS: ... and more than this many days before it")
+    clock_skew_min_s: float = Field(
+        60.0, ge=0, description="PULSE_COLLECTOR_CLOCK_SKEW_MIN_S: receive time - sent_at of at least this many seconds "
+        "(either way) is the client's clock error and is added to its event times; less is network delay")
+    out_of_range_timestamps: Literal["reject", "clamp"] = Field(
+        "reject", description="PULSE_COLLECTOR_OUT_OF_RANGE_TIMESTAMPS: reject (a dead letter with the reason) or "
+        "clamp (set to the receive time, as Sentry does) events whose time is out of range")
+
+    def event_time_window(self) -> "EventTimeWindow":
+        from pipeline.ingest.validate import EventTimeWindow
+
+        return EventTimeWindow(self.max_future_s, self.max_past_days, self.clock_skew_min_s,
+                               self.out_of_range_timestamps)
 
     def inbound_filters(self) -> "InboundFilters":
         from pipeline.ingest.filters import InboundFilters

@@ -38,7 +38,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)
 -- ORDER BY serves: top errors per project by type and time range
 ORDER BY (project, exception_type, timestamp)
-TTL toDateTime(timestamp) + INTERVAL 30 DAY
+TTL toDateTime(received_at) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS vitals
@@ -68,7 +68,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)
 -- ORDER BY serves: percentiles of one vital per route over a time range
 ORDER BY (project, name, route, timestamp)
-TTL toDateTime(timestamp) + INTERVAL 30 DAY
+TTL toDateTime(received_at) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS actions
@@ -108,7 +108,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)
 -- ORDER BY serves: clicks/pageviews per page; one session's actions in order
 ORDER BY (project, kind, route, session_id, timestamp)
-TTL toDateTime(timestamp) + INTERVAL 30 DAY
+TTL toDateTime(received_at) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS api_calls
@@ -141,7 +141,7 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)
 -- ORDER BY serves: failure rate and latency of API calls over a time range
 ORDER BY (project, kind, ok, timestamp)
-TTL toDateTime(timestamp) + INTERVAL 30 DAY
+TTL toDateTime(received_at) + INTERVAL 30 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS dead_letters

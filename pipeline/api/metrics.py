@@ -127,7 +127,8 @@ async def post_metrics(request: web.Request) -> web.Response:
                                    "errors": errors})
     try:
         result = await request.app[PRODUCER].send(events, project=project, received_at=now, source="http:/api/metrics",
-                                                  now=now, timeout_s=settings.collector.produce_timeout_s)
+                                                  now=now, timeout_s=settings.collector.produce_timeout_s,
+                                                  time_window=settings.collector.event_time_window())
     except ProduceError as exc:
         raise ApiError(503, f"metrics not stored, retry later: {exc}",
                        {"Retry-After": str(settings.collector.retry_after_s)}) from exc

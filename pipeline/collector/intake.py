@@ -55,5 +55,6 @@ async def intake(app: web.Application, settings: Settings, producer: EventProduc
     if wait > 0:
         raise RateLimited(int(wait), settings.collector.rate_limits.get(project, 0))
     result = await producer.send(kept, project=project, received_at=now, source=source, now=now,
-                                 timeout_s=settings.collector.produce_timeout_s)
+                                 timeout_s=settings.collector.produce_timeout_s,
+                                 time_window=settings.collector.event_time_window())
     return Intake(result, filtered)

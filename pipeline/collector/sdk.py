@@ -12,6 +12,11 @@ PostHog (``api_host`` = the collector's URL; the project API key must be one of 
   * ``/capture/``, ``/batch/``, ``/e/``, ``/i/v0/e/``, ``/track/``, ``/engage/``: JSON, gzip (header,
     ``compression=gzip-js`` or by its magic bytes), base64 and form-encoded ``data=`` bodies.
   * 200 ``{"status": 1}``; 401 ``invalid_api_key``; 400/413/415 with the reason; 429; 503.
+  * ``/i/v1/analytics/events`` (capture v1, server SDKs' opt-in ``capture_mode="v1"``): Bearer key,
+    ``{"created_at", "batch"}``; 200 ``{"results": {<uuid>: {"result": "ok" | "drop"}}}``.
+
+Every path is served with and without its trailing slash (``/batch`` and ``/batch/``, Sentry's
+``/api/1/envelope`` and ``/api/1/envelope/``): SDKs and proxies differ, and a 404 loses the events.
 
 Both translate into contract events (``pipeline/ingest/sentry.py``, ``posthog.py``) and go through
 the same intake as native events: inbound filters, rate limit, scrubbing, validation, dead letters.
@@ -47,6 +52,7 @@ SENTRY_CORS = {
     "Access-Control-Max-Age": "86400",
 }
 POSTHOG_PATHS = ("/capture/", "/batch/", "/e/", "/i/v0/e/", "/track/", "/engage/")
+SENTRY_PATHS = ("/api/{project_id}/envelope/", "/api/{project_id}/store/")
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -174,12 +180,30 @@ async def posthog_capture(request: web.Request) -> web.Response:
     decoded = posthog.decode_body(raw, content_type=request.headers.get("Content-Type", ""),
                                   content_encoding=request.headers.get("Content-Encoding"), query=request.query,
                                   max_bytes=settings.collector.max_body_bytes)
+    return await _posthog_answer(request, decoded, {"status": 1})
+
+
+async def posthog_capture_v1(request: web.Request) -> web.Response:
+    """Capture v1: the same translation; the answer is per event (``ok`` / ``drop``)."""
+    settings = request.app[SETTINGS]
+    raw = await read_body(request, settings.collector.max_body_bytes)
+    if isinstance(raw, Problem):
+        return _json(raw.status, {"error": "invalid_request", "error_description": raw.message})
+    decoded = posthog.decode_v1_body(raw, content_encoding=request.headers.get("Content-Encoding"),
+                                     headers=request.headers, max_bytes=settings.collector.max_body_bytes)
+    return await _posthog_answer(request, decoded, None)
+
+
+async def _posthog_answer(request: web.Request, decoded: posthog.PosthogBatch | posthog.DecodeProblem,
+                          ok: dict[str, Any] | None) -> web.Response:
+    """Translate and send; ``ok`` is the legacy 200 body, None for v1's per-event results."""
+    settings = request.app[SETTINGS]
     if isinstance(decoded, posthog.DecodeProblem):
         return _json(decoded.status, {"type": "validation_error", "detail": decoded.message})
     project = settings.collector.project_keys.get(decoded.api_key) if decoded.api_key else None
     if project is None:
         return _json(401, {"type": "authentication_error", "code": "invalid_api_key",
-                           "detail": "missing or unknown project API key (api_key or token)"})
+                           "detail": "missing or unknown project API key (api_key, token or Bearer)"})
     now = datetime.now(timezone.utc)
     translation = posthog.translate_batch(decoded, project=project, received_at=now,
                                           dead_click_window_ms=settings.sessions.dead_click_window_ms)
@@ -189,7 +213,13 @@ async def posthog_capture(request: web.Request) -> web.Response:
                           orjson.dumps(decoded.events, default=str))  # decoded: gzip/base64 bodies made readable
     if refused is not None:
         return refused
-    return _json(200, {"status": 1})
+    return _json(200, ok if ok is not None else {"results": posthog.v1_results(decoded, translation.dropped)})
+
+
+def both_slash_forms(path: str) -> tuple[str, str]:
+    """``/batch/`` -> (``/batch/``, ``/batch``): each SDK path answers with and without the slash."""
+    bare = path.rstrip("/")
+    return bare + "/", bare
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -199,10 +229,9 @@ async def preflight(request: web.Request) -> web.Response:
 def add_sdk_routes(app: web.Application, settings: Settings, producer: EventProducer) -> None:
     app[SETTINGS] = settings
     app[PRODUCER] = producer
-    app.router.add_post("/api/{project_id}/envelope/", sentry_envelope)
-    app.router.add_post("/api/{project_id}/store/", sentry_store)
-    app.router.add_route("OPTIONS", "/api/{project_id}/envelope/", preflight)
-    app.router.add_route("OPTIONS", "/api/{project_id}/store/", preflight)
-    for path in POSTHOG_PATHS:
-        app.router.add_post(path, posthog_capture)
-        app.router.add_route("OPTIONS", path, preflight)
+    handlers = [(SENTRY_PATHS[0], sentry_envelope), (SENTRY_PATHS[1], sentry_store),
+                *((path, posthog_capture) for path in POSTHOG_PATHS), (posthog.V1_PATH, posthog_capture_v1)]
+    for path, handler in handlers:
+        for form in both_slash_forms(path):
+            app.router.add_post(form, handler)
+            app.router.add_route("OPTIONS", form, preflight)

@@ -41,7 +41,7 @@ class DeadLetter(BaseModel):
 
 _FIELD_PROBLEM = re.compile(r"^[\w.<>\[\]-]+: ")
 REASON_KINDS = ("invalid_json", "invalid_event", "project_mismatch", "unreadable", "processing_failed",
-                "clickhouse_rejected", "other")
+                "clickhouse_rejected", "timestamp_out_of_range", "other")
 
 
 def reason_kind(reason: str) -> str:
@@ -52,6 +52,8 @@ def reason_kind(reason: str) -> str:
         return "invalid_json"
     if r.startswith("project ") and "does not match" in r:
         return "project_mismatch"
+    if r.startswith("timestamp out of range"):
+        return "timestamp_out_of_range"
     if r.startswith("ClickHouse rejected"):
         return "clickhouse_rejected"
     if "batch failed" in r or "could not produce" in r or r.startswith(("worker error", "issue agent", "alert agent")):

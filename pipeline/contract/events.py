@@ -44,7 +44,10 @@ class Envelope(_Model):
     )
     timestamp: datetime = Field(description="Client time of the event (event time). Naive times are UTC.")
     received_at: datetime | None = Field(None, description="Server receive time; set by the collector or the worker.")
-    sent_at: datetime | None = Field(None, description="Client time the batch was sent; used for clock-skew correction.")
+    sent_at: datetime | None = Field(None, description="Client time the batch was sent. The collector corrects "
+                                     "timestamp by (received_at - sent_at) when that is at least "
+                                     "PULSE_COLLECTOR_CLOCK_SKEW_MIN_S; timestamps on the raw topics are corrected: "
+                                     "do not apply it again.")
     session_id: Annotated[str, Field(min_length=1, max_length=128)]
     anonymous_id: ShortText | None = None
     user_id: ShortText | None = None

@@ -160,50 +160,126 @@ def normalize_message(message: str) -> str:
 
 # ---------------------------------------------------------------- frame normalization
 
-_HEX_HASH = re.compile(r"[0-9a-fA-F]{8,}")
-_B64_HASH = re.compile(r"[A-Za-z0-9_-]{8}")
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]{7,}")
+_B64_TOKEN = re.compile(r"[A-Za-z0-9_-]{8}")
+_LONG_DIGITS = re.compile(r"\d{7,}")
+_BUILD_ID = re.compile(r"[A-Za-z0-9_-]{16,}")
+_VERSION_DIR = re.compile(r"v?\d+(?:\.\d+)+(?:[-+][0-9A-Za-z.]+)?|v\d+", re.IGNORECASE)
+_PACKAGE_AT_VERSION = re.compile(r"(.+)@v?\d[\w.+-]*")
+_CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+")
+_CONSONANT_RUN = re.compile(r"[^aeiouy]{4,}")
+_ONSETS = frozenset("bl br ch cl cr dr fl fr gl gn gr kn ph pl pr qu sc sch scr sh shr sk sl sm sn sp spl spr st str "
+                    "sw th thr tr tw wh wr".split())
+"""Consonant clusters that start English words (``str`` in ``String``); ``Td`` starts none."""
 _UNUSABLE_FILES = {"", "<anonymous>", "anonymous", "native", "[native code]", "<unknown>", "unknown", "eval"}
+_GENERIC_STEMS = {"index", "page", "layout", "route", "template", "loading", "error", "not-found", "default",
+                  "__init__", "mod", "+page", "+layout", "+server", "_layout"}
+"""File names that many files of one app share: the parent directory tells them apart."""
+
+
+def _reads_as_words(token: str) -> bool:
+    """``CartItem`` / ``NavLinks`` / ``MyWidget``: camel-case words, each with a vowel, an English onset (the
+    consonants before its first vowel) and no run of 4+ consonants. Random base64url rarely passes
+    (``DiwrgTda``: ``Td`` starts no word; ``BQxkJaPe``: ``B`` alone)."""
+    pieces = [p for p in re.split(r"[-_]", token) if p]
+    words = [w.lower() for p in pieces for w in _CAMEL_WORD.findall(p)]
+    if "".join(words) != "".join(pieces).lower():
+        return False
+    for word in words:
+        onset = re.match(r"[^aeiouy]*", word)
+        if onset is None or onset.group() == word or _CONSONANT_RUN.search(word):
+            return False
+        if len(onset.group()) > 1 and onset.group() not in _ONSETS:
+            return False
+    return True
 
 
 def _looks_like_hash(token: str) -> bool:
-    """A content hash of a bundler: webpack ``[contenthash]`` (hex), Vite/Rollup (8 base64url), esbuild (8 base32)."""
-    if _HEX_HASH.fullmatch(token):
-        return any(c.isdigit() for c in token) or len(token) >= 16
-    if not _B64_HASH.fullmatch(token):
-        return False
-    if any(c.isdigit() or c in "_-" for c in token):
+    """A bundler's content hash or a build stamp, as opposed to a word.
+
+    - 7+ digits: a timestamp or numeric build id (``app.1701234567.js``); shorter numbers are chunk ids.
+    - hex of 7+ characters mixing digits and letters (webpack ``[contenthash]`` cut to 7 or 8, or the 16/20
+      default, Parcel), or 16+ hex characters whatever they mix.
+    - exactly 8 base64url characters (Vite/Rollup ``[hash]``, esbuild base32): with digits and letters; or
+      letters in upper case only (esbuild); or mixed case that does not read as camel-case words.
+      Lower-case-only letters (with ``-``/``_``) are words: ``settings``, ``get-user``.
+    """
+    if _LONG_DIGITS.fullmatch(token):
         return True
-    uppers = sum(c.isupper() for c in token)
-    # 'BQxkJaPe' is a hash; 'Settings' / 'useState' (one capital) are words
-    return uppers == len(token) or (uppers >= 2 and uppers < len(token))
+    if _HEX_TOKEN.fullmatch(token):
+        has_digit = any(c.isdigit() for c in token)
+        if (has_digit and any(c.isalpha() for c in token)) or len(token) >= 16:
+            return True
+    if not _B64_TOKEN.fullmatch(token):
+        return False
+    letters = re.sub(r"[^A-Za-z]", "", token)
+    if any(c.isdigit() for c in token):
+        return bool(letters)
+    if not letters:
+        return False
+    if letters.isupper():
+        return len(letters) >= 6  # esbuild base32: 'QJVHMXEA'; 'API_DOC' is not 8 letters
+    if letters.islower():
+        return False  # 'settings', 'get-user': words
+    return not _reads_as_words(token)
+
+
+def _strip_hash_from_stem(stem: str) -> str:
+    """``app-Dx8Kq2a1`` / ``_app-3f9a1b2c4d5e6f70`` / ``main.8f3a2c1`` -> the name; a stem that is only a hash
+    (``[contenthash].js``) -> ``<hash>``."""
+    hex_suffix = re.fullmatch(r"(.+?)[-_.]([0-9a-fA-F]{7,})", stem)
+    if hex_suffix and _looks_like_hash(hex_suffix.group(2)):
+        return hex_suffix.group(1)
+    b64_suffix = re.fullmatch(r"(.+?)[-.]([A-Za-z0-9_-]{8})", stem)
+    if b64_suffix and _looks_like_hash(b64_suffix.group(2)):
+        return b64_suffix.group(1)
+    return "<hash>" if _looks_like_hash(stem) else stem
+
+
+def _is_volatile_directory(name: str) -> bool:
+    """A directory that changes per release: ``v1.4.2``, ``1.4.2``, a hash, a Next.js build id."""
+    if _VERSION_DIR.fullmatch(name) or _looks_like_hash(name):
+        return True
+    return bool(_BUILD_ID.fullmatch(name)) and any(c.isdigit() for c in name) and not name.islower()
+
+
+def _stable_parent(directories: Sequence[str]) -> str:
+    """The nearest directory that is not release-specific (``react@18.2.0`` -> ``react``)."""
+    for name in reversed(directories):
+        if not name or name in {".", ".."} or _is_volatile_directory(name):
+            continue
+        at_version = _PACKAGE_AT_VERSION.fullmatch(name)
+        return at_version.group(1) if at_version else name
+    return ""
 
 
 def normalize_filename(filename: str | None) -> str:
-    """The file's base name, stable across deploys: no directories, query string, fragment or content hash.
+    """The file's name, stable across releases: no origin, query string, fragment, content hash or version.
 
     ``https://cdn.x.com/static/js/main.3f9a1c2b.chunk.js?v=2`` -> ``main.chunk.js``;
     ``/assets/app-Dx8Kq2a1.js`` -> ``app.js``; ``chunk-5XRF2ZQ7.js`` -> ``chunk.js``;
-    ``webpack:///./src/checkout.js`` -> ``checkout.js``. Unusable names (``<anonymous>``, ``native``) -> ``""``.
+    ``/_next/static/chunks/pages/_app-3f9a1b2c4d5e6f70.js`` -> ``_app.js``;
+    ``webpack:///./src/checkout.js`` -> ``checkout.js``. Only the base name is kept, except for names that
+    many files share (``index``, ``page``, ``layout``, ``[id]`` ...), which keep their nearest stable parent
+    directory: ``/_next/static/chunks/app/cart/page-0a1b2c3d4e5f6a7b.js`` -> ``cart/page.js``.
+    Unusable names (``<anonymous>``, ``native``) -> ``""``. The rules and their trade-offs: docs/grouping.md.
     """
     if not filename:
         return ""
-    name = re.split(r"[?#]", filename.strip(), maxsplit=1)[0].rstrip("/\\")
-    name = re.split(r"[/\\]", name)[-1]
+    path = re.split(r"[?#]", filename.strip(), maxsplit=1)[0].rstrip("/\\")
+    *directories, name = re.split(r"[/\\]", path)
     if name.lower() in _UNUSABLE_FILES:
         return ""
     parts = name.split(".")
     if len(parts) > 2:  # main.3f9a1c2b.chunk.js: hashes between the stem and the extension
         parts = [parts[0], *(p for p in parts[1:-1] if not _looks_like_hash(p)), parts[-1]]
-    stem = parts[0]
-    # app-Dx8Kq2a1 / app.3f9a1c2b / app-3f9a1c2b4d5e6f7a8b9c: a hash glued to the stem
-    m = re.fullmatch(r"(.+?)[-.]([A-Za-z0-9_-]{8})", stem) if len(stem) > 9 else None
-    if m and _looks_like_hash(m.group(2)):
-        stem = m.group(1)
-    else:
-        m = re.fullmatch(r"(.+)[-_.]([0-9a-fA-F]{8,})", stem)
-        if m and _looks_like_hash(m.group(2)):
-            stem = m.group(1)
-    return ".".join([stem, *parts[1:]])
+    stem = _strip_hash_from_stem(parts[0]) if len(parts) > 1 else parts[0]
+    base = ".".join([stem, *parts[1:]])
+    if stem.lower() in _GENERIC_STEMS or stem.startswith(("[", "$")):
+        parent = _stable_parent(directories)
+        if parent:
+            return f"{parent}/{base}"
+    return base
 
 
 _ANONYMOUS = re.compile(r"<anonymous>|<unknown>|\?|^anonymous$|^Anonymous function$|^\(anonymous\)$", re.IGNORECASE)

@@ -41,7 +41,8 @@ Mapping of one PostHog event:
     arrives as two native clicks with the same selector and time; the sessionizer counts them as
     one (``pipeline.sessions.clicks.same_click``).
   * ``$exception`` -> error, from ``$exception_list[0]`` (the thrown exception; the rest are its
-    causes) or the older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
+    causes; frames put outermost first whatever order the SDK used, see ``outermost_first``) or the
+    older ``$exception_type``/``$exception_message``/``$exception_stack_trace_raw``;
     ``$exception_steps`` -> breadcrumbs.
   * ``$web_vitals`` -> one vital per ``$web_vitals_<NAME>_value`` (LCP, INP, CLS, FCP, TTFB), with
     rating, navigation type, element and time from ``$web_vitals_<NAME>_event`` when sent.
@@ -62,7 +63,10 @@ Envelope:
     sessionizer still splits after 30 idle minutes); a uuid5 of either when longer than 128.
   * user: ``distinct_id`` is the user_id when the event says the person is identified
     (``$is_identified`` true, an ``$identify`` event, or ``$is_identified`` absent on a server SDK's
-    event: ``$is_server``, whose distinct_id is the application's user id); anonymous_id is then
+    event: ``$is_server`` or a ``$lib`` that is not a device SDK such as posthog-js, whose
+    distinct_id is the application's user id unless the SDK marks it anonymous:
+    ``$process_person_profile`` false, ``$device_id`` equal to it, or a browser anonymous id's shape,
+    UUIDv7 or posthog-js's older five-group hex id); anonymous_id is then
     ``$anon_distinct_id`` or ``$device_id``. A ``$user_id`` with ``$is_identified`` absent is the
     user_id. Otherwise ``distinct_id`` is the anonymous_id. An event without distinct_id is a problem
     (PostHog's capture rejects it too).
@@ -89,7 +93,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_gzip
+from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_deflate, inflate_gzip
 from pipeline.sessions.clicks import DeadClickRule
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -268,6 +272,81 @@ def _query_sent_at(query: Mapping[str, str]) -> datetime | None:
     return sent_at if sent_at is not None and sent_at.year > 2020 else None
 
 
+V1_PATH = "/i/v1/analytics/events"
+# capture v1 ``options`` -> the legacy property each stands for
+_V1_OPTIONS = {"process_person_profile": "$process_person_profile", "cookieless_mode": "$cookieless_mode",
+               "disable_skew_correction": "$ignore_sent_at", "product_tour_id": "$product_tour_id"}
+
+
+def decode_v1_body(body: bytes, *, content_encoding: str | None, headers: Mapping[str, str],
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> PosthogBatch | DecodeProblem:
+    """Capture v1 (``POST /i/v1/analytics/events``, posthog-python/-go/-rs ``capture_mode="v1"``).
+
+    The project key is a Bearer token (``Authorization: Bearer phc_...``), not in the body; the body is
+    ``{"created_at", "batch": [{"event", "uuid", "distinct_id", "timestamp", "options": {...},
+    "properties": {...}, "session_id"?, "window_id"?}], "historical_migration"?}``, optionally gzip or
+    deflate. ``$lib``/``$lib_version`` come from the ``PostHog-Sdk-Info`` header (``posthog-python/7.9.1``),
+    the send time from ``PostHog-Request-Timestamp`` (``created_at`` stays the same across retries, so
+    it is no send time). Each event is rewritten into the legacy shape (``session_id`` ->
+    ``$session_id``, ``options`` -> their ``$`` properties) and translated like any other.
+    """
+    encoding = (content_encoding or "").strip().lower()
+    if not body.strip():
+        return DecodeProblem(400, "empty body: expected a capture v1 batch")
+    if len(body) > max_bytes:
+        return DecodeProblem(413, f"body of {len(body)} bytes exceeds the limit of {max_bytes}")
+    try:
+        if encoding in _GZIP_HINTS or body[:2] == GZIP_MAGIC:
+            body = inflate_gzip(body, max_bytes)
+        elif encoding == "deflate":
+            body = inflate_deflate(body, max_bytes)
+        elif encoding not in ("", "identity"):
+            return DecodeProblem(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    except InflateError as exc:
+        return DecodeProblem(exc.status, str(exc))
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return DecodeProblem(400, f"body is not JSON: {exc}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("batch"), list):
+        return DecodeProblem(400, 'expected {"batch": [...]} (capture v1)')
+    auth = headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    api_key = _text(token.strip()) if scheme.lower() == "bearer" else None
+    lib_name, _, lib_version = headers.get("PostHog-Sdk-Info", "").strip().partition("/")
+    lib = {"$lib": lib_name, "$lib_version": lib_version} if lib_name else {}
+    events = [_legacy_event(event, lib) for event in doc["batch"]]
+    return PosthogBatch(api_key=api_key, events=events, sent_at=_parse_time(headers.get("PostHog-Request-Timestamp")))
+
+
+def _legacy_event(event: Any, lib: Mapping[str, str]) -> Any:
+    """A capture v1 event in the legacy shape ``translate_event`` reads; anything else unchanged."""
+    if not isinstance(event, dict):
+        return event
+    props = dict(event["properties"]) if isinstance(event.get("properties"), dict) else {}
+    options = event.get("options") if isinstance(event.get("options"), dict) else {}
+    for option, prop in _V1_OPTIONS.items():
+        if option in options:
+            props.setdefault(prop, options[option])
+    for top, prop in (("session_id", "$session_id"), ("window_id", "$window_id")):
+        if isinstance(event.get(top), str):
+            props.setdefault(prop, event[top])
+    for key, value in lib.items():
+        props.setdefault(key, value)
+    return {**event, "properties": props}
+
+
+def v1_results(batch: PosthogBatch, dropped: set[int]) -> dict[str, dict[str, str]]:
+    """The capture v1 answer: per event uuid ``ok``, or ``drop`` for events that could not be read (they
+    are dead letters, so a retry would not help)."""
+    results: dict[str, dict[str, str]] = {}
+    for index, event in enumerate(batch.events):
+        event_uuid = event.get("uuid") if isinstance(event, dict) else None
+        if isinstance(event_uuid, str):
+            results[event_uuid] = {"result": "drop" if index in dropped else "ok"}
+    return results
+
+
 # ------------------------------------------------------------------ translation (PostHog event -> native)
 
 
@@ -284,6 +363,8 @@ class Translation:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+    """Indexes (in the batch) of the events behind ``problems``."""
 
 
 def translate_batch(batch: PosthogBatch, *, project: str, received_at: datetime,
@@ -296,9 +377,11 @@ def translate_batch(batch: PosthogBatch, *, project: str, received_at: datetime,
                                      dead_click_window_ms=dead_click_window_ms)
         except UntranslatableEvent as exc:
             out.problems.append(f"event {index}: {exc}")
+            out.dropped.add(index)
             continue
         except Exception as exc:  # noqa: BLE001 - the batch boundary: one hostile event must not cost the rest
             out.problems.append(f"event {index}: cannot translate ({type(exc).__name__}: {exc})")
+            out.dropped.add(index)
             continue
         name = event["event"][:SHORT]  # translate_event took it: a dict with a string name
         out.counts[name] = out.counts.get(name, 0) + 1
@@ -390,7 +473,8 @@ def _distinct_id(event: dict[str, Any], props: dict[str, Any]) -> str | None:
 def _identity(name: str, distinct_id: str, props: dict[str, Any]) -> tuple[str | None, str | None]:
     """(user_id, anonymous_id); see "user" in the module docstring."""
     identified = props.get("$is_identified")
-    if name == "$identify" or identified is True or (identified is None and props.get("$is_server") is True):
+    if name == "$identify" or identified is True or (
+            identified is None and _server_side(props) and not _marked_anonymous(distinct_id, props)):
         user_id = distinct_id
         anonymous_id = _first_text(props, ("$anon_distinct_id", "$device_id"))
     elif identified is None and (stated := _first_text(props, ("$user_id",))):
@@ -398,6 +482,32 @@ def _identity(name: str, distinct_id: str, props: dict[str, Any]) -> tuple[str |
     else:
         user_id, anonymous_id = None, distinct_id
     return user_id, (anonymous_id if anonymous_id != user_id else None)
+
+
+CLIENT_LIBS = frozenset({"web", "posthog-js", "posthog-js-lite", "posthog-react-native", "posthog-ios",
+                         "posthog-android", "posthog-flutter", "posthog-unity", "posthog-web"})
+"""``$lib`` of SDKs running on the user's device: they make anonymous ids and say ``$is_identified``."""
+
+# posthog-js anonymous ids: UUIDv7 (current) or the older five-group hex "UUIDT" of uneven lengths
+_ANONYMOUS_UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.IGNORECASE)
+_ANONYMOUS_LEGACY = re.compile(r"[0-9a-f]{12,16}-[0-9a-f]{12,16}-[0-9a-f]{6,8}-[0-9a-f]{4,6}-[0-9a-f]{12,16}",
+                               re.IGNORECASE)
+
+
+def _server_side(props: Mapping[str, Any]) -> bool:
+    """A server SDK's event: ``$is_server``, or a ``$lib`` that is not a device SDK (posthog-node, -go, ...)."""
+    if props.get("$is_server") is True:
+        return True
+    lib = _first_text(props, ("$lib",))
+    return lib is not None and lib.lower() not in CLIENT_LIBS
+
+
+def _marked_anonymous(distinct_id: str, props: Mapping[str, Any]) -> bool:
+    """The SDK says the distinct_id is no person: ``$process_person_profile`` false, ``$device_id`` equal
+    to it, or it has the shape of a browser's anonymous id (passed through by the server)."""
+    if props.get("$process_person_profile") is False or props.get("$device_id") == distinct_id:
+        return True
+    return bool(_ANONYMOUS_UUID7.fullmatch(distinct_id) or _ANONYMOUS_LEGACY.fullmatch(distinct_id))
 
 
 def _event_id(event: dict[str, Any], distinct_id: str) -> uuid.UUID:
@@ -491,7 +601,8 @@ def _exception(source: _Source) -> list[dict[str, Any]]:
         payload: dict[str, Any] = {
             "exception_type": _text(first.get("type"), SHORT) or "Error",
             "message": _text(first.get("value"), LONG) or "",
-            "stacktrace": _frames(stacktrace.get("frames")),
+            "stacktrace": _frames(outermost_first(stacktrace.get("frames"), _first_text(props, ("$lib",)),
+                                                  _first_text(props, ("$lib_version",)))),
             "handled": handled,
             "mechanism": {"type": _text(mechanism.get("type"), SHORT) or "generic", "handled": handled},
         }
@@ -634,6 +745,54 @@ def _click(source: _Source) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ exceptions
+
+
+_INNERMOST_FIRST_BEFORE = {"posthog-go": (1, 20, 0)}
+"""SDK releases that sent ``$exception_list`` frames innermost first (before PostHog's canonical order)."""
+_ENTRY_FUNCTIONS = frozenset({"main", "main.main", "runtime.main", "runtime.goexit", "<module>", "_start",
+                              "__libc_start_main", "start_thread", "java.lang.Thread.run", "Thread.run",
+                              "threading.Thread.run", "processTicksAndRejections", "Module._compile"})
+_CAPTURE_FUNCTIONS = frozenset({"runtime.Callers", "runtime/debug.Stack", "debug.Stack",
+                                "java.lang.Thread.getStackTrace", "Thread.getStackTrace", "captureException",
+                                "capture_exception", "CaptureException"})
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text or "")[:3])
+
+
+def _frame_name(frame: Any) -> str:
+    if not isinstance(frame, dict):
+        return ""
+    function = frame.get("function") if isinstance(frame.get("function"), str) else ""
+    module = frame.get("module") if isinstance(frame.get("module"), str) else ""
+    return f"{module}.{function}" if module and function and not function.startswith(module) else function
+
+
+def _is_one_of(frame: Any, names: frozenset[str]) -> bool:
+    name = _frame_name(frame)
+    return name in names or (isinstance(frame, dict) and frame.get("function") in names)
+
+
+def outermost_first(frames: Any, lib: str | None, lib_version: str | None) -> Any:
+    """``$exception_list`` frames in Sentry order (outermost first, the raising frame last), whatever the SDK.
+
+    Most PostHog SDKs send that order; posthog-go before 1.20.0 sent the innermost frame first. For
+    SDKs not known here the order is read off the stack: an entry point (``main``, ``runtime.goexit``,
+    ``Thread.run``, ``<module>``) at the end, or the stack-capturing call (``runtime.Callers``,
+    ``Thread.getStackTrace``) at the start, means innermost first. Anything else is left as sent.
+    """
+    if not isinstance(frames, list) or len(frames) < 2:
+        return frames
+    known = _INNERMOST_FIRST_BEFORE.get((lib or "").lower())
+    if known is not None and lib_version and _version(lib_version) < known:
+        return frames[::-1]
+    first, last = frames[0], frames[-1]
+    if _is_one_of(last, _ENTRY_FUNCTIONS) and not _is_one_of(first, _ENTRY_FUNCTIONS):
+        return frames[::-1]
+    if _is_one_of(first, _CAPTURE_FUNCTIONS) and not _is_one_of(last, _CAPTURE_FUNCTIONS):
+        return frames[::-1]
+    return frames
 
 
 def _frames(raw: Any) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from pipeline.contract import EVENT_TYPES, HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
 from pipeline.ingest.scrub import scrub_event, scrub_text
-from pipeline.ingest.validate import validate_items
+from pipeline.ingest.validate import EventTimeWindow, check_event_time, validate_items
 from pipeline.metrics import DEAD_LETTERS, EVENTS_IN, PRODUCE_FAILURES
 from pipeline.settings import KafkaSettings
 
@@ -121,14 +121,20 @@ def _event_id(item: Any) -> str:
 
 def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime, source: str,
                    project: str | None = None, received_at: datetime | None = None,
-                   max_message_bytes: int = MAX_MESSAGE_BYTES, keep_ips: bool = False) -> Prepared:
+                   max_message_bytes: int = MAX_MESSAGE_BYTES, keep_ips: bool = False,
+                   time_window: EventTimeWindow | None = None) -> Prepared:
     """Scrub, stamp, validate and group events into raw-topic messages. Pure.
 
     ``keep_ips``: IP addresses are scrubbed unless this is set (``PULSE_COLLECTOR_SCRUB_IP_ADDRESSES``).
     ``project``: when given (the collector's project key), events without one get it and events
     naming another project are rejected. ``received_at``: stamped on every event when given.
+    ``time_window``: each event's time is corrected for the client's clock skew (its ``sent_at``) and
+    must fall in this window around ``received_at`` (else ``now``); outside it the event is a dead
+    letter (or clamped, as the window says). Defaults to ``EventTimeWindow()``.
     Messages are JSON arrays of one session's events, keyed by session_id.
     """
+    window = time_window or EventTimeWindow()
+    reference = received_at or now
     out = Prepared()
     stamped = received_at.isoformat() if received_at is not None else None
     candidates: list[tuple[int, Any]] = []
@@ -176,8 +182,15 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
     for position, (index, item) in enumerate(candidates):
         if position in failed:
             reject(index, item, failed[position])
-        else:
-            valid.append((index, item, next(events)))
+            continue
+        event = next(events)
+        timed = check_event_time(event.timestamp, event.sent_at, reference, window)
+        if timed.timestamp is None:
+            reject(index, item, timed.reason or "timestamp out of range")
+            continue
+        if timed.timestamp != event.timestamp:
+            item["timestamp"] = timed.timestamp.isoformat()
+        valid.append((index, item, event))
 
     topics = {t: topic_for_type(kafka, t) for t in EVENT_TYPES}
     groups: dict[tuple[str, str], list[bytes]] = {}
@@ -268,11 +281,12 @@ class EventProducer:
 
     async def send(self, events: Iterable[Any], *, project: str | None = None,
                    received_at: datetime | None = None, source: str = "producer", dead_letter: bool = True,
-                   timeout_s: float | None = None, now: datetime | None = None) -> SendResult:
-        """Validate, scrub and publish events (contract models or dicts); wait for delivery."""
+                   timeout_s: float | None = None, now: datetime | None = None,
+                   time_window: EventTimeWindow | None = None) -> SendResult:
+        """Validate, scrub, check event times and publish events (contract models or dicts); wait for delivery."""
         now = now or datetime.now(timezone.utc)
         prepared = prepare_events(events, kafka=self.kafka, now=now, source=source, project=project, keep_ips=self.keep_ips,
-                                  received_at=received_at)
+                                  received_at=received_at, time_window=time_window)
         messages = prepared.messages + (prepared.dead_letters if dead_letter else [])
         await self.deliver(messages, timeout_s)
         for event_type, n in prepared.accepted_by_type.items():

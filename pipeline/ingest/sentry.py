@@ -25,14 +25,16 @@ Mapping decisions:
     the event id (a session of one event).
   * exceptions: Sentry lists chained exceptions oldest first; the last one is the one raised and
     gives type, message, mechanism and frames (its causes are not kept). Frames are oldest first,
-    which is our "outermost first". An exception without a type is an ``Error`` (as Sentry shows it).
+    which is our "outermost first". An exception without a type is an ``Error`` (as Sentry shows it),
+    except the synthetic one of ``captureMessage`` with a stack (``mechanism.synthetic``, no type):
+    that event is a message (type ``Message``), with the stack kept.
   * message-only events (``message``, ``logentry``): exception_type ``Message``
     (``MESSAGE_EXCEPTION_TYPE``), the formatted message as message.
   * frame filename: ``abs_path`` when it is a URL (browser scripts), else ``filename`` (Python's
     path relative to sys.path, stable across machines), else ``abs_path``.
-  * in_app missing: Python sends it on every frame and the browser SDK marks every frame in-app, so
-    a missing flag is inferred from the path as Sentry's server does for JavaScript: third-party
-    code (node_modules, site-/dist-packages, browser extensions, native code) is not in-app,
+  * in_app missing (Java, Go, Rust SDKs leave it unset): per-platform defaults like Sentry's
+    (``default_in_app``): runtime and library frames (``java.*``, Go ``runtime``, ``std::``,
+    ``System.*``, Python's stdlib, ``node:``, node_modules, site-packages ...) are not in-app,
     everything else is.
   * level: fatal/critical -> fatal, error, warning/warn -> warning, info/log -> info, debug;
     anything else -> error.
@@ -40,7 +42,8 @@ Mapping decisions:
   * user_agent: the request's User-Agent header, else ``Browser/version (OS version)`` built from
     ``contexts.browser``/``contexts.os`` (a form the user-agent parser reads); contexts are
     otherwise ignored.
-  * route: the transaction name when it looks like a route (starts with ``/``).
+  * route: the transaction name when it looks like a route (starts with ``/``, or ``GET /users/:id``
+    as server SDKs name it); span v2 items name it in ``sentry.segment.name``.
   * ids: Sentry writes UUIDs as 32 hex digits; events get the dashed form. Events derived from a
     transaction get uuid5 ids from the transaction's id and the measurement name or span id, so a
     retried envelope yields the same ids and the pipeline drops the duplicates.
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -349,6 +353,19 @@ def _session_id(event: dict[str, Any], event_id: uuid.UUID) -> str:
     return (trace_id or "").strip() or (user_id or "").strip() or str(event_id)
 
 
+_METHOD_ROUTE = re.compile(r"[A-Z]{3,7} (/\S*)")
+
+
+def route_of(transaction: str | None) -> str | None:
+    """The route in a transaction name: ``/product/:id``, or server SDKs' ``GET /product/:id``."""
+    if not transaction:
+        return None
+    if transaction.startswith("/"):
+        return transaction
+    m = _METHOD_ROUTE.fullmatch(transaction)
+    return m.group(1) if m else None
+
+
 def _common(event: dict[str, Any], source_id: uuid.UUID, *, project: str, received_at: datetime,
             sent_at: datetime | None) -> dict[str, Any]:
     """The contract's envelope fields every event from this Sentry event shares: all but
@@ -365,7 +382,7 @@ def _common(event: dict[str, Any], source_id: uuid.UUID, *, project: str, receiv
         "release": _text(event.get("release")),
         "environment": _text(event.get("environment")) or "production",
         "url": _url(event),
-        "route": transaction if transaction and transaction.startswith("/") else None,
+        "route": route_of(transaction),
         "user_agent": _user_agent(event),
         "sdk": {"name": sdk_name, "version": _text(sdk.get("version")) or ""} if sdk_name else None,
     }
@@ -375,12 +392,48 @@ def _common(event: dict[str, Any], source_id: uuid.UUID, *, project: str, receiv
 # ------------------------------------------------------------------ error events
 
 
-def _frame(frame: dict[str, Any]) -> dict[str, Any]:
+_NOT_IN_APP_MODULES = re.compile(r"(?:java|javax|sun|jdk|kotlin|kotlinx|System|Microsoft)(?:\.|$)")
+_NOT_IN_APP_FUNCTIONS = re.compile(r"<?(?:std|core|alloc|tokio)::|__rust_|rust_begin_unwind")
+_GO_RUNTIME = re.compile(r"(?:runtime|net/http)(?:/|$)")
+_GO_LIBRARY_PATH = re.compile(r"/pkg/mod/|/go/src/|/libexec/src/|/vendor/", re.IGNORECASE)
+_NODE_INTERNAL = re.compile(r"node:|internal/")
+_PYTHON_STDLIB_PATH = re.compile(r"[/\\]lib[/\\]python\d(?:\.\d+)?[/\\](?!(?:site|dist)-packages)", re.IGNORECASE)
+_PYTHON_STDLIB = frozenset(sys.stdlib_module_names)
+
+
+def default_in_app(frame: Mapping[str, Any], platform: str | None) -> bool:
+    """Whether a frame whose SDK left ``in_app`` unset is application code, per platform, as Sentry's
+    SDKs and built-in stack trace rules decide: runtime and library code is not.
+
+    JVM modules ``java.*``, ``javax.*``, ``sun.*``, ``jdk.*``, ``kotlin.*``; Go packages ``runtime`` and
+    ``net/http`` and files in the module cache, GOROOT or ``vendor/``; Rust functions ``std::``,
+    ``core::``, ``alloc::``, ``tokio::``; .NET ``System.*``, ``Microsoft.*``; Python's standard library
+    (by module, or a ``lib/pythonX.Y/`` path) and ``site-``/``dist-packages``; Node's ``node:`` and
+    ``internal/`` modules; ``node_modules``, browser extensions and native code. Everything else is.
+    """
+    abs_path, filename = _text(frame.get("abs_path"), LONG) or "", _text(frame.get("filename"), LONG) or ""
+    module, function = _text(frame.get("module")) or "", _text(frame.get("function")) or ""
+    paths = [p for p in (abs_path, filename) if p]
+    if any(_THIRD_PARTY.search(p) or _NODE_INTERNAL.match(p) for p in paths):
+        return False
+    if _NOT_IN_APP_MODULES.match(module) or _NOT_IN_APP_FUNCTIONS.match(function) or _NODE_INTERNAL.match(module):
+        return False
+    platform = (_text(frame.get("platform")) or platform or "").lower()
+    if platform == "go" and (_GO_RUNTIME.match(module) or _GO_RUNTIME.match(function)
+                             or any(_GO_LIBRARY_PATH.search(p) for p in paths)):
+        return False
+    if platform == "python" and (module.split(".")[0] in _PYTHON_STDLIB
+                                 or any(_PYTHON_STDLIB_PATH.search(p) for p in paths)):
+        return False
+    return True
+
+
+def _frame(frame: dict[str, Any], platform: str | None = None) -> dict[str, Any]:
     abs_path = _text(frame.get("abs_path"), LONG)
     filename = _text(frame.get("filename"), LONG)
     in_app = frame.get("in_app")
     if not isinstance(in_app, bool):
-        in_app = not any(path and _THIRD_PARTY.search(path) for path in (abs_path, filename))
+        in_app = default_in_app(frame, platform)
     return _compact({
         "filename": abs_path if abs_path and "://" in abs_path else filename or abs_path,
         "function": _text(frame.get("function")),
@@ -401,7 +454,8 @@ def _frames(exception: dict[str, Any], event: dict[str, Any]) -> list[dict[str, 
         thread = next((t for t in threads if t.get("crashed") or t.get("current")), None)
         stacktrace = _dict(thread).get("stacktrace")
     frames = _dict(stacktrace).get("frames")
-    frames = [_frame(f) for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
+    platform = _text(event.get("platform"))
+    frames = [_frame(f, platform) for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
     return frames[-MAX_FRAMES:]
 
 
@@ -447,6 +501,12 @@ def _mechanism(exception: dict[str, Any]) -> dict[str, Any] | None:
             "handled": handled if isinstance(handled, bool) else True}
 
 
+def _is_synthetic_message(exception: dict[str, Any]) -> bool:
+    """captureMessage with a stack (JS SDKs' ``attachStacktrace``): an exception without a type whose
+    mechanism says ``synthetic``; it carries only the call site's stack."""
+    return _dict(exception.get("mechanism")).get("synthetic") is True and not _text(exception.get("type"))
+
+
 def _level(value: Any) -> str:
     return _LEVELS.get(value.strip().lower(), "error") if isinstance(value, str) else "error"
 
@@ -460,7 +520,9 @@ def translate_event(event: Any, *, project: str, received_at: datetime,
     exceptions = [e for e in _values(event.get("exception")) if isinstance(e, dict)]
     exception = exceptions[-1] if exceptions else {}
     mechanism = _mechanism(exception)
-    if exceptions:
+    if exceptions and _is_synthetic_message(exception):
+        exception_type, message = MESSAGE_EXCEPTION_TYPE, _message(event) or _text(exception.get("value"), LONG) or ""
+    elif exceptions:
         exception_type = _text(exception.get("type")) or DEFAULT_EXCEPTION_TYPE
         message = _text(exception.get("value"), LONG) or _message(event)
     else:
@@ -480,7 +542,8 @@ def translate_event(event: Any, *, project: str, received_at: datetime,
         "fingerprint": fingerprint or None,
     }
     event_id = _event_uuid(event)
-    timestamp = _time(event.get("timestamp")) or received_at
+    # without its own time an event happened when sent: on the client clock, which the collector corrects
+    timestamp = _time(event.get("timestamp")) or sent_at or received_at
     common = _common(event, event_id, project=project, received_at=received_at, sent_at=sent_at)
     return [{"event_id": str(event_id), "type": "error", "timestamp": _iso(timestamp), **common,
              "error": _compact(error)}]
@@ -550,7 +613,7 @@ def translate_transaction(transaction: Any, *, project: str, received_at: dateti
     if not isinstance(transaction, dict):
         return []
     tx_id = _event_uuid(transaction)
-    start = _time(transaction.get("start_timestamp")) or _time(transaction.get("timestamp")) or received_at
+    start = _time(transaction.get("start_timestamp")) or _time(transaction.get("timestamp")) or sent_at or received_at
     common = _common(transaction, tx_id, project=project, received_at=received_at, sent_at=sent_at)
     events: list[dict[str, Any]] = []
     # newer SDKs put web vitals into the trace data as browser.web_vital.<name>.value; measurements win
@@ -633,7 +696,9 @@ def translate_span(payload: Any, *, project: str, received_at: datetime,
         span_id = _text(span.get("span_id")) or f"#{index}"
         trace_id = (_text(span.get("trace_id"), SESSION_ID_MAX) or "").strip()
         source = uuid.uuid5(ID_NAMESPACE, f"span:{trace_id}:{span_id}")
-        transaction = _text(data.get("sentry.transaction")) or _text(data.get("transaction"))
+        # span v2 (span streaming) names the transaction in sentry.segment.name
+        transaction = (_text(data.get("sentry.segment.name")) or _text(data.get("sentry.transaction"))
+                       or _text(data.get("transaction")))
         sdk_name = _text(data.get("sentry.sdk.name"))
         common = _compact({
             "project": project, "received_at": _iso(received_at), "sent_at": _iso(sent_at) if sent_at else None,
@@ -642,11 +707,11 @@ def translate_span(payload: Any, *, project: str, received_at: datetime,
             "release": _text(data.get("sentry.release")) or _text(data.get("release")),
             "environment": _text(data.get("sentry.environment")) or _text(data.get("environment")) or "production",
             "url": _text(data.get("url.full"), LONG) or _text(data.get("url"), LONG),
-            "route": transaction if transaction and transaction.startswith("/") else None,
+            "route": route_of(transaction),
             "user_agent": _text(data.get("user_agent.original")),
             "sdk": {"name": sdk_name, "version": _text(data.get("sentry.sdk.version")) or ""} if sdk_name else None,
         })
-        start = _time(span.get("start_timestamp")) or received_at
+        start = _time(span.get("start_timestamp")) or sent_at or received_at
         # the element: browser.web_vital.inp.target / .lcp.element; older SDKs name the INP span after it
         named = _text(span.get("description")) if str(span.get("op") or "").startswith("ui.") else None
         for name, value in vitals.items():

@@ -87,29 +87,35 @@ class Table:
 ERROR_GROUP_COLUMNS = [("group_id", "String"), ("title", "String"), ("culprit", "String"),
                        ("grouping", "LowCardinality(String)"), ("noise", "LowCardinality(String)")]
 
+# Raw tables keep rows for the retention counted from received_at (the server's receive time), not the
+# event time: a client cannot push its rows out of (or into) retention with its clock. They stay
+# partitioned by event time, as they always were (a partition key cannot change in place).
+RAW_RETENTION = {"ttl_column": "received_at", "partition_by": "toYYYYMM(timestamp)"}
+
 RAW_TABLES = [
     Table("errors", ENVELOPE + [
         ("exception_type", "LowCardinality(String)"), ("message", "String"), ("level", "LowCardinality(String)"),
         ("handled", "Bool"), ("mechanism", "LowCardinality(String)"), ("stacktrace", "String"),
         ("breadcrumbs", "String"), ("tags", "Map(String, String)"), ("fingerprint", "Array(String)"),
         *ERROR_GROUP_COLUMNS,
-    ], "project, exception_type, timestamp", "top errors per project by type and time range"),
+    ], "project, exception_type, timestamp", "top errors per project by type and time range", **RAW_RETENTION),
     Table("vitals", ENVELOPE + [
         ("name", "LowCardinality(String)"), ("value", "Float64"), ("rating", "LowCardinality(String)"),
         ("navigation_type", "LowCardinality(String)"), ("element", "String"),
-    ], "project, name, route, timestamp", "percentiles of one vital per route over a time range"),
+    ], "project, name, route, timestamp", "percentiles of one vital per route over a time range", **RAW_RETENTION),
     Table("actions", ENVELOPE + [
         ("kind", "LowCardinality(String)"), ("selector", "String"), ("tag", "LowCardinality(String)"),
         ("text", "String"), ("x", "Nullable(Float64)"), ("y", "Nullable(Float64)"), ("interactive", "Nullable(Bool)"),
         ("dom_mutation_ms", "Nullable(Float64)"), ("navigated", "Nullable(Bool)"), ("scrolled", "Nullable(Bool)"),
         ("scroll_depth", "Nullable(Float64)"), ("form", "String"), ("visibility", "LowCardinality(String)"),
         ("name", "String"), ("properties", "String"),
-    ], "project, kind, route, session_id, timestamp", "clicks/pageviews per page; one session's actions in order"),
+    ], "project, kind, route, session_id, timestamp", "clicks/pageviews per page; one session's actions in order",
+        **RAW_RETENTION),
     Table("api_calls", ENVELOPE + [
         ("kind", "LowCardinality(String)"), ("request_url", "String"), ("method", "LowCardinality(String)"),
         ("status", "Nullable(UInt16)"), ("duration_ms", "Float64"), ("ok", "Bool"),
         ("initiator", "LowCardinality(String)"), ("size_bytes", "Nullable(UInt64)"),
-    ], "project, kind, ok, timestamp", "failure rate and latency of API calls over a time range"),
+    ], "project, kind, ok, timestamp", "failure rate and latency of API calls over a time range", **RAW_RETENTION),
 ]
 
 DEAD_LETTERS = Table("dead_letters", [

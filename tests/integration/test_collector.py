@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,54 @@ async def test_client_errors(collector: tuple[TestClient, Settings]) -> None:
         assert resp.status == 200 and (await resp.json())["dependencies"]["kafka"]["ok"] is True
     async with client.get("/metrics") as resp:
         assert resp.status == 200 and "pulse_http_requests_total" in await resp.text()
+
+
+async def test_sdk_paths_without_trailing_slash_and_capture_v1_land(collector: tuple[TestClient, Settings]) -> None:
+    """PostHog server SDKs post to ``/batch`` (no slash) and, opted in, to ``/i/v1/analytics/events``;
+    Sentry proxies may drop the slash too. All of it is on the raw topics."""
+    client, s = collector
+    key = key_of(s)
+    legacy = {"api_key": key, "batch": [{"event": "plan_upgraded", "distinct_id": "user-1",
+                                          "uuid": str(uuid.uuid4()), "properties": {"$lib": "posthog-node"}}]}
+    async with client.post("/batch", data=orjson.dumps(legacy)) as resp:
+        assert (resp.status, await resp.json()) == (200, {"status": 1})
+    v1_uuid = str(uuid.uuid4())
+    v1 = {"created_at": "2026-11-23T10:00:00Z", "batch": [
+        {"event": "checkout_done", "uuid": v1_uuid, "distinct_id": "user-2", "timestamp": "2026-11-23T10:00:00Z",
+         "options": {}, "properties": {"cart": 3}, "session_id": "v1-session"}]}
+    async with client.post("/i/v1/analytics/events", data=gzip.compress(orjson.dumps(v1)),
+                           headers={"Authorization": f"Bearer {key}", "Content-Encoding": "gzip",
+                                    "PostHog-Sdk-Info": "posthog-go/1.6.0"}) as resp:
+        assert (resp.status, await resp.json()) == (200, {"results": {v1_uuid: {"result": "ok"}}})
+    envelope = (b'{"event_id":"9ec79c33ec9942ab8353589fcb2e04dc"}\n{"type":"event"}\n'
+                b'{"message":"no slash","timestamp":"2026-11-23T10:00:00Z"}\n')
+    async with client.post("/api/1/envelope", data=envelope,
+                           headers={"X-Sentry-Auth": f"Sentry sentry_key={key}"}) as resp:
+        assert resp.status == 200
+    records = await read_topics(s.kafka.bootstrap_servers, s.kafka.raw_topics, until=lambda rs: len(events_of(rs)) >= 3)
+    got = {e.get("action", {}).get("name") or e["error"]["message"]: e for e in events_of(records)}
+    assert set(got) == {"plan_upgraded", "checkout_done", "no slash"}
+    assert got["checkout_done"]["session_id"] == "v1-session" and got["checkout_done"]["event_id"] == v1_uuid
+    assert got["checkout_done"]["sdk"]["name"] == "posthog-go"
+
+
+async def test_event_times_are_corrected_and_out_of_range_ones_are_dead_letters(
+        collector: tuple[TestClient, Settings]) -> None:
+    """A client clock a year ahead is corrected by its sent_at; year 9999 and 1970 are dead letters."""
+    client, s = collector
+    now = datetime.now(timezone.utc)
+    ahead = now + timedelta(days=365)
+    skewed = vital("t") | {"timestamp": (ahead - timedelta(seconds=5)).isoformat(), "sent_at": ahead.isoformat()}
+    future, ancient = vital("t") | {"timestamp": "9999-12-31T00:00:00Z"}, vital("t") | {"timestamp": "1970-01-01T00:00:00Z"}
+    status, doc, _ = await post(client, s, orjson.dumps([skewed, future, ancient]))
+    assert status == 200 and (doc["accepted"], doc["rejected"]) == (1, 2)
+    assert all("timestamp out of range" in e["reason"] for e in doc["errors"])
+    raw = await read_topics(s.kafka.bootstrap_servers, s.kafka.raw_topics, until=lambda rs: len(events_of(rs)) >= 1)
+    [landed] = events_of(raw)
+    assert abs((datetime.fromisoformat(landed["timestamp"]) - now).total_seconds()) < 120
+    dead = await read_topics(s.kafka.bootstrap_servers, [s.kafka.topic_dead_letter], until=lambda rs: len(rs) >= 2)
+    assert {r.doc["event_id"] for r in dead} == {future["event_id"], ancient["event_id"]}
+    assert all(r.doc["reason"].startswith("timestamp out of range") for r in dead)
 
 
 async def test_secrets_never_reach_the_raw_topics(collector: tuple[TestClient, Settings]) -> None:

@@ -66,6 +66,14 @@ client.flush()
 client.shutdown()
 """
 
+POSTHOG_V1_SCRIPT = """
+import posthog, sys
+client = posthog.Posthog(project_api_key="phc_canary_project", host=sys.argv[1], capture_mode="v1", gzip=True)
+client.capture(distinct_id="user-8", event="v1_checkout", properties={"$session_id": "ph-session-2", "cart": 3})
+client.flush()
+client.shutdown()
+"""
+
 
 def run_script(tmp_path: Path, name: str, code: str, *args: str) -> None:
     path = tmp_path / f"{name}.py"
@@ -124,6 +132,11 @@ def test_real_sdks_land_in_the_native_tables_without_secrets(kafka_bootstrap: st
         wait_rows(settings, "SELECT count() FROM api_calls WHERE request_url LIKE '%/health%'", 1, procs)
         [[session, user, url]] = query(settings, "SELECT session_id, user_id, url FROM actions WHERE name = 'plan_upgraded'")
         assert (session, user) == ("ph-session-1", "user-7") and "token=[Filtered]" in url
+        # capture v1 (/i/v1/analytics/events, Bearer key, gzip) from the real SDK
+        run_script(tmp_path, "posthog_v1_client", POSTHOG_V1_SCRIPT, base)
+        wait_rows(settings, "SELECT count() FROM actions WHERE name = 'v1_checkout'", 1, procs)
+        [[session, user, sdk]] = query(settings, "SELECT session_id, user_id, sdk_name FROM actions WHERE name = 'v1_checkout'")
+        assert (session, user, sdk) == ("ph-session-2", "user-8", "posthog-python")
 
         # the Sentry-style answers
         envelope = b'{"event_id":"9ec79c33ec9942ab8353589fcb2e04dc"}\n{"type":"client_report"}\n{"discarded_events":[]}\n' \

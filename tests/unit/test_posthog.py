@@ -27,9 +27,11 @@ from pipeline.ingest.posthog import (
     Translation,
     UntranslatableEvent,
     decode_body,
+    decode_v1_body,
     translate_batch,
     translate_event,
 )
+from pipeline.ingest.posthog import v1_results as posthog_v1_results
 from pipeline.ingest.producer import prepare_events
 from pipeline.sessions.clicks import DeadClickRule, dead_click_kind
 from pipeline.sessions.events import session_event
@@ -401,11 +403,32 @@ def test_timestamp_from_offset_and_fallbacks() -> None:
     ({"$user_id": "me"}, "x", "me", "u-1"),
     ({"$is_server": True}, "x", "u-1", None),
     ({}, "x", None, "u-1"),
+    # server SDKs that send neither $is_identified nor $is_server: the distinct_id is the user id ...
+    ({"$lib": "posthog-node"}, "x", "u-1", None),
+    ({"$lib": "posthog-go", "$device_id": "dev-9"}, "x", "u-1", "dev-9"),
+    ({"$lib": "posthog-java"}, "$pageview", "u-1", None),
+    # ... unless the SDK marks it anonymous
+    ({"$lib": "posthog-node", "$process_person_profile": False}, "x", None, "u-1"),
+    ({"$is_server": True, "$process_person_profile": False}, "x", None, "u-1"),
+    ({"$lib": "posthog-go", "$device_id": "u-1"}, "x", None, "u-1"),
+    # device SDKs keep their own word
+    ({"$lib": "web"}, "x", None, "u-1"),
+    ({"$lib": "posthog-react-native"}, "x", None, "u-1"),
 ])
 def test_user_and_anonymous_ids(properties: dict[str, Any], event: str, user_id: str | None,
                                 anonymous_id: str | None) -> None:
     [native] = translate_one(ph_event(event, **properties))
     assert (native.get("user_id"), native.get("anonymous_id")) == (user_id, anonymous_id)
+
+
+@pytest.mark.parametrize("browser_id", ["019ab0f3-7c00-7a1e-9d2b-3c4d5e6f7a80",  # posthog-js UUIDv7
+                                        "18b2c1d2e3f4a5-0a1b2c3d4e5f6a-4c0b1a2d-1fa400-18b2c1d2e3f4a6"])  # older
+def test_a_browser_anonymous_id_passed_to_a_server_sdk_stays_anonymous(browser_id: str) -> None:
+    [native] = translate_one({**ph_event("$exception", **{"$lib": "posthog-node"}), "distinct_id": browser_id})
+    assert (native.get("user_id"), native.get("anonymous_id")) == (None, browser_id)
+    [user] = translate_one({**ph_event("x", **{"$lib": "posthog-node"}),
+                            "distinct_id": "0b814371-baa0-40ee-a7e6-6da52cdf9711"})  # a UUIDv4 user id
+    assert user.get("user_id") == "0b814371-baa0-40ee-a7e6-6da52cdf9711"
 
 
 def test_long_ids_and_texts_are_cut_to_the_contract() -> None:
@@ -546,3 +569,95 @@ def test_any_batch_translates_to_valid_events_or_named_problems(events: list[Any
 def test_any_body_decodes_or_is_a_problem(body: bytes, compression: str, content_type: str) -> None:
     result = decode(body, content_type=content_type, query={"compression": compression} if compression else {})
     assert isinstance(result, (PosthogBatch, DecodeProblem))
+
+
+# ---------------------------------------------------------------- capture v1 (/i/v1/analytics/events)
+
+
+def decode_v1_fixture() -> PosthogBatch:
+    body, request = fixture("python_v1")
+    batch = decode_v1_body(body, content_encoding=request["headers"].get("Content-Encoding"),
+                           headers=request["headers"])
+    assert isinstance(batch, PosthogBatch), batch
+    return batch
+
+
+def test_capture_v1_from_the_real_sdk() -> None:
+    batch = decode_v1_fixture()
+    assert batch.api_key == "phc_test"  # the Bearer token
+    assert batch.sent_at == datetime.fromisoformat(
+        fixture("python_v1")[1]["headers"]["PostHog-Request-Timestamp"])
+    out = translate(batch)
+    assert not out.problems
+    checkout = one(out.events, type="action", name="checkout_completed")
+    assert checkout["user_id"] == "user-42" and checkout["sdk"]["name"] == "posthog-python"
+    assert checkout["action"]["properties"]["plan"] == "pro"
+    report = one(out.events, type="action", name="report_exported")
+    assert report["session_id"] == "sess-py-1"  # v1's top-level session_id
+    error = one(out.events, type="error")
+    assert error["error"]["exception_type"] == "ValueError" and error["environment"] == "staging"
+    assert posthog_v1_results(batch, out.dropped) == {e["uuid"]: {"result": "ok"} for e in batch.events}
+
+
+def test_capture_v1_options_bodies_and_answers() -> None:
+    doc = {"created_at": "2026-11-23T10:00:00Z", "batch": [
+        {"event": "signed_up", "uuid": "0b814371-baa0-40ee-a7e6-6da52cdf9711", "distinct_id": "anon-9",
+         "timestamp": "2026-11-23T10:00:00Z", "options": {"process_person_profile": False}, "properties": {}},
+        {"event": "", "uuid": "831fe11f-320b-4a7a-bfd8-9933f8de3348", "distinct_id": "x"},
+    ]}
+    raw = json.dumps(doc).encode()
+    headers = {"Authorization": "Bearer phc_x", "PostHog-Sdk-Info": "posthog-go/1.6.0"}
+    for body, encoding in ((raw, None), (gzip.compress(raw), "gzip"), (__import__("zlib").compress(raw), "deflate")):
+        batch = decode_v1_body(body, content_encoding=encoding, headers=headers)
+        assert isinstance(batch, PosthogBatch) and batch.api_key == "phc_x" and batch.sent_at is None
+        out = translate(batch)
+        signed_up = one(out.events, type="action", name="signed_up")
+        assert signed_up["sdk"] == {"name": "posthog-go", "version": "1.6.0"}
+        assert "user_id" not in signed_up and signed_up["anonymous_id"] == "anon-9"  # person profile off
+        assert out.dropped == {1}
+        assert posthog_v1_results(batch, out.dropped) == {
+            "0b814371-baa0-40ee-a7e6-6da52cdf9711": {"result": "ok"},
+            "831fe11f-320b-4a7a-bfd8-9933f8de3348": {"result": "drop"}}
+    problems = [decode_v1_body(b"", content_encoding=None, headers=headers),
+                decode_v1_body(b"[]", content_encoding=None, headers=headers),
+                decode_v1_body(raw, content_encoding="br", headers=headers),
+                decode_v1_body(b"\x1f\x8bxx", content_encoding="gzip", headers=headers)]
+    assert [p.status for p in problems if isinstance(p, DecodeProblem)] == [400, 400, 415, 400]
+    no_key = decode_v1_body(raw, content_encoding=None, headers={"Authorization": "Basic phc_x"})
+    assert isinstance(no_key, PosthogBatch) and no_key.api_key is None
+
+
+# ---------------------------------------------------------------- $exception frame order per SDK
+
+GO_FRAMES_OUTERMOST_FIRST = [
+    {"function": "runtime.goexit", "filename": "/usr/local/go/src/runtime/asm_amd64.s", "in_app": False},
+    {"function": "main.main", "filename": "/app/main.go", "in_app": True},
+    {"function": "main.checkout", "filename": "/app/cart.go", "in_app": True},
+    {"function": "main.loadCart", "filename": "/app/cart.go", "in_app": True},
+]
+
+
+def exception_event(frames: list[dict[str, Any]], **props: Any) -> dict[str, Any]:
+    return ph_event("$exception", **{"$exception_list": [{"type": "*errors.errorString", "value": "no cart",
+                                                          "stacktrace": {"type": "raw", "frames": frames}}],
+                                     **props})
+
+
+GO_OUTERMOST = ["runtime.goexit", "main.main", "main.checkout", "main.loadCart"]
+
+
+@pytest.mark.parametrize(("frames", "props", "expected"), [
+    (GO_FRAMES_OUTERMOST_FIRST, {"$lib": "posthog-go", "$lib_version": "1.22.0"}, GO_OUTERMOST),  # canonical
+    (GO_FRAMES_OUTERMOST_FIRST[::-1], {"$lib": "posthog-go", "$lib_version": "1.19.0"}, GO_OUTERMOST),  # < 1.20
+    (GO_FRAMES_OUTERMOST_FIRST[::-1], {"$lib": "posthog-go"}, GO_OUTERMOST),  # no version: goexit is last
+    ([{"function": "runtime.Callers"}, *GO_FRAMES_OUTERMOST_FIRST[:0:-1]], {"$lib": "posthog-rs"},
+     ["main.main", "main.checkout", "main.loadCart", "runtime.Callers"]),  # the capture site came first
+    ([{"module": "com.shop.Cart", "function": "load"}, {"module": "com.shop.Checkout", "function": "run"},
+      {"module": "java.lang.Thread", "function": "run"}], {"$lib": "posthog-java"}, ["run", "run", "load"]),
+    (GO_FRAMES_OUTERMOST_FIRST, {"$lib": "posthog-node"}, GO_OUTERMOST),  # as sent
+    ([{"function": "a"}, {"function": "b"}], {"$lib": "posthog-ruby"}, ["a", "b"]),  # no clue: as sent
+])
+def test_exception_frames_are_put_outermost_first_for_every_sdk(frames: list[dict[str, Any]], props: dict[str, Any],
+                                                                expected: list[str]) -> None:
+    [native] = translate_one(exception_event(frames, **props))
+    assert [f.get("function") for f in native["error"]["stacktrace"]] == expected

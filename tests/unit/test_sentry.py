@@ -729,3 +729,102 @@ def test_streamed_http_spans_become_api_calls_and_other_spans_nothing() -> None:
 def test_odd_span_payloads_never_raise_and_always_validate(payload: Any) -> None:
     for shaped in (payload, {"items": [payload]}, {"items": payload}):
         valid(translate_span(shaped, project="shop", received_at=NOW))
+
+
+# ---------------------------------------------------------------- server SDKs: span v2 segment, messages, in-app
+
+
+def test_span_v2_streams_take_the_route_from_the_segment_name() -> None:
+    """The Node SDK's span streaming: no sentry.transaction, the transaction is sentry.segment.name."""
+    http = {"name": "GET https://api.example/users/7", "span_id": "d1", "trace_id": TRACE,
+            "start_timestamp": 1795429350.0, "end_timestamp": 1795429350.1,
+            "attributes": {"sentry.op": {"value": "http.client", "type": "string"},
+                           "sentry.segment.name": {"value": "GET /orders/:id", "type": "string"},
+                           "url.full": {"value": "https://api.example/users/7", "type": "string"},
+                           "sentry.sdk.name": {"value": "sentry.javascript.node", "type": "string"}}}
+    [call] = valid(translate(span_envelope({"items": [http]}, "application/vnd.sentry.items.span.v2+json")).events)
+    assert call.route == "/orders/:id" and call.sdk.name == "sentry.javascript.node"
+    page = inp_span_v2(**{"sentry.segment.name": "/checkout/:step", "sentry.transaction": None})
+    [vital] = valid(translate(span_envelope({"items": [page]}, "application/vnd.sentry.items.span.v2+json")).events)
+    assert vital.route == "/checkout/:step"
+
+
+def test_capture_message_with_a_synthetic_exception_is_a_message() -> None:
+    """@sentry/browser captureMessage with attachStacktrace: an exception with no type, synthetic."""
+    frames = [{"filename": "https://shop.example/assets/index-DiwrgTda.js", "function": "checkout", "lineno": 1,
+               "colno": 300, "in_app": True}]
+    out = one_error(event(message="Checkout took longer than 5 s", level="warning", platform="javascript",
+                          exception={"values": [{"value": "Checkout took longer than 5 s",
+                                                 "stacktrace": {"frames": frames},
+                                                 "mechanism": {"type": "generic", "synthetic": True,
+                                                               "handled": True}}]}))
+    assert (out["error"]["exception_type"], out["error"]["message"]) == (MESSAGE_EXCEPTION_TYPE,
+                                                                         "Checkout took longer than 5 s")
+    assert out["error"]["level"] == "warning" and out["error"]["stacktrace"][0]["function"] == "checkout"
+    # a real exception without a type is still an Error; a synthetic one with a type keeps it
+    untyped = one_error(event(exception={"values": [{"value": "x"}]}))
+    assert untyped["error"]["exception_type"] == "Error"
+    typed = one_error(event(exception={"values": [{"type": "TypeError", "value": "x",
+                                                   "mechanism": {"synthetic": True}}]}))
+    assert typed["error"]["exception_type"] == "TypeError"
+
+
+@pytest.mark.parametrize(("platform", "frame", "in_app"), [
+    ("java", {"module": "java.lang.Thread", "function": "getStackTrace"}, False),
+    ("java", {"module": "javax.servlet.http.HttpServlet", "function": "service"}, False),
+    ("java", {"module": "sun.reflect.NativeMethodAccessorImpl", "function": "invoke"}, False),
+    ("java", {"module": "jdk.internal.reflect.DirectMethodHandleAccessor", "function": "invoke"}, False),
+    ("java", {"module": "kotlin.coroutines.jvm.internal.BaseContinuationImpl", "function": "resumeWith"}, False),
+    ("java", {"module": "com.shop.Cart", "function": "add"}, True),
+    ("java", {"module": "javascript.Thing", "function": "x"}, True),  # a prefix, not a package: in-app
+    ("go", {"module": "runtime", "function": "goexit", "abs_path": "/usr/local/go/src/runtime/asm_amd64.s"}, False),
+    ("go", {"module": "net/http", "function": "HandlerFunc.ServeHTTP"}, False),
+    ("go", {"module": "github.com/gin-gonic/gin", "function": "(*Context).Next",
+            "abs_path": "/root/go/pkg/mod/github.com/gin-gonic/gin@v1.10.0/context.go"}, False),
+    ("go", {"module": "main", "function": "checkout", "abs_path": "/app/cart.go"}, True),
+    ("native", {"function": "std::panicking::begin_panic"}, False),
+    ("native", {"function": "core::result::unwrap_failed"}, False),
+    ("native", {"function": "<alloc::boxed::Box<F> as core::ops::function::FnOnce<A>>::call_once"}, False),
+    ("native", {"function": "tokio::runtime::task::harness::poll"}, False),
+    ("native", {"function": "shop::cart::add"}, True),
+    ("csharp", {"module": "System.Threading.Tasks.Task", "function": "Run"}, False),
+    ("csharp", {"module": "Microsoft.AspNetCore.Mvc.Infrastructure", "function": "Invoke"}, False),
+    ("csharp", {"module": "Shop.Cart", "function": "Add"}, True),
+    ("python", {"module": "json.decoder", "function": "raw_decode"}, False),
+    ("python", {"module": "x", "abs_path": "/usr/lib/python3.11/json/decoder.py", "function": "f"}, False),
+    ("python", {"module": "flask.app", "abs_path": "/app/.venv/lib/python3.11/site-packages/flask/app.py"}, False),
+    ("python", {"module": "shop.cart", "abs_path": "/app/shop/cart.py", "function": "add"}, True),
+    ("node", {"filename": "node:internal/process/task_queues", "function": "processTicksAndRejections"}, False),
+    ("node", {"module": "internal/timers", "function": "listOnTimeout"}, False),
+    ("node", {"filename": "/app/node_modules/express/lib/router.js", "function": "handle"}, False),
+    ("node", {"filename": "/app/dist/server.js", "module": "server", "function": "checkout"}, True),
+    ("javascript", {"filename": "https://shop.example/assets/index-DiwrgTda.js", "function": "render"}, True),
+])
+def test_per_platform_in_app_defaults_when_the_sdk_leaves_it_unset(platform: str, frame: dict[str, Any],
+                                                                    in_app: bool) -> None:
+    out = one_error(event(platform=platform, exception={"values": [{"type": "E", "value": "x",
+                                                                    "stacktrace": {"frames": [frame]}}]}))
+    assert out["error"]["stacktrace"][0]["in_app"] is in_app
+    explicit = one_error(event(platform=platform, exception={"values": [{"type": "E", "value": "x", "stacktrace": {
+        "frames": [{**frame, "in_app": not in_app}]}}]}))
+    assert explicit["error"]["stacktrace"][0]["in_app"] is (not in_app)  # the SDK's word wins
+
+
+def test_a_java_runtime_frame_is_never_the_culprit() -> None:
+    from pipeline.grouping import group_error
+    frames = [{"module": "com.shop.Checkout", "function": "submit", "filename": "Checkout.java"},
+              {"module": "com.shop.Cart", "function": "total", "filename": "Cart.java"},
+              {"module": "java.lang.Thread", "function": "getStackTrace", "filename": "Thread.java"}]
+    out = one_error(event(platform="java", exception={"values": [{"type": "java.lang.IllegalStateException",
+                                                                  "value": "x", "stacktrace": {"frames": frames}}]}))
+    g = group_error(out["error"]["exception_type"], out["error"]["message"], valid([out])[0].error.stacktrace)
+    assert g.culprit == "total (com.shop.Cart)"
+
+
+def test_an_event_without_timestamp_takes_the_client_clock_so_the_skew_correction_holds() -> None:
+    from pipeline.ingest.validate import EventTimeWindow, check_event_time
+    sent = NOW + timedelta(days=365)  # the client's clock is a year ahead
+    out = one_error(event(timestamp=None, message="x"), sent_at=sent)
+    timestamp = datetime.fromisoformat(out["timestamp"])
+    assert timestamp == sent
+    assert check_event_time(timestamp, sent, NOW, EventTimeWindow()).timestamp == NOW

@@ -137,7 +137,7 @@ def test_content_hashes_of_a_new_build_do_not_matter() -> None:
 @pytest.mark.parametrize(("url", "name"), [
     ("https://cdn.x.com/static/js/main.3f9a1c2b.chunk.js?v=2", "main.chunk.js"),
     ("https://cdn.x.com/assets/app-Dx8Kq2a1.js", "app.js"),
-    ("/assets/index-B_x-3kQ2.js", "index.js"),
+    ("/assets/index-B_x-3kQ2.js", "assets/index.js"),  # a shared name keeps its directory
     ("chunk-5XRF2ZQ7.js", "chunk.js"),
     ("app.3f9a1c2b4d5e6f7a8b9c.js", "app.js"),
     ("webpack:///./src/checkout.js", "checkout.js"),
