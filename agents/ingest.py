@@ -79,6 +79,7 @@ class IngestRunner:
         self.session_topics = frozenset(k.session_topics)
         self.rollup_rules = settings.rollups.rules()
         self.noise_rules = settings.issues.noise_rules()
+        self.time_window = settings.collector.event_time_window()
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.sender: BatchSender | None = None
@@ -190,7 +191,7 @@ class IngestRunner:
                                r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
                     for tp, records in data.items() for r in records]
         out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
-                            self.rollup_rules, self.noise_rules, downstream=True)
+                            self.rollup_rules, self.noise_rules, downstream=True, time_window=self.time_window)
         steps, failures = self.sessions.step_batch(out, self.highwater)
         if failures:
             steps += await self._isolate(failures, out, messages, now)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
-from pipeline.ingest.validate import Decoded, decode_message
+from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
 from pipeline.rollups.minute import RollupRules, is_late, rollup_rows
@@ -125,9 +125,11 @@ def _received_at(msg: RawMessage, now: datetime) -> datetime:
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
                     out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
                     rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                    downstream: bool = False) -> None:
+                    downstream: bool = False, time_window: EventTimeWindow | None = None) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
-    seen, so a failure while building leaves the dedup state untouched."""
+    seen, so a failure while building leaves the dedup state untouched. With ``time_window``, an
+    event time outside it (around the message's Kafka timestamp) is rejected or clamped as the
+    collector does: producers that write straight to Kafka are held to the same window."""
     for_sessions = msg.topic in session_topics
     if for_sessions:
         upto = out.session_upto.setdefault(msg.partition, {})
@@ -138,9 +140,12 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         out.dead_letters.extend(decoded.dead_letters)
         return
     received_at = _received_at(msg, now)
+    events = decoded.events
+    if time_window is not None:
+        events = _in_time_window(events, received_at, time_window, msg, now, out)
     built: list[tuple[Any, str, dict[str, Any], Any]] = []
     types: list[str] = []
-    for event in decoded.events:
+    for event in events:
         table, row = event_to_row(event, received_at, noise_rules)
         event_id = row["event_id"]  # the validated UUID: dedup key
         sess = session_event(event) if for_sessions else None
@@ -193,10 +198,33 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         out.rows_out[table] += len(lines)
 
 
+def _in_time_window(events: list[Any], received_at: datetime, window: EventTimeWindow, msg: RawMessage,
+                    now: datetime, out: ProcessedBatch) -> list[Any]:
+    """The events whose time is inside ``window`` around ``received_at`` (clamped ones included);
+    the others become dead letters with the reason. One comparison per event on the common path."""
+    lo = received_at - timedelta(days=window.max_past_days)
+    hi = received_at + timedelta(seconds=window.max_future_s)
+    if all(lo <= e.timestamp <= hi for e in events):
+        return events
+    kept = []
+    for e in events:
+        if lo <= e.timestamp <= hi:
+            kept.append(e)
+            continue
+        checked = check_event_time(e.timestamp, None, received_at, window)
+        if checked.timestamp is not None:
+            kept.append(e.model_copy(update={"timestamp": checked.timestamp}))
+        else:
+            out.dead_letters.append(DeadLetter.of(EVENT_ADAPTER.dump_json(e), step=STEP, source=msg.source,
+                                                  reason=checked.reason or "timestamp out of range",
+                                                  project=e.project, event_id=str(e.event_id), now=now))
+    return kept
+
+
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
                   now: datetime, session_topics: frozenset[str] = frozenset(),
                   rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                  downstream: bool = False) -> ProcessedBatch:
+                  downstream: bool = False, time_window: EventTimeWindow | None = None) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
     into a dead letter carrying the exception text; the others continue. Valid first-time events
     of ``session_topics`` are also handed out for sessionization (``out.session_events``). With
@@ -205,7 +233,8 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     out = ProcessedBatch()
     for msg in messages:
         try:
-            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, downstream)
+            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, downstream,
+                            time_window)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out

@@ -203,3 +203,19 @@ def test_alert_partials_are_one_message_per_project_under_the_limit() -> None:
     assert {k for k, _ in out} == {b"shop", b"blog"}
     assert all(len(v) <= 1000 for _, v in out)
     assert [r["n"] for k, v in out if k == b"shop" for r in orjson.loads(v)] == list(range(50))
+
+
+def test_direct_producers_are_held_to_the_collectors_time_window() -> None:
+    """Issue 16/14: an event stamped 9999 written straight to Kafka must not reach sessions or
+    rollups (it pushed its partition's clock to 9999); it is a dead letter with the reason."""
+    from pipeline.ingest.validate import EventTimeWindow
+
+    ok, future = ev("action", timestamp="2026-11-23T09:19:00Z"), ev("action", timestamp="9999-01-01T00:00:00Z")
+    m = msg([ok, future], topic="raw.actions")
+    out = process_batch([m], RecentIds(1000), 2, NOW, frozenset({"raw.actions"}), time_window=EventTimeWindow())
+    assert [d.event_id for d in out.dead_letters] == [future["event_id"]]
+    assert out.dead_letters[0].reason.startswith("timestamp out of range")
+    assert [s.event.event_id for s in out.session_events[0]] == [ok["event_id"]]
+    clamped = process_batch([msg(ev("vital", timestamp="9999-01-01T00:00:00Z"))], RecentIds(1000), 2, NOW,
+                            time_window=EventTimeWindow(out_of_range="clamp"))
+    assert clamped.dead_letters == [] and rows(clamped.storage[0].value)[0]["timestamp"].startswith("2026-11-23T09:20")
