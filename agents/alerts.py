@@ -34,7 +34,8 @@ import orjson
 from agents.app import WorkerState
 from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
 from agents.skips import CompleteBatches, to_raw_message
-from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, merge, ux_aggregates
+from pipeline.alerts.buffer import AlertBuffer, AlertLimits
+from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, ux_aggregates
 from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
@@ -70,51 +71,74 @@ def alert_row(event: AlertEvent) -> dict[str, Any]:
 
 class PartitionAlerts:
     """One input partition's evaluators (rules and SLOs), the windows they may still need, and the
-    offsets applied."""
+    offsets applied. Bounded by ``limits`` whatever the traffic (see ``pipeline/alerts/buffer.py``):
+    the buffer holds one merged aggregate per rule, open window and series; evaluator and SLO series
+    per rule at most ``max_series``; the enrichment context at most ``max_projects`` projects of
+    ``recent_issues`` issues; ``offsets`` one per input topic."""
 
-    def __init__(self, rules: RuleSet, doc: dict[str, Any] | None = None) -> None:
+    def __init__(self, rules: RuleSet, doc: dict[str, Any] | None = None, limits: AlertLimits = AlertLimits()) -> None:
         doc = doc or {}
-        self.evaluator = RuleEvaluator(rules, doc.get("evaluator"))
-        self.slos = SloEvaluator(rules, doc.get("slos")) if rules.slos else None
+        self.evaluator = RuleEvaluator(rules, doc.get("evaluator"), limits.max_series)
+        self.slos = SloEvaluator(rules, doc.get("slos"), limits.max_series) if rules.slos else None
         self.slo_next_ms: int | None = doc.get("slo_next_ms")  # the first minute the SLOs have not seen
-        self.context = Context.from_json(doc.get("context"))  # for enrichment: releases, recent issues
-        self.buffer = [WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"], a["counters"],
-                                       {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
-                       for a in doc.get("buffer", [])]
+        self.context = Context.from_json(doc.get("context"), limits.max_projects, limits.recent_issues)
+        stored = doc.get("buffer")
+        if isinstance(stored, list):
+            # Written before the buffer was bounded: one raw minute partial per input message,
+            # duplicates of a series included. Merged into the bounded buffer, then trimmed.
+            self.buffer = AlertBuffer(rules, limits.max_series)
+            self.buffer.add_all(WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"],
+                                                a["counters"],
+                                                {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
+                                for a in stored)
+            self._trim()
+        elif stored:
+            self.buffer = AlertBuffer.from_json(rules, stored, limits.max_series)
+        else:
+            self.buffer = AlertBuffer(rules, limits.max_series)
         self.offsets: dict[str, int] = dict(doc.get("offsets", {}))
         self.closed_until_ms: int = int(doc.get("closed_until_ms", 0))
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": [asdict(a) for a in self.buffer],
+        return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": self.buffer.to_json(),
                              "slos": self.slos.to_json() if self.slos else None, "slo_next_ms": self.slo_next_ms,
                              "context": self.context.to_json(),
                              "offsets": self.offsets, "closed_until_ms": self.closed_until_ms},
                             option=orjson.OPT_NON_STR_KEYS)
 
     def add(self, aggregates: Sequence[WindowAggregate]) -> int:
-        """Buffer aggregates of windows still open; returns how many were late (already closed)."""
+        """Merge aggregates of windows still open into the buffer; returns how many were late (already closed)."""
         late = 0
         for agg in aggregates:
             self.context.see_aggregate(agg)
             if agg.window_start_ms + agg.window_ms <= self.closed_until_ms:
                 late += 1
             else:
-                self.buffer.append(agg)
+                self.buffer.add(agg)
         return late
 
     def advance(self, closed_until_ms: int) -> list[AlertEvent]:
         if closed_until_ms <= self.closed_until_ms:
             return []
         self.closed_until_ms = closed_until_ms
-        events = self.evaluator.advance(closed_until_ms, self.buffer)
-        keep = [self.evaluator.needed_from_ms()]
+        events = self.evaluator.advance(closed_until_ms, self.buffer.by_rule())
         if self.slos is not None:
             events += self._advance_slos(closed_until_ms)
-            keep.append(self.slo_next_ms)
-        starts = [k for k in keep if k is not None]
-        if starts:
-            self.buffer = [a for a in self.buffer if a.window_start_ms >= min(starts)]
+        self._trim()
         return [enrich(e, self.context) for e in events]
+
+    def _trim(self) -> None:
+        self.buffer.trim({name: self.evaluator.next_window_ms(name) for name in self.buffer.rules}, self.slo_next_ms)
+
+    def drain_dropped(self) -> tuple[dict[str, int], int]:
+        """(rule -> series dropped at ``max_series``, context projects evicted) since the last call."""
+        dropped: dict[str, int] = {}
+        for counts in (self.evaluator.dropped, self.buffer.dropped, self.slos.dropped if self.slos else {}):
+            for rule, n in counts.items():
+                dropped[rule] = dropped.get(rule, 0) + n
+            counts.clear()
+        evicted, self.context.evicted = self.context.evicted, 0
+        return dropped, evicted
 
     def on_transition(self, transition: dict[str, Any]) -> list[AlertEvent]:
         self.context.see_transition(transition)
@@ -126,14 +150,11 @@ class PartitionAlerts:
         end = closed_until_ms - closed_until_ms % MINUTE_MS
         start = self.slo_next_ms
         if start is None:
-            start = min((a.window_start_ms - a.window_start_ms % MINUTE_MS for a in self.buffer), default=end)
+            start = min(self.buffer.slo_minutes(), default=end)
         start = max(start, end - SLO_CATCH_UP_MS)  # after a long outage, only the last 3 days matter
-        by_minute: dict[int, list[WindowAggregate]] = {}
-        for a in self.buffer:
-            by_minute.setdefault(a.window_start_ms - a.window_start_ms % MINUTE_MS, []).append(a)
         events: list[AlertEvent] = []
         for minute in range(start, end, MINUTE_MS):
-            events += self.slos.evaluate(minute, merge(by_minute.get(minute, ()), MINUTE_MS))
+            events += self.slos.evaluate(minute, self.buffer.slo_minute(minute))
         self.slo_next_ms = max(start, end)
         return events
 
