@@ -1,8 +1,8 @@
 """alert_rules: closed windows of rollups, issue transitions and UX signals -> alert events.
 
 Inputs, all keyed by project so one project's data meets in one partition:
-  * ``topic_rollup_partials``: the ingest agent's minute partials, one message per raw message
-    (the same rows as ``rollups_minute``);
+  * ``topic_rollup_partials``: the ingest agent's minute partials (the same rows as
+    ``rollups_minute``, JSON arrays built by ``pipeline.rollups.minute.alert_partial_messages``);
   * ``topic_ux_signals``: rage and dead clicks from sessionization;
   * ``topic_issue_transitions``: new / regressed / escalating issues.
 
@@ -16,6 +16,10 @@ fingerprint) and rows to the ``alerts`` table, wait for Kafka, then write the pa
 (evaluator, buffered minutes, input offsets) to the table's changelog. A crash replays input after
 the last state write: records at or below the stored offsets are skipped, and re-emitted alert
 events carry the same deterministic ids (the notifier drops them).
+
+The state is bounded whatever the traffic (``PartitionAlerts``; bounds ``PULSE_ALERTS_MAX_*``), and a
+record above ``PULSE_ALERTS_MAX_STATE_BYTES`` is never produced: an error is logged and counted
+(``pulse_alert_state_oversize_total``) instead.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,7 +44,15 @@ from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
 from pipeline.contract import HEADER_TABLE, reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
-from pipeline.metrics import ALERT_EVENTS, DEAD_LETTERS, LATE_EVENTS
+from pipeline.metrics import (
+    ALERT_CONTEXT_EVICTED,
+    ALERT_EVENTS,
+    ALERT_SERIES_DROPPED,
+    ALERT_STATE_BYTES,
+    ALERT_STATE_OVERSIZE,
+    DEAD_LETTERS,
+    LATE_EVENTS,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,6 +170,22 @@ class PartitionAlerts:
         return events
 
 
+def state_records(parts: Mapping[int, PartitionAlerts], touched: Iterable[int], limit: int
+                  ) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """The state records of the touched partitions that fit in ``limit`` bytes, and (partition,
+    size) of those that do not. A record that does not fit must never be produced: the broker
+    would refuse it and, retried with every batch, it would stop alerting altogether (issue 14)."""
+    fit: list[tuple[int, bytes]] = []
+    oversize: list[tuple[int, int]] = []
+    for p in sorted(touched):
+        value = parts[p].to_bytes()
+        if len(value) > limit:
+            oversize.append((p, len(value)))
+        else:
+            fit.append((p, value))
+    return fit, oversize
+
+
 class AlertAgent:
     def __init__(self, app: faust.App, settings: Settings, state: WorkerState, send_all: SendAll) -> None:
         self.app = app
@@ -166,6 +193,9 @@ class AlertAgent:
         self.worker_state = state
         self.send_all = send_all
         self.rules = load_rules(settings.alerts.rules_path)
+        self.limits = settings.alerts.limits()
+        # a record also carries its key and batch overhead within a produce request
+        self.max_state_bytes = min(settings.alerts.max_state_bytes, settings.kafka.max_request_bytes - 1024)
         self.lateness_ms = int(settings.rollups.allowed_lateness_s * 1000)
         self.window_ms = settings.rollups.window_s * 1000  # the partials' window (a minute by default)
         kafka = settings.kafka
@@ -194,7 +224,7 @@ class AlertAgent:
         part = self.parts.get(partition)
         if part is None:
             raw = self.table.data.data.get(str(partition).encode())
-            part = self.parts[partition] = PartitionAlerts(self.rules, orjson.loads(raw) if raw else None)
+            part = self.parts[partition] = PartitionAlerts(self.rules, orjson.loads(raw) if raw else None, self.limits)
         return part
 
     async def _on_recovered(self) -> None:
@@ -296,11 +326,29 @@ class AlertAgent:
         await deliver_all(sends, self.send_all, "alert outputs")
         writes: list[Send] = []
         store = self.table.data.data
-        for p in sorted(touched):
-            value = self.parts[p].to_bytes()
+        fit, oversize = state_records(self.parts, touched, self.max_state_bytes)
+        for p, value in fit:
             store[str(p).encode()] = value
             writes.append((self.changelog, str(p).encode(), value, p, []))
+            ALERT_STATE_BYTES.labels(str(p)).set(len(value))
+        for p, size in oversize:
+            ALERT_STATE_OVERSIZE.labels(str(p)).inc()
+            ALERT_STATE_BYTES.labels(str(p)).set(size)
+            message = (f"alert state of partition {p} is {size} bytes, above the {self.max_state_bytes} allowed "
+                       f"(PULSE_ALERTS_MAX_STATE_BYTES / PULSE_KAFKA_MAX_REQUEST_BYTES): not written; alerting goes on "
+                       f"from memory, a restart resumes from the last state written. Lower PULSE_ALERTS_MAX_SERIES "
+                       f"or the rules' group_by")
+            log.error(message)
+            self.worker_state.last_error = message
         await deliver_all(writes, self.send_all, "alert state")
+        for p in sorted(touched):
+            dropped, evicted = self.parts[p].drain_dropped()
+            for rule, n in dropped.items():
+                ALERT_SERIES_DROPPED.labels(rule).inc(n)
+                log.warning("alert rule %s: %d aggregates of new series dropped at PULSE_ALERTS_MAX_SERIES=%d",
+                            rule, n, self.settings.alerts.max_series)
+            if evicted:
+                ALERT_CONTEXT_EVICTED.inc(evicted)
         for e in events:
             ALERT_EVENTS.labels(e.rule, e.status, e.severity).inc()
             log.warning("alert %s %s [%s] %s", e.rule, e.status, e.severity, e.summary)

@@ -2,8 +2,8 @@
 recently, and what to try first. Pure; the worker keeps a small ``Context`` per partition.
 
 Annotations added to every firing event (``enrich``):
-  * ``last_release``: the newest release seen in the project's partials (by window time), so a
-    breach right after a deploy points at it;
+  * ``last_release``: the newest release seen in the project's partials (by window time; of two in
+    the same window, the greater name), so a breach right after a deploy points at it;
   * ``related_issues``: up to 3 issues of the project that became new, regressed or escalating in
     the last hour, most errors first (fingerprint, title, kind, events);
   * ``suggested_actions``: a short checklist by rule kind.
@@ -57,7 +57,9 @@ class Context:
         release = agg.labels.get("release")
         if release:
             seen = self.releases.get(agg.project)
-            if seen is None or agg.window_start_ms >= seen[0]:
+            # newest window first, then the greater name: independent of arrival order, so merged
+            # partials (one per series and minute) give the same context as one per message
+            if seen is None or (agg.window_start_ms, release) > (seen[0], seen[1]):
                 self.releases[agg.project] = [agg.window_start_ms, release]
                 if seen is None:
                     self._bound(self.releases, lambda v: v[0])
