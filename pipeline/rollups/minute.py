@@ -50,6 +50,7 @@ COUNTERS = (
 )
 SUMS = ("long_task_blocking_ms", "api_duration_ms")
 SKETCHES = ("api_latency", *(v.lower() for v in VITALS))
+_KEY_SET = frozenset(KEY_COLUMNS)
 
 
 def rating(name: str, value: float) -> str | None:
@@ -169,13 +170,14 @@ def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules =
     return out
 
 
-def _add_buckets(target: dict[int, int], buckets: Any) -> None:
-    """Add one sketch's ``{key: count}`` into ``target`` (keys as int: after a JSON round trip they
-    are strings, and ``"5"`` and ``5`` must land in one bucket)."""
+def _add_buckets(target: dict[int, int], buckets: dict[Any, int]) -> None:
+    """Add one sketch's ``{key: count}`` into ``target``. Keys become ints: after a JSON round trip
+    they are strings, and ``"5"`` and ``5`` must land in one bucket (a map has one key type)."""
+    if buckets and type(next(iter(buckets))) is not int:
+        buckets = {int(b): n for b, n in buckets.items()}
     get = target.get
     for b, n in buckets.items():
-        k = b if type(b) is int else int(b)
-        target[k] = get(k, 0) + n
+        target[b] = get(b, 0) + n
 
 
 def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -191,30 +193,30 @@ def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # -> [{..."minute": 60, "page": "/a", "errors": 3, "api_latency": {700: 3}}]
     """
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    keys = _KEY_SET
     for row in rows:
-        key = (row["project"], row["minute"], row.get("environment"), row.get("release"), row.get("page"),
-               row.get("browser"))
+        get = row.get
+        key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
         into = merged.get(key)
         if into is None:
-            into = merged[key] = {}
+            into = merged[key] = dict(row)
             for col, value in row.items():
-                if isinstance(value, dict):
+                if type(value) is dict:
                     buckets: dict[int, int] = {}
                     _add_buckets(buckets, value)
                     into[col] = buckets
-                else:
-                    into[col] = value
             continue
         for col, value in row.items():
-            if col in KEY_COLUMNS:
+            if col in keys:
                 continue
-            if isinstance(value, dict):
+            kind = type(value)
+            if kind is int or kind is float:
+                into[col] = into.get(col, 0) + value
+            elif kind is dict:
                 target = into.get(col)
                 if target is None:
                     target = into[col] = {}
                 _add_buckets(target, value)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                into[col] = into.get(col, 0) + value
             else:
                 raise ValueError(f"rollup column {col!r} is neither a number nor a sketch: {value!r}")
     return list(merged.values())
