@@ -13,7 +13,7 @@ an already-closed window is late for alerting (still stored, counted in
 after the first breaching event, and windows without data close too (alerts resolve when traffic
 stops). Per batch and per timer tick: evaluate, send alert events to ``topic_alerts`` (key =
 fingerprint) and rows to the ``alerts`` table, wait for Kafka, then write the partition's state
-(evaluator, buffered minutes, input offsets) to the table's changelog. A crash replays input after
+(evaluator, buffered windows, input offsets) to the table's changelog. A crash replays input after
 the last state write: records at or below the stored offsets are skipped, and re-emitted alert
 events carry the same deterministic ids (the notifier drops them).
 
