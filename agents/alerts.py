@@ -1,8 +1,8 @@
 """alert_rules: closed windows of rollups, issue transitions and UX signals -> alert events.
 
 Inputs, all keyed by project so one project's data meets in one partition:
-  * ``topic_rollup_partials``: the ingest agent's minute partials, one message per raw message
-    (the same rows as ``rollups_minute``);
+  * ``topic_rollup_partials``: the ingest agent's minute partials (the same rows as
+    ``rollups_minute``, JSON arrays built by ``pipeline.rollups.minute.alert_partial_messages``);
   * ``topic_ux_signals``: rage and dead clicks from sessionization;
   * ``topic_issue_transitions``: new / regressed / escalating issues.
 
@@ -13,9 +13,13 @@ an already-closed window is late for alerting (still stored, counted in
 after the first breaching event, and windows without data close too (alerts resolve when traffic
 stops). Per batch and per timer tick: evaluate, send alert events to ``topic_alerts`` (key =
 fingerprint) and rows to the ``alerts`` table, wait for Kafka, then write the partition's state
-(evaluator, buffered minutes, input offsets) to the table's changelog. A crash replays input after
+(evaluator, buffered windows, input offsets) to the table's changelog. A crash replays input after
 the last state write: records at or below the stored offsets are skipped, and re-emitted alert
 events carry the same deterministic ids (the notifier drops them).
+
+The state is bounded whatever the traffic (``PartitionAlerts``; bounds ``PULSE_ALERTS_MAX_*``), and a
+record above ``PULSE_ALERTS_MAX_STATE_BYTES`` is never produced: an error is logged and counted
+(``pulse_alert_state_oversize_total``) instead.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,13 +37,22 @@ import orjson
 from agents.state import WorkerState
 from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
 from agents.skips import CompleteBatches, StartPositions, to_raw_message
-from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, merge, ux_aggregates
+from pipeline.alerts.buffer import AlertBuffer, AlertLimits
+from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, ux_aggregates
 from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
 from pipeline.contract import HEADER_TABLE, reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
-from pipeline.metrics import ALERT_EVENTS, DEAD_LETTERS, LATE_EVENTS
+from pipeline.metrics import (
+    ALERT_CONTEXT_EVICTED,
+    ALERT_EVENTS,
+    ALERT_SERIES_DROPPED,
+    ALERT_STATE_BYTES,
+    ALERT_STATE_OVERSIZE,
+    DEAD_LETTERS,
+    LATE_EVENTS,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,51 +82,74 @@ def alert_row(event: AlertEvent) -> dict[str, Any]:
 
 class PartitionAlerts:
     """One input partition's evaluators (rules and SLOs), the windows they may still need, and the
-    offsets applied."""
+    offsets applied. Bounded by ``limits`` whatever the traffic (see ``pipeline/alerts/buffer.py``):
+    the buffer holds one merged aggregate per rule, open window and series; evaluator and SLO series
+    per rule at most ``max_series``; the enrichment context at most ``max_projects`` projects of
+    ``recent_issues`` issues; ``offsets`` one per input topic."""
 
-    def __init__(self, rules: RuleSet, doc: dict[str, Any] | None = None) -> None:
+    def __init__(self, rules: RuleSet, doc: dict[str, Any] | None = None, limits: AlertLimits = AlertLimits()) -> None:
         doc = doc or {}
-        self.evaluator = RuleEvaluator(rules, doc.get("evaluator"))
-        self.slos = SloEvaluator(rules, doc.get("slos")) if rules.slos else None
+        self.evaluator = RuleEvaluator(rules, doc.get("evaluator"), limits.max_series)
+        self.slos = SloEvaluator(rules, doc.get("slos"), limits.max_series) if rules.slos else None
         self.slo_next_ms: int | None = doc.get("slo_next_ms")  # the first minute the SLOs have not seen
-        self.context = Context.from_json(doc.get("context"))  # for enrichment: releases, recent issues
-        self.buffer = [WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"], a["counters"],
-                                       {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
-                       for a in doc.get("buffer", [])]
+        self.context = Context.from_json(doc.get("context"), limits.max_projects, limits.recent_issues)
+        stored = doc.get("buffer")
+        if isinstance(stored, list):
+            # Written before the buffer was bounded: one raw minute partial per input message,
+            # duplicates of a series included. Merged into the bounded buffer, then trimmed.
+            self.buffer = AlertBuffer(rules, limits.max_series)
+            self.buffer.add_all(WindowAggregate(a["project"], a["window_start_ms"], a["window_ms"], a["labels"],
+                                                a["counters"],
+                                                {k: {int(b): n for b, n in v.items()} for k, v in a["sketches"].items()})
+                                for a in stored)
+            self._trim()
+        elif stored:
+            self.buffer = AlertBuffer.from_json(rules, stored, limits.max_series)
+        else:
+            self.buffer = AlertBuffer(rules, limits.max_series)
         self.offsets: dict[str, int] = dict(doc.get("offsets", {}))
         self.closed_until_ms: int = int(doc.get("closed_until_ms", 0))
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": [asdict(a) for a in self.buffer],
+        return orjson.dumps({"evaluator": self.evaluator.to_json(), "buffer": self.buffer.to_json(),
                              "slos": self.slos.to_json() if self.slos else None, "slo_next_ms": self.slo_next_ms,
                              "context": self.context.to_json(),
                              "offsets": self.offsets, "closed_until_ms": self.closed_until_ms},
                             option=orjson.OPT_NON_STR_KEYS)
 
     def add(self, aggregates: Sequence[WindowAggregate]) -> int:
-        """Buffer aggregates of windows still open; returns how many were late (already closed)."""
+        """Merge aggregates of windows still open into the buffer; returns how many were late (already closed)."""
         late = 0
         for agg in aggregates:
             self.context.see_aggregate(agg)
             if agg.window_start_ms + agg.window_ms <= self.closed_until_ms:
                 late += 1
             else:
-                self.buffer.append(agg)
+                self.buffer.add(agg)
         return late
 
     def advance(self, closed_until_ms: int) -> list[AlertEvent]:
         if closed_until_ms <= self.closed_until_ms:
             return []
         self.closed_until_ms = closed_until_ms
-        events = self.evaluator.advance(closed_until_ms, self.buffer)
-        keep = [self.evaluator.needed_from_ms()]
+        events = self.evaluator.advance(closed_until_ms, self.buffer.by_rule())
         if self.slos is not None:
             events += self._advance_slos(closed_until_ms)
-            keep.append(self.slo_next_ms)
-        starts = [k for k in keep if k is not None]
-        if starts:
-            self.buffer = [a for a in self.buffer if a.window_start_ms >= min(starts)]
+        self._trim()
         return [enrich(e, self.context) for e in events]
+
+    def _trim(self) -> None:
+        self.buffer.trim({name: self.evaluator.next_window_ms(name) for name in self.buffer.rules}, self.slo_next_ms)
+
+    def drain_dropped(self) -> tuple[dict[str, int], int]:
+        """(rule -> series dropped at ``max_series``, context projects evicted) since the last call."""
+        dropped: dict[str, int] = {}
+        for counts in (self.evaluator.dropped, self.buffer.dropped, self.slos.dropped if self.slos else {}):
+            for rule, n in counts.items():
+                dropped[rule] = dropped.get(rule, 0) + n
+            counts.clear()
+        evicted, self.context.evicted = self.context.evicted, 0
+        return dropped, evicted
 
     def on_transition(self, transition: dict[str, Any]) -> list[AlertEvent]:
         self.context.see_transition(transition)
@@ -126,16 +161,29 @@ class PartitionAlerts:
         end = closed_until_ms - closed_until_ms % MINUTE_MS
         start = self.slo_next_ms
         if start is None:
-            start = min((a.window_start_ms - a.window_start_ms % MINUTE_MS for a in self.buffer), default=end)
+            start = min(self.buffer.slo_minutes(), default=end)
         start = max(start, end - SLO_CATCH_UP_MS)  # after a long outage, only the last 3 days matter
-        by_minute: dict[int, list[WindowAggregate]] = {}
-        for a in self.buffer:
-            by_minute.setdefault(a.window_start_ms - a.window_start_ms % MINUTE_MS, []).append(a)
         events: list[AlertEvent] = []
         for minute in range(start, end, MINUTE_MS):
-            events += self.slos.evaluate(minute, merge(by_minute.get(minute, ()), MINUTE_MS))
+            events += self.slos.evaluate(minute, self.buffer.slo_minute(minute))
         self.slo_next_ms = max(start, end)
         return events
+
+
+def state_records(parts: Mapping[int, PartitionAlerts], touched: Iterable[int], limit: int
+                  ) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """The state records of the touched partitions that fit in ``limit`` bytes, and (partition,
+    size) of those that do not. A record that does not fit must never be produced: the broker
+    would refuse it and, retried with every batch, it would stop alerting altogether (issue 14)."""
+    fit: list[tuple[int, bytes]] = []
+    oversize: list[tuple[int, int]] = []
+    for p in sorted(touched):
+        value = parts[p].to_bytes()
+        if len(value) > limit:
+            oversize.append((p, len(value)))
+        else:
+            fit.append((p, value))
+    return fit, oversize
 
 
 class AlertAgent:
@@ -145,6 +193,9 @@ class AlertAgent:
         self.worker_state = state
         self.send_all = send_all
         self.rules = load_rules(settings.alerts.rules_path)
+        self.limits = settings.alerts.limits()
+        # a record also carries its key and batch overhead within a produce request
+        self.max_state_bytes = min(settings.alerts.max_state_bytes, settings.kafka.max_request_bytes - 1024)
         self.lateness_ms = int(settings.rollups.allowed_lateness_s * 1000)
         self.window_ms = settings.rollups.window_s * 1000  # the partials' window (a minute by default)
         kafka = settings.kafka
@@ -174,7 +225,7 @@ class AlertAgent:
         part = self.parts.get(partition)
         if part is None:
             raw = self.table.data.data.get(str(partition).encode())
-            part = self.parts[partition] = PartitionAlerts(self.rules, orjson.loads(raw) if raw else None)
+            part = self.parts[partition] = PartitionAlerts(self.rules, orjson.loads(raw) if raw else None, self.limits)
         return part
 
     async def _on_recovered(self) -> None:
@@ -279,11 +330,29 @@ class AlertAgent:
         await deliver_all(sends, self.send_all, "alert outputs")
         writes: list[Send] = []
         store = self.table.data.data
-        for p in sorted(touched):
-            value = self.parts[p].to_bytes()
+        fit, oversize = state_records(self.parts, touched, self.max_state_bytes)
+        for p, value in fit:
             store[str(p).encode()] = value
             writes.append((self.changelog, str(p).encode(), value, p, []))
+            ALERT_STATE_BYTES.labels(str(p)).set(len(value))
+        for p, size in oversize:
+            ALERT_STATE_OVERSIZE.labels(str(p)).inc()
+            ALERT_STATE_BYTES.labels(str(p)).set(size)
+            message = (f"alert state of partition {p} is {size} bytes, above the {self.max_state_bytes} allowed "
+                       f"(PULSE_ALERTS_MAX_STATE_BYTES / PULSE_KAFKA_MAX_REQUEST_BYTES): not written; alerting goes on "
+                       f"from memory, a restart resumes from the last state written. Lower PULSE_ALERTS_MAX_SERIES "
+                       f"or the rules' group_by")
+            log.error(message)
+            self.worker_state.last_error = message
         await deliver_all(writes, self.send_all, "alert state")
+        for p in sorted(touched):
+            dropped, evicted = self.parts[p].drain_dropped()
+            for rule, n in dropped.items():
+                ALERT_SERIES_DROPPED.labels(rule).inc(n)
+                log.warning("alert rule %s: %d aggregates of new series dropped at PULSE_ALERTS_MAX_SERIES=%d",
+                            rule, n, self.settings.alerts.max_series)
+            if evicted:
+                ALERT_CONTEXT_EVICTED.inc(evicted)
         for e in events:
             ALERT_EVENTS.labels(e.rule, e.status, e.severity).inc()
             log.warning("alert %s %s [%s] %s", e.rule, e.status, e.severity, e.summary)

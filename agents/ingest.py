@@ -45,10 +45,10 @@ from agents.sessions import SessionStore
 from agents.state import WorkerState
 from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import (ProcessedBatch, RawMessage, alert_partial_messages, dead_letter_for,
-                                     process_batch, range_messages)
+from pipeline.ingest.process import ProcessedBatch, RawMessage, dead_letter_for, process_batch, range_messages
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
+from pipeline.rollups.minute import alert_partial_messages
 from pipeline.sessions.partition import Step
 from pipeline.settings import Settings
 
@@ -227,7 +227,7 @@ class IngestRunner:
         sends: list[Send] = [(k.topic_storage, s.key, s.value, s.partition_hint, s.headers) for s in storage]
         sends += occurrence_sends(out.issue_records, k.topic_issue_events)
         sends += [(k.topic_rollup_partials, key, value, None, [])
-                  for key, value in alert_partial_messages(out.alert_rows, w.max_record_bytes)]
+                  for key, value in alert_partial_messages(out.alert_rows, self.settings.alerts.partials_max_bytes)]
         sends += [dead_letter_send(k.topic_dead_letter, dl) for dl in out.dead_letters]
         return sends
 

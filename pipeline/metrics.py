@@ -44,6 +44,15 @@ SDK_ITEMS = Counter("pulse_sdk_items_total", "Items received through the Sentry 
                     ["sdk", "type"])
 ALERT_EVENTS = Counter("pulse_alert_events_total", "Alert events emitted by the worker's rule evaluation",
                        ["rule", "status", "severity"])
+ALERT_SERIES_DROPPED = Counter("pulse_alert_series_dropped_total",
+                               "New alert series not tracked because a rule (or the SLOs) already tracks "
+                               "PULSE_ALERTS_MAX_SERIES series in a window", ["rule"])
+ALERT_CONTEXT_EVICTED = Counter("pulse_alert_context_evicted_total",
+                                "Projects whose alert enrichment context was forgotten at PULSE_ALERTS_MAX_PROJECTS")
+ALERT_STATE_OVERSIZE = Counter("pulse_alert_state_oversize_total",
+                               "Alert state records not written because they exceeded PULSE_ALERTS_MAX_STATE_BYTES "
+                               "(or PULSE_KAFKA_MAX_REQUEST_BYTES)", ["partition"])
+ALERT_STATE_BYTES = Gauge("pulse_alert_state_bytes", "Size of the last alert state record per partition", ["partition"])
 NOTIFICATIONS = Counter("pulse_notifications_total",
                         "Notification send attempts by receiver, intent kind and outcome (delivered, retry, failed)",
                         ["receiver", "kind", "outcome"])

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from pipeline.alerts.buffer import AlertLimits
     from pipeline.grouping import NoiseRules
     from pipeline.ingest.filters import InboundFilters
     from pipeline.ingest.validate import EventTimeWindow
@@ -333,6 +334,30 @@ class AlertSettings(BaseSettings):
         Path(__file__).resolve().parent / "alerts" / "default_rules.yaml",
         description="PULSE_ALERTS_RULES_PATH: YAML or TOML rule file (default: the spec's rules, pipeline/alerts/default_rules.yaml)")
     tick_interval_s: float = Field(1.0, gt=0, description="PULSE_ALERTS_TICK_INTERVAL_S: how often closed windows are evaluated")
+    max_series: int = Field(
+        1000, ge=1, description="PULSE_ALERTS_MAX_SERIES: per input partition, rule (or SLO) and window, the most series "
+        "(project + group_by labels) tracked. Beyond it a new series is not evaluated and counted in "
+        "pulse_alert_series_dropped_total{rule}; series already tracked (firing ones included) go on")
+    max_projects: int = Field(
+        1000, ge=1, description="PULSE_ALERTS_MAX_PROJECTS: per input partition, the most projects whose enrichment context "
+        "(last release, recent issues) is kept; a new one beyond it evicts the project seen longest ago, counted in "
+        "pulse_alert_context_evicted_total")
+    recent_issues: int = Field(
+        20, ge=0, le=1000, description="PULSE_ALERTS_RECENT_ISSUES: recent issue transitions kept per project for "
+        "enrichment (the newest ones; alerts show the top 3)")
+    max_state_bytes: int = Field(
+        1_000_000, ge=64 * 1024, description="PULSE_ALERTS_MAX_STATE_BYTES: the largest alert state record written to the "
+        "changelog (also capped by PULSE_KAFKA_MAX_REQUEST_BYTES). A bigger one is not written: an error is logged, "
+        "pulse_alert_state_oversize_total counts it, and alerting goes on from memory (a restart resumes from the last "
+        "state written); lower PULSE_ALERTS_MAX_SERIES or the rules' group_by")
+    partials_max_bytes: int = Field(
+        256 * 1024, ge=4096, le=1_000_000, description="PULSE_ALERTS_PARTIALS_MAX_BYTES: the largest rollup-partials "
+        "message the worker produces (rows merged per series and minute, split across messages above this)")
+
+    def limits(self) -> "AlertLimits":
+        from pipeline.alerts.buffer import AlertLimits
+
+        return AlertLimits(max_series=self.max_series, max_projects=self.max_projects, recent_issues=self.recent_issues)
 
 
 class ReportSettings(BaseSettings):

@@ -2,8 +2,8 @@
 recently, and what to try first. Pure; the worker keeps a small ``Context`` per partition.
 
 Annotations added to every firing event (``enrich``):
-  * ``last_release``: the newest release seen in the project's partials (by window time), so a
-    breach right after a deploy points at it;
+  * ``last_release``: the newest release seen in the project's partials (by window time; of two in
+    the same window, the greater name), so a breach right after a deploy points at it;
   * ``related_issues``: up to 3 issues of the project that became new, regressed or escalating in
     the last hour, most errors first (fingerprint, title, kind, events);
   * ``suggested_actions``: a short checklist by rule kind.
@@ -41,34 +41,56 @@ SUGGESTIONS: dict[str, list[str]] = {
 
 @dataclass
 class Context:
-    """Per partition: the newest release per project and recent alertable issue transitions."""
+    """Per partition: the newest release per project and recent alertable issue transitions.
+
+    Bounded: at most ``recent_issues`` transitions per project (``PULSE_ALERTS_RECENT_ISSUES``), and
+    at most ``max_projects`` projects in each map (``PULSE_ALERTS_MAX_PROJECTS``): a new project
+    beyond it evicts the one seen longest ago (by event time), counted in ``evicted``."""
 
     releases: dict[str, list[Any]] = field(default_factory=dict)  # project -> [window_start_ms, release]
     transitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project -> recent ones
+    max_projects: int | None = None
+    recent_issues: int = 20
+    evicted: int = 0  # projects forgotten at max_projects (drained by the caller)
 
     def see_aggregate(self, agg: WindowAggregate) -> None:
         release = agg.labels.get("release")
         if release:
             seen = self.releases.get(agg.project)
-            if seen is None or agg.window_start_ms >= seen[0]:
+            # newest window first, then the greater name: independent of arrival order, so merged
+            # partials (one per series and minute) give the same context as one per message
+            if seen is None or (agg.window_start_ms, release) > (seen[0], seen[1]):
                 self.releases[agg.project] = [agg.window_start_ms, release]
+                if seen is None:
+                    self._bound(self.releases, lambda v: v[0])
 
     def see_transition(self, t: Mapping[str, Any]) -> None:
         project = str(t.get("project", ""))
+        new = project not in self.transitions
         recent = [r for r in self.transitions.get(project, []) if r["group_id"] != t.get("group_id")]
         recent.append({"group_id": str(t.get("group_id", "")), "title": str(t.get("title", ""))[:200],
                        "kind": str(t.get("kind", "")), "events": int(t.get("events", 0)),
                        "at_ms": int(t.get("at_ms", 0))})
         newest = max(r["at_ms"] for r in recent)
-        self.transitions[project] = [r for r in recent if r["at_ms"] >= newest - RELATED_WINDOW_MS][-20:]
+        kept = [r for r in recent if r["at_ms"] >= newest - RELATED_WINDOW_MS]
+        self.transitions[project] = kept[-self.recent_issues:] if self.recent_issues > 0 else []
+        if new:
+            self._bound(self.transitions, lambda v: max((r["at_ms"] for r in v), default=0))
+
+    def _bound(self, projects: dict[str, Any], seen_at: Any) -> None:
+        while self.max_projects is not None and len(projects) > self.max_projects:
+            del projects[min(projects, key=lambda p: seen_at(projects[p]))]
+            self.evicted += 1
 
     def to_json(self) -> dict[str, Any]:
         return {"releases": self.releases, "transitions": self.transitions}
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any] | None) -> "Context":
+    def from_json(cls, doc: Mapping[str, Any] | None, max_projects: int | None = None,
+                  recent_issues: int = 20) -> "Context":
         doc = doc or {}
-        return cls(dict(doc.get("releases", {})), {k: list(v) for k, v in doc.get("transitions", {}).items()})
+        return cls(dict(doc.get("releases", {})), {k: list(v) for k, v in doc.get("transitions", {}).items()},
+                   max_projects, recent_issues)
 
 
 def enrich(event: AlertEvent, context: Context) -> AlertEvent:

@@ -273,14 +273,33 @@ def measure(rule: WindowedRule, agg: WindowAggregate | None) -> tuple[float | No
     raise TypeError(f"measure() does not handle {type(rule).__name__}")
 
 
+def fields_read(rule: WindowedRule) -> tuple[frozenset[str], frozenset[str]]:
+    """(counters, sketches) of an aggregate that ``measure`` / the spike ring read for ``rule``:
+    everything else in an aggregate is irrelevant to it, so a buffer may leave it out."""
+    if isinstance(rule, RatioRule):
+        return frozenset((rule.numerator, rule.denominator)), frozenset()
+    if isinstance(rule, PercentileRule):
+        return frozenset(), frozenset((rule.sketch,))
+    if isinstance(rule, VitalRatingRule):
+        return frozenset(), frozenset((rule.vital,))
+    if isinstance(rule, _SpikeBase):
+        return frozenset((rule.counter_name,)), frozenset()
+    raise TypeError(f"fields_read() does not handle {type(rule).__name__}")
+
+
 # ---------------------------------------------------------------------------------------- evaluator
 
 
 class RuleEvaluator:
     """Alert state of every windowed rule's series, advanced one closed window at a time."""
 
-    def __init__(self, rules: RuleSet, state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, rules: RuleSet, state: Mapping[str, Any] | None = None, max_series: int | None = None) -> None:
+        """``max_series``: the most series one rule tracks (``PULSE_ALERTS_MAX_SERIES``); a new series
+        beyond it is not evaluated and counted in ``dropped[rule]``, tracked ones (firing ones
+        included) go on, so every firing still gets its resolved. None: no limit."""
         self.ruleset = rules
+        self.max_series = max_series
+        self.dropped: dict[str, int] = {}  # rule -> new series ignored at max_series (drained by the caller)
         self._rules: dict[str, WindowedRule] = {r.name: r for r in rules.windowed}
         self._issue_rules = rules.issue_rules
         self._state: dict[str, RuleState] = {name: RuleState() for name in self._rules}
@@ -308,16 +327,26 @@ class RuleEvaluator:
                   if s.last_window_ms is not None]
         return min(starts) if starts else None
 
+    def next_window_ms(self, rule: str) -> int | None:
+        """The start of the next window ``rule`` will evaluate (None before its first): aggregates of
+        windows before it can no longer change its alerts."""
+        state = self._state[rule]
+        return None if state.last_window_ms is None else state.last_window_ms + self._rules[rule].window_ms
+
     # -- windowed rules
 
-    def advance(self, closed_until_ms: int, aggregates: Iterable[WindowAggregate]) -> list[AlertEvent]:
+    def advance(self, closed_until_ms: int,
+                aggregates: Iterable[WindowAggregate] | Mapping[str, Iterable[WindowAggregate]]
+                ) -> list[AlertEvent]:
         """Evaluate every rule's windows that ended at or before ``closed_until_ms`` and were not
-        evaluated yet, with ``aggregates`` (minute partials, any order) as their data. The caller
-        passes every aggregate from ``needed_from_ms()`` on; a rule's first window is the one holding
-        the oldest aggregate given."""
-        aggs = list(aggregates)
+        evaluated yet, with ``aggregates`` (minute partials, any order) as their data, or a mapping
+        rule name -> that rule's own aggregates (``AlertBuffer.for_rule``). The caller passes every
+        aggregate from ``needed_from_ms()`` on; a rule's first window is the one holding the oldest
+        aggregate given."""
+        shared = None if isinstance(aggregates, Mapping) else list(aggregates)
         out: list[AlertEvent] = []
         for name, rule in self._rules.items():
+            aggs = shared if shared is not None else list(aggregates.get(name, ()))  # type: ignore[union-attr]
             w = rule.window_ms
             last_start = closed_until_ms - closed_until_ms % w - w
             by_window: dict[int, list[WindowAggregate]] = {}
@@ -368,6 +397,9 @@ class RuleEvaluator:
             series = state.series.get(key)
             if series is None:
                 assert agg is not None
+                if self.max_series is not None and len(state.series) >= self.max_series:
+                    self.dropped[rule.name] = self.dropped.get(rule.name, 0) + 1
+                    continue
                 series = state.series[key] = SeriesState(agg.project, dict(agg.labels))
             out += self._step_series(rule, state, series, start, agg)
             if series.idle:

@@ -647,6 +647,12 @@ class Slo(_Model):
     def summary_template(self) -> str:
         return self.summary if self.summary is not None else self.DEFAULT_SUMMARY
 
+    def counters_read(self) -> tuple[str, ...]:
+        """The counters ``counts`` reads (a buffer may leave every other one out)."""
+        if self.kind == "availability":
+            return ("api_calls", "api_failures")
+        return tuple(f"{self.vital}_{r}" for r in ("good", "ni", "poor"))
+
     def counts(self, counters: Mapping[str, int]) -> tuple[int, int]:
         """(good, total) of one aggregate's counters."""
         if self.kind == "availability":

@@ -182,8 +182,13 @@ class SloStatus:
 class SloEvaluator:
     """Every SLO's series, advanced one closed minute at a time."""
 
-    def __init__(self, slos: RuleSet | Iterable[Slo], state: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, slos: RuleSet | Iterable[Slo], state: Mapping[str, Any] | None = None,
+                 max_series: int | None = None) -> None:
+        """``max_series``: the most series one SLO tracks (``PULSE_ALERTS_MAX_SERIES``); a new series
+        beyond it is not counted and adds one to ``dropped[slo]``. None: no limit."""
         items = slos.slos if isinstance(slos, RuleSet) else tuple(slos)
+        self.max_series = max_series
+        self.dropped: dict[str, int] = {}
         self._slos: dict[str, Slo] = {s.name: s for s in items}
         self._last: dict[str, int | None] = {name: None for name in self._slos}
         self._series: dict[str, dict[str, SloSeriesState]] = {name: {} for name in self._slos}
@@ -224,6 +229,9 @@ class SloEvaluator:
                 key = _series_key(agg.project, agg.labels)
                 st = states.get(key)
                 if st is None:
+                    if self.max_series is not None and len(states) >= self.max_series:
+                        self.dropped[name] = self.dropped.get(name, 0) + 1
+                        continue
                     st = states[key] = SloSeriesState(agg.project, dict(agg.labels), SloSeries.for_slo(slo))
                 st.series.observe(minute_start_ms, *slo.counts(agg.counters))
             for key in sorted(states):

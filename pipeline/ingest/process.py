@@ -95,8 +95,9 @@ class ProcessedBatch:
     session_upto: dict[int, dict[str, int]] = field(default_factory=dict)
     # First-time, non-noise errors per fingerprint and raw message, for issue status (agents/issues.py).
     issue_records: list[OccurrenceRecord] = field(default_factory=list)
-    # Minute partial rows per project, for alert evaluation (agents/alerts.py).
-    alert_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Minute partial rows of first-time events, for alert evaluation (agents/alerts.py): the runner
+    # merges them per series and sends one message per project per batch (``alert_partial_messages``).
+    alert_rows: list[dict[str, Any]] = field(default_factory=list)
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
 
 
@@ -178,12 +179,7 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
         if partials:
             by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
             if downstream:
-                alert_rows = out.alert_rows
-                for r in partials:
-                    rows = alert_rows.get(r["project"])
-                    if rows is None:
-                        rows = alert_rows[r["project"]] = []
-                    rows.append(r)
+                out.alert_rows += partials
         if "metrics" in by_table:
             metric_partials = metric_rollup_rows((row for table, row in fresh if table == "metrics"), rollups.window_s)
             by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
@@ -281,26 +277,6 @@ def _range_message(table: str, topic: str, partition: int, chunk: list[tuple[int
     return StorageMessage(table, f"{topic}:{partition}:{chunk[0][0]}-{chunk[-1][0]}", None,
                           first[1].partition_hint, b"\n".join(m.value for _, m in chunk), len(offsets),
                           encode_line_sources(offsets))
-
-
-def alert_partial_messages(alert_rows: dict[str, list[dict[str, Any]]], max_bytes: int) -> list[tuple[bytes, bytes]]:
-    """Minute partial rows per project as (key, JSON array) messages for the alert agent, each
-    under ``max_bytes`` (a row alone is never split)."""
-    out: list[tuple[bytes, bytes]] = []
-    for project, rows in alert_rows.items():
-        key = project.encode()
-        lines = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in rows]
-        chunk: list[bytes] = []
-        size = 2
-        for line in lines:
-            if chunk and size + len(line) + 1 > max_bytes:
-                out.append((key, b"[" + b",".join(chunk) + b"]"))
-                chunk, size = [], 2
-            chunk.append(line)
-            size += len(line) + 1
-        if chunk:
-            out.append((key, b"[" + b",".join(chunk) + b"]"))
-    return out
 
 
 def dead_letter_for(msg: RawMessage, reason: str, now: datetime) -> DeadLetter:

@@ -27,6 +27,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from orjson import OPT_NON_STR_KEYS, dumps
+
 from pipeline.ingest.normalize import page_of
 from pipeline.ingest.useragent import browser_and_os
 from pipeline.rollups.sketch import key_of
@@ -48,6 +50,7 @@ COUNTERS = (
 )
 SUMS = ("long_task_blocking_ms", "api_duration_ms")
 SKETCHES = ("api_latency", *(v.lower() for v in VITALS))
+_KEY_SET = frozenset(KEY_COLUMNS)
 
 
 def rating(name: str, value: float) -> str | None:
@@ -164,4 +167,117 @@ def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules =
         r.update(c)
         r.update(sketches)
         out.append(r)
+    return out
+
+
+def _add_buckets(target: dict[int, int], buckets: dict[Any, int]) -> None:
+    """Add one sketch's ``{key: count}`` into ``target``. Keys become ints: after a JSON round trip
+    they are strings, and ``"5"`` and ``5`` must land in one bucket (a map has one key type)."""
+    if buckets and type(next(iter(buckets))) is not int:
+        buckets = {int(b): n for b, n in buckets.items()}
+    get = target.get
+    for b, n in buckets.items():
+        target[b] = get(b, 0) + n
+
+
+def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same series (``KEY_COLUMNS``: project, minute and every label) merged into one,
+    first-seen order kept: numbers (counters, sums) add up, sketch bucket maps add per key, exactly
+    what ClickHouse's AggregatingMergeTree and ``evaluate.merge`` do, so the merged rows read the
+    same everywhere. The inputs are not modified.
+
+    Example::
+
+        merge_rollup_rows([{..."minute": 60, "page": "/a", "errors": 1, "api_latency": {700: 1}},
+                           {..."minute": 60, "page": "/a", "errors": 2, "api_latency": {700: 2}}])
+        # -> [{..."minute": 60, "page": "/a", "errors": 3, "api_latency": {700: 3}}]
+    """
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    keys = _KEY_SET
+    for row in rows:
+        get = row.get
+        key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
+        into = merged.get(key)
+        if into is None:
+            into = merged[key] = dict(row)
+            for col, value in row.items():
+                if type(value) is dict:
+                    buckets: dict[int, int] = {}
+                    _add_buckets(buckets, value)
+                    into[col] = buckets
+            continue
+        for col, value in row.items():
+            if col in keys:
+                continue
+            kind = type(value)
+            if kind is int or kind is float:
+                into[col] = into.get(col, 0) + value
+            elif kind is dict:
+                target = into.get(col)
+                if target is None:
+                    target = into[col] = {}
+                _add_buckets(target, value)
+            else:
+                raise ValueError(f"rollup column {col!r} is neither a number nor a sketch: {value!r}")
+    return list(merged.values())
+
+
+def _split_row(row: dict[str, Any], max_bytes: int) -> list[bytes]:
+    """One row too big for a message, as several rows of the same series: the first carries the
+    numbers, the others slices of the sketches. Their sum is the row (rows merge by adding)."""
+    base = {k: v for k, v in row.items() if not isinstance(v, dict)}
+    head = dumps(base)
+    if len(head) + 2 > max_bytes:
+        raise ValueError(f"a rollup row's key and counters alone take {len(head)} bytes, more than the "
+                         f"partial message limit of {max_bytes}")
+    keys = {k: row[k] for k in KEY_COLUMNS if k in row}
+    out = [head]
+    for name, buckets in row.items():
+        if not isinstance(buckets, dict):
+            continue
+        # the array's brackets, the keys, ',"name":{' and '}'
+        room = max_bytes - 2 - len(dumps(keys)) - len(name) - 6
+        chunk: dict[int, int] = {}
+        size = 0
+        for b, n in buckets.items():
+            item = len(str(b)) + len(str(n)) + 4  # "key":count and a comma
+            if chunk and size + item > room:
+                out.append(dumps({**keys, name: chunk}, option=OPT_NON_STR_KEYS))
+                chunk, size = {}, 0
+            chunk[b] = n
+            size += item
+        if chunk:
+            out.append(dumps({**keys, name: chunk}, option=OPT_NON_STR_KEYS))
+    return out
+
+
+def alert_partial_messages(rows: Iterable[dict[str, Any]], max_bytes: int) -> list[tuple[bytes, bytes]]:
+    """The ``topic_rollup_partials`` messages of a batch's rollup rows: rows merged per series
+    (``merge_rollup_rows``), grouped per project (key = project), each value a JSON array of rows of
+    at most ``max_bytes`` (``PULSE_ALERTS_PARTIALS_MAX_BYTES``); a project with more rows gets more
+    messages, and a single row above the limit is cut into rows of the same series that add up to it.
+
+    Example::
+
+        for key, value in alert_partial_messages(batch_rollup_rows, settings.alerts.partials_max_bytes):
+            producer.send(settings.kafka.topic_rollup_partials, key=key, value=value)
+    """
+    per_project: dict[str, list[bytes]] = {}
+    for row in merge_rollup_rows(rows):
+        line = dumps(row, option=OPT_NON_STR_KEYS)
+        lines = [line] if len(line) + 2 <= max_bytes else _split_row(row, max_bytes)
+        per_project.setdefault(str(row["project"]), []).extend(lines)
+    out: list[tuple[bytes, bytes]] = []
+    for project, lines in per_project.items():
+        key = project.encode()
+        chunk: list[bytes] = []
+        size = 2
+        for line in lines:
+            if chunk and size + len(line) + 1 > max_bytes:
+                out.append((key, b"[" + b",".join(chunk) + b"]"))
+                chunk, size = [], 2
+            chunk.append(line)
+            size += len(line) + 1
+        if chunk:
+            out.append((key, b"[" + b",".join(chunk) + b"]"))
     return out

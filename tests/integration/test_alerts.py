@@ -123,6 +123,11 @@ def test_error_rate_fires_and_resolves(kafka_bootstrap: str, tmp_path: Path) -> 
             time.sleep(0.5)
         assert sorted(map(tuple, rows)) == [("error-rate", "firing", "critical"), ("error-rate", "resolved", "critical"),
                                             ("new-issue", "firing", "warning")]
+        # the alert state records: new-format (bounded buffer), far below the 1 MB record limit
+        state = asyncio.run(read_topics(settings.kafka.bootstrap_servers, [f"{settings.worker.app_id}-alert_state-changelog"],
+                                        timeout_s=5, quiet_s=0.5))
+        assert state and max(len(r.value) for r in state) < 100_000
+        assert all(isinstance(r.doc["buffer"], dict) for r in state)
         reasons = sorted(r[0] for r in query(settings, "SELECT reason FROM dead_letters"))
         assert len(reasons) == 2, reasons
         assert reasons[0].startswith("alert agent: not an alerting input: JSONDecodeError")

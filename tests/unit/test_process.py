@@ -9,7 +9,7 @@ import orjson
 
 from pipeline.contract import HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import RawMessage, alert_partial_messages, process_batch, range_messages
+from pipeline.ingest.process import RawMessage, process_batch, range_messages
 from tests.events import ev
 
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
@@ -195,14 +195,6 @@ def test_a_message_whose_rows_pass_the_limit_is_a_dead_letter_whole() -> None:
     assert [d.source for d in dead] == ["raw.vitals:0:5"] and "PULSE_WORKER_MAX_RECORD_BYTES" in dead[0].reason
     assert [(r.table, r.source) for r in recs if r.table == "vitals"] == [("vitals", "raw.vitals:0:6-6")]
     assert not any(r.source.endswith(":5-5") for r in recs)
-
-
-def test_alert_partials_are_one_message_per_project_under_the_limit() -> None:
-    rows_ = {"shop": [{"project": "shop", "n": i, "pad": "y" * 100} for i in range(50)], "blog": [{"project": "blog"}]}
-    out = alert_partial_messages(rows_, 1000)
-    assert {k for k, _ in out} == {b"shop", b"blog"}
-    assert all(len(v) <= 1000 for _, v in out)
-    assert [r["n"] for k, v in out if k == b"shop" for r in orjson.loads(v)] == list(range(50))
 
 
 def test_direct_producers_are_held_to_the_collectors_time_window() -> None:

@@ -1,0 +1,94 @@
+"""Merging rollups_minute partial rows per series (pipeline/rollups/minute.merge_rollup_rows) and
+packing them into rollup-partials messages (alert_partial_messages): the merge reads exactly like
+the unmerged rows, and no message exceeds its limit."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.alerts.evaluate import WindowAggregate, merge
+from pipeline.rollups.minute import alert_partial_messages, merge_rollup_rows
+
+
+def row(page: str = "/a", minute: int = 60, project: str = "shop", **values: Any) -> dict[str, Any]:
+    return {"project": project, "minute": minute, "environment": "production", "release": "r1", "page": page,
+            "browser": "Chrome", **values}
+
+
+def test_rows_of_one_series_merge_and_others_stay_apart() -> None:
+    rows = [row(events=2, errors=1, api_duration_ms=1.5, api_latency={700: 1, 701: 2}),
+            row(page="/b", events=1),
+            row(events=3, pageviews=2, api_duration_ms=2.0, api_latency={"700": 4}, lcp={10: 1}),
+            row(minute=120, events=1)]
+    before = copy.deepcopy(rows)
+    merged = merge_rollup_rows(rows)
+    assert rows == before  # inputs untouched
+    assert merged == [row(events=5, errors=1, pageviews=2, api_duration_ms=3.5, api_latency={700: 5, 701: 2},
+                          lcp={10: 1}),
+                      row(page="/b", events=1), row(minute=120, events=1)]
+
+
+def test_a_column_that_is_neither_number_nor_sketch_is_refused() -> None:
+    with pytest.raises(ValueError, match="'noise'"):
+        merge_rollup_rows([row(events=1), row(events=1, noise="yes")])
+
+
+PAGES = st.sampled_from(["/a", "/b", "/c"])
+SKETCH = st.dictionaries(st.integers(-5, 5), st.integers(1, 9), max_size=4)
+ROWS = st.lists(st.builds(lambda page, minute, release, events, errors, lat, lcp: {
+    **row(page, minute), "release": release, "events": events, "errors": errors,
+    **({"api_latency": lat} if lat else {}), **({"lcp": lcp} if lcp else {})},
+    PAGES, st.sampled_from([60, 120]), st.sampled_from(["r1", "r2"]), st.integers(1, 50), st.integers(0, 5),
+    SKETCH, SKETCH), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ROWS)
+def test_merged_rows_read_as_the_unmerged_ones(rows: list[dict[str, Any]]) -> None:
+    merged = merge_rollup_rows(rows)
+    keys = [(r["minute"], r["page"], r["release"]) for r in merged]
+    assert len(keys) == len(set(keys))  # one row per series
+    as_aggregates = [WindowAggregate.from_rollup_row(r) for r in merged]
+    assert merge(as_aggregates, 60_000) == merge([WindowAggregate.from_rollup_row(r) for r in rows], 60_000)
+    assert len(merge(as_aggregates, 60_000)) == len(merged)  # already one aggregate per series
+
+
+def decoded(messages: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    return [r for _, value in messages for r in orjson.loads(value)]
+
+
+def test_partial_messages_are_per_project_and_split_under_the_limit() -> None:
+    rows = [row(page=f"/p{i}", project=p, events=i + 1) for p in ("shop", "blog") for i in range(200)]
+    messages = alert_partial_messages(rows, 4096)
+    assert {k for k, _ in messages} == {b"shop", b"blog"}
+    assert len(messages) > 2  # 400 rows do not fit in two 4 KiB values
+    assert all(len(v) <= 4096 for _, v in messages)
+    for key, value in messages:
+        assert {r["project"] for r in orjson.loads(value)} == {key.decode()}
+    assert decoded(messages) == orjson.loads(orjson.dumps(merge_rollup_rows(rows)))
+
+
+def test_a_row_bigger_than_the_limit_is_cut_into_rows_that_add_up_to_it() -> None:
+    big = row(events=7, errors=2, api_latency={k: k + 1 for k in range(3000)}, lcp={k: 2 for k in range(-900, 900)})
+    messages = alert_partial_messages([big, row(page="/b", events=1)], 8192)
+    assert all(len(v) <= 8192 for _, v in messages)
+    parts = decoded(messages)
+    assert len(parts) > 3
+    back = merge_rollup_rows(parts)
+    assert len(back) == 2
+    assert WindowAggregate.from_rollup_row(back[0]) == WindowAggregate.from_rollup_row(big)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ROWS, st.integers(4096, 20_000))
+def test_messages_never_exceed_the_limit_and_lose_nothing(rows: list[dict[str, Any]], limit: int) -> None:
+    messages = alert_partial_messages(rows, limit)
+    assert all(len(v) <= limit for _, v in messages)
+    got = merge([WindowAggregate.from_rollup_row(r) for r in decoded(messages)], 60_000)
+    assert got == merge([WindowAggregate.from_rollup_row(r) for r in rows], 60_000)
