@@ -129,8 +129,9 @@ def bench_builder(rows: list[bytes], per_message: int = 50, repeats: int = 5) ->
 
 def bench_builder_ranges(rows: list[bytes], per_message: int = 2000, repeats: int = 5) -> None:
     """Range messages (pulse-src first-last + pulse-src-lines) of ``per_message`` lines, 1-5 lines
-    per raw offset: fresh, then replayed with boundaries shifted by half a message over marks that
-    cover the first half (the messages straddling the mark are half stored, half new)."""
+    per raw offset: fresh, then a replay with boundaries shifted by half a message over marks that
+    cover the first half of the rows (messages below the mark dropped whole, the one across it cut,
+    the rest kept). Rows/s counts every line handled, dropped or kept."""
     offsets: list[int] = []
     while len(offsets) < len(rows):  # raw messages of 1, 2, 3, 4, 5 lines, one offset each
         offsets += [1_000 + len(offsets)] * (1 + len(offsets) % 5)

@@ -2,7 +2,8 @@
 
 Tokens are derived from the batch's offset range per partition, so re-forming the same range after
 a crash yields the same tokens and ClickHouse drops the repeated insert. Source marks drop rows the
-worker produced again after a replay (see README, "Delivery guarantees").
+worker produced again after a replay: a whole single-offset message, or exactly the stored lines of a
+range message, whose batch boundaries a replay may have moved (see README, "Delivery guarantees").
 """
 
 from __future__ import annotations
