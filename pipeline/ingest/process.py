@@ -27,7 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
-                               DeadLetter, encode_line_sources)
+                               DeadLetter, encode_line_sources, encode_source_range)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
@@ -274,7 +274,7 @@ def _range_message(table: str, topic: str, partition: int, chunk: list[tuple[int
     for offset, m in chunk:
         offsets += [offset] * m.rows
     first = chunk[0]
-    return StorageMessage(table, f"{topic}:{partition}:{chunk[0][0]}-{chunk[-1][0]}", None,
+    return StorageMessage(table, encode_source_range(topic, partition, chunk[0][0], chunk[-1][0]).decode(), None,
                           first[1].partition_hint, b"\n".join(m.value for _, m in chunk), len(offsets),
                           encode_line_sources(offsets))
 
