@@ -29,6 +29,7 @@ def make_app(settings: Settings) -> faust.App:
     from agents.delivery import make_send_all
     from agents.ingest import IngestRunner
     from agents.issues import IssueAgent
+    from agents.skips import FaustBooks
 
     kafka, worker = settings.kafka, settings.worker
     app = faust.App(
@@ -76,6 +77,7 @@ def make_app(settings: Settings) -> faust.App:
         """The raw-event runner for the worker's lifetime. If it fails, the worker stops with the
         error (nothing after its last commit was acknowledged, so a restart replays it)."""
         try:
+            FaustBooks(app).check()
             await runner.run()
         except asyncio.CancelledError:
             raise

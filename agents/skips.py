@@ -1,4 +1,12 @@
-"""Complete batches from faust's ``take_events``: every agent that reads batches goes through this.
+"""The one adapter over faust-streaming's private consumer books, for the issue and alert agents.
+
+The raw-event hot path no longer goes through Faust (``agents/ingest.py``); the two low-volume
+Faust agents still do, and need two workarounds that read faust's private attributes. Both read
+them through ``FaustBooks``, which checks at start-up that they exist with the expected types
+(``check``, called when the worker starts): an upgrade that renames them stops the worker with a
+clear error instead of silently turning the guards off.
+
+Complete batches from faust's ``take_events``: every agent that reads batches goes through this.
 
 At a batch boundary ``take_events`` can put one event into a batch twice and drop the next (seen
 here under load, with the C and the Python stream, faust-streaming 0.15). The dropped message is
@@ -22,11 +30,36 @@ from pipeline.ingest.process import RawMessage
 log = logging.getLogger(__name__)
 
 
-def committed_offset(app: faust.App, tp: Any) -> int | None:
-    """The next offset to read as committed to Kafka, as faust last knew it (None if unknown)."""
-    offsets = getattr(app.consumer, "_committed_offset", None)
-    value = offsets.get(tp) if offsets is not None else None
-    return value if isinstance(value, int) and value >= 0 else None
+class FaustBooks:
+    """faust-streaming's private consumer bookkeeping, asserted once (0.11-0.15 keep both)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    def check(self) -> None:
+        """Raise if the private API the workarounds need is missing or changed."""
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", None)
+        unacked = getattr(consumer, "_unacked_messages", None)
+        problems = []
+        if not isinstance(committed, dict):
+            problems.append(f"Consumer._committed_offset is {type(committed).__name__}, expected a dict")
+        if not (hasattr(unacked, "__iter__") and hasattr(unacked, "add")):
+            problems.append(f"Consumer._unacked_messages is {type(unacked).__name__}, expected a set of messages")
+        if not hasattr(self.app, "consumer_generation_id"):
+            problems.append("App.consumer_generation_id is missing")
+        if problems:
+            raise RuntimeError("this faust-streaming version changed the private consumer API that agents/skips.py "
+                               "relies on (" + "; ".join(problems) + "); pin faust-streaming to a tested version "
+                               "(see pyproject.toml) or update agents/skips.py")
+
+    def committed_offset(self, tp: Any) -> int | None:
+        """The next offset to read as committed to Kafka, as faust last knew it (None if unknown)."""
+        value = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return value if isinstance(value, int) and value >= 0 else None
+
+    def unacked(self) -> list[Any]:
+        return list(self.app.consumer._unacked_messages)  # type: ignore[attr-defined]
 
 
 def to_raw_message(event: Any) -> RawMessage:
@@ -40,6 +73,7 @@ def to_raw_message(event: Any) -> RawMessage:
 class CompleteBatches:
     def __init__(self, app: faust.App, bootstrap_servers: str) -> None:
         self.app = app
+        self.books = FaustBooks(app)
         self.bootstrap_servers = bootstrap_servers
         self.last_offsets: dict[tuple[str, int], tuple[int, int]] = {}  # (topic, partition) -> (generation, offset)
 
@@ -77,7 +111,7 @@ class CompleteBatches:
     def _committed(self, topic: str, partition: int) -> int | None:
         from faust.types import TP
 
-        return committed_offset(self.app, TP(topic, partition))
+        return self.books.committed_offset(TP(topic, partition))
 
     async def fetch(self, skips: list[tuple[str, int, int, int]]) -> list[RawMessage]:
         """Read the skipped offsets straight from Kafka (a short-lived, group-less consumer)."""
@@ -113,8 +147,7 @@ class CompleteBatches:
     def ack(self, recovered: list[RawMessage]) -> None:
         """Ack the re-read messages in faust's books, so its commits move past them again."""
         keys = {(m.topic, m.partition, m.offset) for m in recovered}
-        pending = getattr(self.app.consumer, "_unacked_messages", ())
-        for message in list(pending):
+        for message in self.books.unacked():
             if (message.topic, message.partition, message.offset) in keys:
                 self.app.consumer.ack(message)
 
@@ -133,13 +166,14 @@ class StartPositions:
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
+        self.books = FaustBooks(app)
         self.held: set[Any] = set()
 
     async def rewind_new_partitions(self) -> None:
         consumer = self.app.consumer
         assigned = {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
         for tp in sorted(assigned - self.held):
-            committed = committed_offset(self.app, tp)
+            committed = self.books.committed_offset(tp)
             start = committed if committed is not None else 0
             position = await consumer.position(tp)
             if position is not None and position > start:
