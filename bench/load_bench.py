@@ -554,7 +554,8 @@ def print_human(run: Run, load_before: str, load_after: str) -> None:
               f"{f['failed_requests']} requests failed after retries); latency p50 {f['latency_p50_ms']} ms, "
               f"p99 {f['latency_p99_ms']} ms; collector {f['collector_cpu_us_per_event']} us CPU/event")
         print(f"  every accepted event stored {f.get('stored_after_last_accept_s')} s after the last accept")
-    print(f"  worker CPU: {f.get('worker_cpu_us_per_event')} us/event, {f.get('worker_cpu_us_per_message')} us/message "
+    per_message = f", {f['worker_cpu_us_per_message']} us/message" if f.get("worker_cpu_us_per_message") else ""
+    print(f"  worker CPU: {f.get('worker_cpu_us_per_event')} us/event{per_message} "
           f"({f.get('worker_cpu_s_after_ready')} s after ready)")
     print(f"  worker RSS: ready {f.get('worker_rss_ready_bytes', 0) / mb:,.1f} MB, end "
           f"{f.get('worker_rss_end_bytes', 0) / mb:,.1f} MB, peak {f.get('worker_peak_rss_bytes', 0) / mb:,.1f} MB; "

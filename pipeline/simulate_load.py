@@ -317,22 +317,27 @@ def generate_load(*, events: int, sessions: int, shape: str = "flush", seed: int
     return LoadPlan(messages, truth, shape)
 
 
-def collector_requests(plan: LoadPlan, rng: random.Random, max_events: int = 10) -> list[list[bytes]]:
-    """Regroup a ``one``-shaped plan's events into collector requests of 1-``max_events`` events of one
-    session each (the SDK's HTTP flushes); a retried event is sent again in a later request. Malformed
-    records are left out (the collector refuses them before Kafka; its own tests cover that)."""
+def collector_requests(plan: LoadPlan, rng: random.Random, max_events: int = 10,
+                       flush_every_ms: int = 60_000) -> list[list[bytes]]:
+    """Regroup a ``one``-shaped plan's events into collector requests: 1-``max_events`` events of one
+    session, sent when full or ``flush_every_ms`` after the request's first event was due (the SDK's
+    timer), in send order. A retried event is sent again in a later request. Malformed records are
+    left out (the collector refuses them before Kafka; its own tests cover that)."""
     if plan.shape != "one":
         raise ValueError("collector requests are built from a plan of shape 'one'")
-    by_session: dict[bytes, list[bytes]] = {}
-    for m in plan.messages:
-        if not m.malformed:
-            by_session.setdefault(m.key, []).append(m.value)
+    pending: dict[bytes, tuple[int, int, list[bytes]]] = {}  # session -> (first due ms, size, events)
     out: list[list[bytes]] = []
-    for values in by_session.values():
-        i = 0
-        while i < len(values):
-            n = rng.randint(1, max_events)
-            out.append(values[i:i + n])
-            i += n
-    rng.shuffle(out)
+    for m in plan.messages:
+        if m.malformed:
+            continue
+        due = pending.get(m.key)
+        if due is not None and m.send_ms - due[0] > flush_every_ms:
+            out.append(pending.pop(m.key)[2])
+            due = None
+        if due is None:
+            due = pending[m.key] = (m.send_ms, rng.randint(1, max_events), [])
+        due[2].append(m.value)
+        if len(due[2]) >= due[1]:
+            out.append(pending.pop(m.key)[2])
+    out += [events for _, _, events in pending.values()]
     return out
