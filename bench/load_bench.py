@@ -426,6 +426,8 @@ def summarize(run: Run, expected: dict[str, int]) -> None:
         cpu = f["worker_cpu_s_at_stored"] - f["worker_cpu_s_at_ready"]
         f["worker_cpu_s_after_ready"] = round(cpu, 3)
         f["worker_cpu_us_per_event"] = round(cpu / valid * 1e6, 2)
+        # what one fully used core would do: the figure a loaded, shared machine distorts least
+        f["events_per_worker_cpu_s"] = round(valid / cpu, 1) if cpu > 0 else None
         f["worker_cpu_us_per_message"] = round(cpu / f["messages"] * 1e6, 2) if f.get("messages") else None
         sessions = f.get("open_sessions_end") or 0
         grown = f["worker_rss_end_bytes"] - f["worker_rss_ready_bytes"]
@@ -556,7 +558,8 @@ def print_human(run: Run, load_before: str, load_after: str) -> None:
         print(f"  every accepted event stored {f.get('stored_after_last_accept_s')} s after the last accept")
     per_message = f", {f['worker_cpu_us_per_message']} us/message" if f.get("worker_cpu_us_per_message") else ""
     print(f"  worker CPU: {f.get('worker_cpu_us_per_event')} us/event{per_message} "
-          f"({f.get('worker_cpu_s_after_ready')} s after ready)")
+          f"({f.get('worker_cpu_s_after_ready')} s after ready) = {f.get('events_per_worker_cpu_s') or 0:,.0f} events "
+          f"per worker CPU-second")
     print(f"  worker RSS: ready {f.get('worker_rss_ready_bytes', 0) / mb:,.1f} MB, end "
           f"{f.get('worker_rss_end_bytes', 0) / mb:,.1f} MB, peak {f.get('worker_peak_rss_bytes', 0) / mb:,.1f} MB; "
           f"{f.get('open_sessions_end')} open sessions -> {f.get('worker_rss_bytes_per_open_session')} bytes/session")
