@@ -292,7 +292,7 @@ def generate_load(*, events: int, sessions: int, shape: str = "flush", seed: int
     records = 0
     for n in range(sessions):
         count = per_session + (1 if n < events - per_session * sessions else 0)
-        count = max(1, int(count * rng.uniform(0.5, 1.5))) if sessions > 1 else count
+        count = max(1, round(count * rng.uniform(0.5, 1.5))) if sessions > 1 else count
         length = rng.uniform(0.2, 1.0) * span_ms
         start = end_ms - span_ms + int(rng.uniform(0, span_ms - length))
         s = _Session(rng, project, start, int(start + length))
