@@ -3,7 +3,7 @@ per open session, the largest record the pipeline produced, and exactness.
 
     .venv/bin/python bench/load_bench.py                          # SDK flushes (1-5 events/message)
     .venv/bin/python bench/load_bench.py --shape one              # one event per message (direct producers)
-    .venv/bin/python bench/load_bench.py --shape batch50          # 50 events/message: an UPPER BOUND only
+    .venv/bin/python bench/load_bench.py --shape batch50          # <= 50 events/message: an UPPER BOUND only
     .venv/bin/python bench/load_bench.py --via-collector --rate 2000   # HTTP requests of 1-10 events
     .venv/bin/python bench/load_bench.py --events 100000 --sessions 5000 --json
 
@@ -580,7 +580,9 @@ def main() -> int:
                         help="flush: SDK flushes, 1-5 events/message (default); one: one event/message; "
                              "batch50: 50 events/message, an upper bound only")
     parser.add_argument("--events", type=int, default=300_000, help="events to generate (before retries)")
-    parser.add_argument("--sessions", type=int, default=10_000, help="browser sessions they come from")
+    parser.add_argument("--sessions", type=int, default=None,
+                        help="browser sessions they come from (default 10,000; batch50: --events / 250, so that "
+                             "messages can fill up to 50 events of one session and topic)")
     parser.add_argument("--span", type=float, default=900.0, help="seconds of event time the sessions cover")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds phase 2 may take at most")
@@ -591,6 +593,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.via_collector and args.shape != "flush":
         parser.error("--via-collector posts requests of 1-10 events; --shape does not apply")
+    if args.sessions is None:
+        args.sessions = max(1, args.events // 250) if args.shape == "batch50" else 10_000
 
     from pipeline.kafka_admin import wait_for_broker
     from pipeline.localbroker import LocalBroker

@@ -12,7 +12,8 @@ exactness as well as speed.
   Zipf-like frequency over ``ERROR_FAMILY_COUNT`` families, with occasional storms.
 * Message shapes: ``flush`` = SDK flushes, 1-5 events of one session and one raw topic per message
   (2.6 on average; errors travel alone, one Sentry envelope each); ``one`` = one event per message
-  (direct producers); ``batch50`` = 50 events of a session per message (an upper bound, not traffic).
+  (direct producers); ``batch50`` = up to 50 events of one session and raw topic per message (an upper
+  bound, not traffic; sessions need well over 50 events for the messages to fill).
   Messages are keyed by session id and ordered by send time.
 * ~1.5 % of messages are sent again 5-30 s later (retries: duplicates by event_id); ~0.1 % of
   records are malformed, each in a message of its own so every one is exactly one dead letter:
