@@ -35,14 +35,14 @@ import faust
 import orjson
 
 from agents.state import WorkerState
-from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
+from agents.delivery import Send, SendAll, dead_letter_send, deliver_all, row_sends
 from agents.skips import CompleteBatches, StartPositions, to_raw_message
 from pipeline.alerts.buffer import AlertBuffer, AlertLimits
 from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, ux_aggregates
 from pipeline.alerts.enrich import Context, enrich
 from pipeline.alerts.rules import RuleSet, load_rules
 from pipeline.alerts.slo import SloEvaluator
-from pipeline.contract import HEADER_TABLE, reason_kind
+from pipeline.contract import reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.metrics import (
     ALERT_CONTEXT_EVICTED,
@@ -324,8 +324,8 @@ class AlertAgent:
     async def _emit(self, events: list[AlertEvent], dead: list[Send], touched: set[int]) -> None:
         sends: list[Send] = list(dead)
         if events:
-            rows = b"\n".join(orjson.dumps(alert_row(e), default=str) for e in events)
-            sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"alerts")]))
+            sends += row_sends(self.storage_topic, "alerts", [orjson.dumps(alert_row(e), default=str) for e in events],
+                               self.settings.worker.max_record_bytes)
             sends += [(self.alerts_topic, e.fingerprint.encode(), orjson.dumps(e.to_json()), None, []) for e in events]
         await deliver_all(sends, self.send_all, "alert outputs")
         writes: list[Send] = []

@@ -72,6 +72,25 @@ async def deliver_all(sends: list[Send], send_all: SendAll, what: str) -> None:
         pending = failed
 
 
+def row_sends(topic: str, table: str, lines: list[bytes], max_bytes: int, partition: int | None = None) -> list[Send]:
+    """JSONEachRow lines of one table (rows without a raw origin: sessions, issue states, alerts) as
+    storage records, each cut below ``max_bytes`` (a line alone is never cut): the lines of a step
+    that closed thousands of sessions at once would otherwise pass Kafka's 1 MB limit."""
+    sends: list[Send] = []
+    headers = [(HEADER_TABLE, table.encode())]
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) + 1 > max_bytes:
+            sends.append((topic, None, b"\n".join(chunk), partition, headers))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        sends.append((topic, None, b"\n".join(chunk), partition, headers))
+    return sends
+
+
 def dead_letter_send(topic: str, dl: DeadLetter) -> Send:
     """A dead letter as a send: the sink stores it in ``dead_letters`` like the collector's."""
     return (topic, None, dl.to_row_json(), None, [(HEADER_TABLE, b"dead_letters")])

@@ -32,9 +32,9 @@ import faust
 import orjson
 
 from agents.state import WorkerState
-from agents.delivery import Send, SendAll, dead_letter_send, deliver_all
+from agents.delivery import Send, SendAll, dead_letter_send, deliver_all, row_sends
 from agents.skips import CompleteBatches, to_raw_message
-from pipeline.contract import HEADER_TABLE, reason_kind
+from pipeline.contract import reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.issues import (
     Command,
@@ -90,6 +90,7 @@ class IssueAgent:
         self.storage_topic, self.transitions_topic = kafka.topic_storage, kafka.topic_issue_transitions
         self.dead_letter_topic = kafka.topic_dead_letter
         self.storage_partitions = kafka.partitions
+        self.max_record_bytes = settings.worker.max_record_bytes
         self.batches = CompleteBatches(app, kafka.bootstrap_servers)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
         self.changelog = self.table.changelog_topic.get_topic_name()
@@ -161,11 +162,11 @@ class IssueAgent:
             states.append((key, partition, state))
         sends: list[Send] = list(dead)
         if states:
-            rows = b"\n".join(orjson.dumps(state_row(s, now_ms)) for _, _, s in states)
-            sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"issue_state")]))
+            sends += row_sends(self.storage_topic, "issue_state", [orjson.dumps(state_row(s, now_ms)) for _, _, s in states],
+                               self.max_record_bytes)
         if transitions:
-            rows = b"\n".join(orjson.dumps(transition_row(t)) for t in transitions)
-            sends.append((self.storage_topic, None, rows, None, [(HEADER_TABLE, b"issue_transitions")]))
+            sends += row_sends(self.storage_topic, "issue_transitions", [orjson.dumps(transition_row(t)) for t in transitions],
+                               self.max_record_bytes)
             # keyed by project: alert rules meet them in the partition of the project's rollup partials
             sends += [(self.transitions_topic, t.project.encode(), orjson.dumps(t.to_json()), None, [])
                       for t in transitions if t.alertable]

@@ -28,8 +28,7 @@ from typing import Any
 
 import orjson
 
-from agents.delivery import Send
-from pipeline.contract import HEADER_TABLE
+from agents.delivery import Send, row_sends
 from pipeline.ingest.process import ProcessedBatch
 from pipeline.metrics import ACTIVE_SESSIONS, LATE_EVENTS, SESSION_OUTPUTS, SESSION_REPLAY_SKIPPED
 from pipeline.sessions.partition import PartitionSessions, Step, process_isolating, split_key
@@ -58,6 +57,7 @@ class SessionStore:
         self.storage_topic = settings.kafka.topic_storage
         self.signal_topic = settings.kafka.topic_ux_signals
         self.storage_partitions = settings.kafka.partitions
+        self.max_record_bytes = settings.worker.max_record_bytes
         self.changelog = changelog_topic(settings)
         self.parts: dict[int, PartitionSessions] = {}
         self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
@@ -130,8 +130,8 @@ class SessionStore:
         for p, step in steps:
             partition = p % self.storage_partitions
             for table, rows in rows_by_table(step.emitted).items():
-                value = b"\n".join(orjson.dumps(r) for r in rows)
-                sends.append((self.storage_topic, None, value, partition, [(HEADER_TABLE, table.encode())]))
+                sends += row_sends(self.storage_topic, table, [orjson.dumps(r) for r in rows], self.max_record_bytes,
+                                   partition)
                 SESSION_OUTPUTS.labels(table).inc(len(rows))
             for signal in signals(step.emitted):
                 sends.append((self.signal_topic, signal["project"].encode(), orjson.dumps(signal), None, []))

@@ -13,6 +13,11 @@ from pydantic import BaseModel, Field
 DeadLetterStep = Literal["collector", "worker", "sink"]
 
 
+# Bytes of the rejected input a dead letter keeps: even escaped as JSON (up to 6 bytes per byte) its
+# record stays under Kafka's default 1 MB limit.
+MAX_PAYLOAD_BYTES = 128 * 1024
+
+
 class DeadLetter(BaseModel):
     """One rejected input. Its JSON keys are the ``dead_letters`` table's columns."""
 
@@ -28,6 +33,19 @@ class DeadLetter(BaseModel):
     @classmethod
     def of(cls, raw: bytes, *, step: DeadLetterStep, source: str, reason: str, project: str = "",
            event_id: str = "", now: datetime | None = None) -> "DeadLetter":
+        """The input's first ``MAX_PAYLOAD_BYTES`` are kept (the reason says when it was cut): a dead
+        letter travels as one Kafka record, and an input near the broker's 1 MB limit, escaped as
+        JSON or base64, would pass it."""
+        if len(raw) > MAX_PAYLOAD_BYTES:
+            reason = f"{reason} (payload cut to its first {MAX_PAYLOAD_BYTES} of {len(raw)} bytes)"
+            raw = raw[:MAX_PAYLOAD_BYTES]
+            for cut in range(4):  # a UTF-8 text cut inside a character stays text
+                try:
+                    raw[:len(raw) - cut].decode("utf-8")
+                    raw = raw[:len(raw) - cut]
+                    break
+                except UnicodeDecodeError:
+                    continue
         try:
             payload, encoding = raw.decode("utf-8"), "utf8"
         except UnicodeDecodeError:

@@ -211,3 +211,16 @@ def test_direct_producers_are_held_to_the_collectors_time_window() -> None:
     clamped = process_batch([msg(ev("vital", timestamp="9999-01-01T00:00:00Z"))], RecentIds(1000), 2, NOW,
                             time_window=EventTimeWindow(out_of_range="clamp"))
     assert clamped.dead_letters == [] and rows(clamped.storage[0].value)[0]["timestamp"].startswith("2026-11-23T09:20")
+
+
+def test_no_dead_letter_record_passes_a_megabyte() -> None:
+    """A rejected input near Kafka's 1 MB limit, escaped as JSON or base64, would pass it."""
+    from pipeline.contract.dead_letter import MAX_PAYLOAD_BYTES
+
+    for raw in (b'"\x01' * 450_000, b"\xff\xfe" * 450_000, ("é" * 400_000).encode()):
+        out = run(msg(raw, offset=9))
+        (dead,) = out.dead_letters
+        assert len(dead.to_row_json()) < 1_000_000
+        assert f"payload cut to its first {MAX_PAYLOAD_BYTES} of {len(raw)} bytes" in dead.reason
+    text = run(msg(("é" * 400_000).encode())).dead_letters[0]
+    assert text.payload_encoding == "utf8" and text.payload == "é" * (MAX_PAYLOAD_BYTES // 2)
