@@ -96,8 +96,8 @@ class IngestRunner:
             max_batch_size=min(1_000_000, k.max_request_bytes), request_timeout_ms=30_000)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=k.bootstrap_servers, group_id=w.ingest_group(), enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=w.batch_size, fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+            auto_offset_reset="earliest", max_poll_records=w.batch_size, fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=2 * 1024 * 1024, session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
             partition_assignment_strategy=(RangePartitionAssignor,), group_instance_id=w.group_instance_id() + "-ingest")
         await producer.start()
         self.sender = BatchSender(producer)
