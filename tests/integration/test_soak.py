@@ -245,11 +245,23 @@ async def drive(settings: Any, procs: PipelineProcs, procs_b: PipelineProcs, b_p
             elif step == "start B":
                 procs_b.start("worker", PULSE_WORKER_DATA_DIR=str(settings.worker.data_dir) + "-b",
                               PULSE_WORKER_WEB_PORT=str(b_port), PULSE_WORKER_INSTANCE_ID="soak-worker-b")
+                asyncio.create_task(watch_b())
             elif step == "stop B":
                 timeline["B exit code"] = await asyncio.to_thread(procs_b.stop, "worker", signal.SIGTERM, 30.0)
             else:
                 malformed += await produce_malformed(settings.kafka.bootstrap_servers, list(settings.kafka.raw_topics),
                                                      malformed)
+
+    async def watch_b() -> None:
+        """The raw partitions worker B holds once it is ready (it must get some: scale-out)."""
+        while time.monotonic() < t0 + B_LEAVES_AT - 2:
+            doc = await asyncio.to_thread(health, b_port)
+            if doc and doc.get("ready"):
+                raw = [p for p in doc["assigned_partitions"] if p.rsplit(":", 1)[0] in settings.kafka.raw_topics]
+                timeline["B ready"] = round(time.monotonic() - t0, 1)
+                timeline["B raw partitions"] = len(raw)
+                return
+            await asyncio.sleep(1.0)
 
     async def burst(session: Any, tasks: list[asyncio.Task[None]]) -> None:
         await asyncio.sleep(max(0.0, t0 + BURST[0] - time.monotonic()))
@@ -317,6 +329,8 @@ def settle_and_check(settings: Any, procs: PipelineProcs, tally: Tally, timeline
     figures["open_sessions"] = open_sessions(doc)
     figures["buffered_events"] = sum(p.get("buffered_events", 0) for p in doc.get("sessions", {}).values())
     figures["worker_a_rss_at_ready_mb"] = round(timeline["_rss_ready_bytes"] / 2**20, 1)
+    figures["worker_a_raw_partitions_at_end"] = len([p for p in doc.get("assigned_partitions", [])
+                                                     if p.rsplit(":", 1)[0] in settings.kafka.raw_topics])
     figures["largest_record_worker_health"] = doc.get("ingest", {}).get("largest_record_bytes")
     figures["rss_per_open_session_bytes"] = round((mem["VmRSS"] - timeline["_rss_ready_bytes"]) / max(1, figures["open_sessions"]))
     tag = settings.worker.app_id.rsplit("-", 1)[1]
@@ -349,6 +363,8 @@ def settle_and_check(settings: Any, procs: PipelineProcs, tally: Tally, timeline
     assert distinct == {t: expected.get(t, 0) for t in RAW_TABLES}, (distinct, dict(expected))  # none lost
     assert last.get("dead_letters", 0) == malformed, figures["dead_letter_reasons"]
     assert not [r for r in dead if r[0].startswith("worker error") or "batch" in r[0]], dead
+    assert timeline.get("B raw partitions", 0) > 0, timeline  # B shared the work
+    assert figures["worker_a_raw_partitions_at_end"] == 3 * 4, doc  # and A took its partitions back
     assert (len(firing), len(resolved)) == (1, 1), burst_alerts
     assert next(iter(firing.values()))["labels"].get("page") == "/pay"
     assert sorted(tuple(r) for r in table_alerts) == [("firing", "1"), ("resolved", "1")], table_alerts
