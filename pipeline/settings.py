@@ -211,7 +211,12 @@ class WorkerSettings(BaseSettings):
     max_record_bytes: int = Field(512 * 1024, ge=16 * 1024, le=900 * 1024,
                                   description="PULSE_WORKER_MAX_RECORD_BYTES: largest record the worker produces "
                                   "(storage rows and alert partials are cut below it; Kafka's default limit is 1 MB)")
-    dedup_capacity: int = Field(500_000, ge=1000, description="PULSE_WORKER_DEDUP_CAPACITY: recent event_ids remembered")
+    dedup_capacity: int = Field(500_000, ge=1000, description="PULSE_WORKER_DEDUP_CAPACITY: recent event_ids remembered "
+                                "(at least this many, at most twice)")
+    dedup_rebuild_s: float = Field(120.0, ge=0, description="PULSE_WORKER_DEDUP_REBUILD_S: when a worker takes a raw "
+                                   "partition (start, restart, rebalance) it reads back this many seconds of the "
+                                   "partition before its committed offset and remembers their event ids, so an SDK "
+                                   "retry of an event the previous holder stored is still dropped; 0 turns it off")
     data_dir: Path = Field(Path(".pulse/worker"), description="PULSE_WORKER_DATA_DIR: Faust table state")
     web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
     web_host: str = Field("127.0.0.1", description="PULSE_WORKER_WEB_HOST: bind address of /health and /metrics "

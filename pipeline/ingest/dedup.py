@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from uuid import UUID
+
+import orjson
 
 
 class RecentIds:
@@ -39,6 +41,28 @@ class RecentIds:
         if len(current) >= self.capacity:
             self._previous, self._current = current, set()
         return True
+
+    def remember(self, raw_values: Iterable[bytes]) -> int:
+        """Mark the event ids of raw messages (one event or an array) as seen, without judging them:
+        what a worker taking over a partition reads back from before its committed offset. Messages
+        that are not JSON, and ids that are not UUIDs, are passed over (validation rejected them then
+        too). Returns how many ids were new."""
+        new = 0
+        for value in raw_values:
+            try:
+                doc = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            for event in doc if isinstance(doc, list) else (doc,):
+                event_id = event.get("event_id") if isinstance(event, dict) else None
+                if not isinstance(event_id, str):
+                    continue
+                try:
+                    key = UUID(event_id)
+                except ValueError:
+                    continue
+                new += self.first_time(key)
+        return new
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)

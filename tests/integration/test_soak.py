@@ -186,11 +186,6 @@ def counts(settings: Any) -> dict[str, int]:
     return {name: int(n) for name, n in query(settings, sql)}
 
 
-@pytest.mark.xfail(raises=DuplicatedRows, strict=True, reason=(
-    "known defect (issue 14): the worker's event_id dedup memory (agents/ingest.py IngestRunner.dedup, a "
-    "process-local RecentIds) starts empty after a restart and does not follow a partition to another worker, so "
-    "an SDK retry of an event the previous holder already stored is stored again (~340 rows of ~190k per run). "
-    "Every other check of the soak is a hard failure; remove this marker when the dedup follows the partition."))
 def test_soak_kill_join_leave_exact(kafka_bootstrap: str, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)

@@ -35,3 +35,17 @@ def test_uuids_are_kept_as_ints_and_match_themselves() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         RecentIds(0)
+
+
+def test_remember_marks_the_ids_of_raw_messages_as_seen() -> None:
+    import uuid
+
+    import orjson
+
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    ids = RecentIds(capacity=100)
+    added = ids.remember([orjson.dumps({"event_id": a}), orjson.dumps([{"event_id": b.upper()}, {"x": 1}]),
+                          b"{not json", orjson.dumps({"event_id": "not-a-uuid"}), orjson.dumps([1, "x"])])
+    assert added == 2
+    assert ids.first_time(uuid.UUID(a)) is False and ids.first_time(uuid.UUID(b)) is False  # any spelling
+    assert ids.first_time(uuid.UUID(c)) is True
