@@ -368,6 +368,9 @@ def settle_and_check(settings: Any, procs: PipelineProcs, tally: Tally, timeline
     assert mem["VmRSS"] < RSS_BOUND_BYTES, figures
     if {t: last.get(t, 0) for t in RAW_TABLES} != {t: expected.get(t, 0) for t in RAW_TABLES}:
         raise DuplicatedRows(f"rows {last} != distinct acknowledged events {dict(expected)}")
+    # Rollups are exact too: every stored event counted once in its minute, across the kill and both rebalances.
+    (rolled,), = query(settings, "SELECT sum(events) FROM rollups_minute")
+    assert int(rolled) == sum(expected.get(t, 0) for t in RAW_TABLES), (rolled, dict(expected))
     return figures
 
 
