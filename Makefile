@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install deps kafka-jars browser-deps demo test test-unit bench clean
+.PHONY: install deps kafka-jars browser-deps sdk-deps demo test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -24,12 +24,15 @@ kafka-jars: deps
 browser-deps:
 	bash deploy/ensure-browser-deps.sh
 
+sdk-deps:
+	bash deploy/ensure-sdk-deps.sh
+
 ## End to end on the embedded defaults: Kafka + collector + worker + sink + demo traffic + summary.
 demo: install kafka-jars
 	$(BIN)/pulse demo $(ARGS)
 
 ## The whole test suite, against a real Kafka broker and real chDB.
-test: install kafka-jars browser-deps
+test: install kafka-jars browser-deps sdk-deps
 	$(BIN)/python -m pytest -p no:cacheprovider -ra $(ARGS)
 
 test-unit: install

@@ -601,8 +601,8 @@ def _exception(source: _Source) -> list[dict[str, Any]]:
         payload: dict[str, Any] = {
             "exception_type": _text(first.get("type"), SHORT) or "Error",
             "message": _text(first.get("value"), LONG) or "",
-            "stacktrace": _frames(outermost_first(stacktrace.get("frames"), _first_text(props, ("$lib",)),
-                                                  _first_text(props, ("$lib_version",)))),
+            "stacktrace": _frames(without_go_panic_handler(outermost_first(
+                stacktrace.get("frames"), _first_text(props, ("$lib",)), _first_text(props, ("$lib_version",))))),
             "handled": handled,
             "mechanism": {"type": _text(mechanism.get("type"), SHORT) or "generic", "handled": handled},
         }
@@ -793,6 +793,31 @@ def outermost_first(frames: Any, lib: str | None, lib_version: str | None) -> An
     if _is_one_of(first, _CAPTURE_FUNCTIONS) and not _is_one_of(last, _CAPTURE_FUNCTIONS):
         return frames[::-1]
     return frames
+
+
+_GO_RUNTIME_FUNCTION = re.compile(r"runtime[./]")
+
+
+def _is_go(frame: dict[str, Any]) -> bool:
+    return "go" in (frame.get("platform"), frame.get("lang"))
+
+
+def without_go_panic_handler(frames: Any) -> Any:
+    """Go frames (outermost first) as sentry-go reports a recovered panic: the frames from
+    ``runtime.gopanic`` on are the deferred handler that captured the stack (posthog-go records the
+    stack where ``NewDefaultException`` is called), not the failure, so they are dropped; and Go
+    ``runtime`` frames are not in-app, whatever the SDK says (posthog-go's ``SimpleInAppDecider``
+    calls every GOROOT frame in-app). Frames of other platforms are left as sent."""
+    if not isinstance(frames, list):
+        return frames
+    if not any(isinstance(f, dict) and _is_go(f) for f in frames):
+        return frames
+    panic = max((i for i, f in enumerate(frames) if isinstance(f, dict) and f.get("function") == "runtime.gopanic"),
+                default=None)
+    if panic is not None and panic > 0:
+        frames = frames[:panic]
+    return [{**f, "in_app": False} if isinstance(f, dict) and _is_go(f) and f.get("in_app") is True
+            and _GO_RUNTIME_FUNCTION.match(_text(f.get("function"), SHORT) or "") else f for f in frames]
 
 
 def _frames(raw: Any) -> list[dict[str, Any]]:

@@ -661,3 +661,37 @@ def test_exception_frames_are_put_outermost_first_for_every_sdk(frames: list[dic
                                                                 expected: list[str]) -> None:
     [native] = translate_one(exception_event(frames, **props))
     assert [f.get("function") for f in native["error"]["stacktrace"]] == expected
+
+
+def _go_frame(function: str, filename: str, platform: str) -> dict[str, Any]:
+    # posthog-go's SimpleInAppDecider calls every frame outside the module cache and vendor/ in-app
+    return {"function": function, "filename": filename, "lineno": 7, "in_app": True, "platform": platform,
+            **({"lang": "go"} if platform == "native" else {})}
+
+
+@pytest.mark.parametrize("platform", ["go", "native"])  # "native" when the binary has a build id (>= 1.22)
+def test_posthog_go_recovered_panic_is_reported_where_it_panicked(platform: str) -> None:
+    """posthog-go records the stack where NewDefaultException is called: in a deferred recover, that is
+    the handler. As sentry-go does, the frames from runtime.gopanic on go, and runtime frames are not in-app."""
+    goroot = "/usr/local/go/src/runtime"
+    frames = [_go_frame("runtime.goexit", f"{goroot}/asm_amd64.s", platform),
+              _go_frame("runtime.main", f"{goroot}/proc.go", platform),
+              _go_frame("main.main", "/app/main.go", platform),
+              _go_frame("main.checkout", "/app/main.go", platform),
+              _go_frame("main.chargeCard", "/app/main.go", platform),
+              _go_frame("runtime.gopanic", f"{goroot}/panic.go", platform),
+              _go_frame("main.recoverCheckout.func1", "/app/main.go", platform),
+              _go_frame("main.run.func3", "/app/main.go", platform)]
+    [native] = translate_one(exception_event(frames, **{"$lib": "posthog-go", "$lib_version": "1.23.1"}))
+    stored = native["error"]["stacktrace"]
+    assert [f["function"] for f in stored] == ["runtime.goexit", "runtime.main", "main.main", "main.checkout",
+                                               "main.chargeCard"]
+    assert [f["in_app"] for f in stored] == [False, False, True, True, True]
+
+
+def test_frames_of_other_platforms_keep_the_sdks_in_app() -> None:
+    frames = [{"function": "runtime.start", "filename": "/app/runtime.js", "in_app": True, "platform": "node:javascript"},
+              {"function": "runtime.gopanic", "filename": "/app/x.js", "in_app": True}]
+    [native] = translate_one(exception_event(frames, **{"$lib": "posthog-node"}))
+    assert [(f["function"], f["in_app"]) for f in native["error"]["stacktrace"]] == [
+        ("runtime.start", True), ("runtime.gopanic", True)]
