@@ -126,6 +126,22 @@ class ClickHouseSettings(BaseSettings):
     def embedded(self) -> bool:
         return self.url is None
 
+    def data_identity(self) -> str:
+        """Which data these settings mean, comparable across processes: the chDB directory's resolved
+        path, or the server URL (without credentials) and database. The sink reports its own in
+        /health; ``pulse query`` refuses a sink whose identity is not its own.
+
+        Example: ``chdb:/srv/pulse/.pulse/chdb`` or ``clickhouse:http://ch:8123/pulse``.
+        """
+        if self.url is None:
+            return f"chdb:{self.path.expanduser().resolve()}"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return f"clickhouse:{parts.scheme}://{netloc}/{self.database}"
+
 
 class CollectorSettings(BaseSettings):
     """HTTP collector (``PULSE_COLLECTOR_*``)."""
