@@ -233,10 +233,12 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
         response = json_response(exc.status, {"error": exc.message}, exc.headers)
     except web.HTTPException as exc:
         response = _json(exc.status, {"error": exc.reason})
-    except ConnectionError:
-        if not _client_gone(request):
+    except ConnectionError:  # the client's (it went away: 499, nobody reads the answer) or a backend's (500)
+        gone = _client_gone(request)
+        if not gone:
             log.exception("unexpected error on %s %s", request.method, request.path)
-        response = _json(CLIENT_CLOSED_REQUEST if _client_gone(request) else 500, {"error": "internal error"})
+        response = _json(CLIENT_CLOSED_REQUEST if gone else 500, {"error": "client closed the connection" if gone
+                                                                   else "internal error"})
     except Exception:  # noqa: BLE001 - the boundary: log it, answer 500, keep serving
         log.exception("unexpected error on %s %s", request.method, request.path)
         response = _json(500, {"error": "internal error"})

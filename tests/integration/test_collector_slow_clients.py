@@ -29,6 +29,8 @@ SLOW_CLIENTS = 300
 BODY_TIMEOUT_S = 6.0
 SLOW_AFTER_S = 1.0
 MAX_SLOW = 50
+HEADER_TIMEOUT_S = 4.0
+SLOW_HEADERS = 20
 MARGIN_S = 10.0  # linger (1 s) + scheduling on a shared 2-core box
 GIVE_UP_S = 60.0  # the trickle stops here at the latest: the test loops are bounded
 
@@ -77,6 +79,27 @@ async def trickle(settings: Settings) -> tuple[bytes, float | None]:
         writer.close()
 
 
+async def trickle_headers(settings: Settings) -> float | None:
+    """Request headers one byte per second; seconds until the server closed, None if it never did."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", settings.collector.port)
+    t0 = time.monotonic()
+    closed = asyncio.create_task(reader.read())
+    try:
+        for byte in head(settings, "Content-Length: 2") * 100:
+            if closed.done() or time.monotonic() - t0 > GIVE_UP_S:
+                break
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.wait([closed], timeout=1.0)
+        return time.monotonic() - t0 if closed.done() else None
+    finally:
+        closed.cancel()
+        writer.close()
+
+
 async def hang_up_mid_body(settings: Settings, framing: str, sent: bytes) -> None:
     """Send headers and a body that is complete JSON but not a complete HTTP body, then close."""
     _, writer = await asyncio.open_connection("127.0.0.1", settings.collector.port)
@@ -110,7 +133,8 @@ async def test_slow_bodies_are_closed_in_time_and_vanished_clients_are_499(kafka
                                                                           tmp_path: Path) -> None:
     settings = make_settings(kafka_bootstrap, tmp_path, PULSE_COLLECTOR_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
                              PULSE_COLLECTOR_SLOW_BODY_AFTER_S=str(SLOW_AFTER_S),
-                             PULSE_COLLECTOR_MAX_SLOW_BODIES=str(MAX_SLOW))
+                             PULSE_COLLECTOR_MAX_SLOW_BODIES=str(MAX_SLOW),
+                             PULSE_COLLECTOR_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S))
     await ensure_topics(settings.kafka)
     with running_pipeline(settings, tmp_path / "logs", ("collector",)):
         async with aiohttp.ClientSession() as http:
@@ -128,12 +152,14 @@ async def test_slow_bodies_are_closed_in_time_and_vanished_clients_are_499(kafka
 
             # 300 trickling bodies; normal requests are served meanwhile.
             slow = [asyncio.create_task(trickle(settings)) for _ in range(SLOW_CLIENTS)]
+            slow_heads = [asyncio.create_task(trickle_headers(settings)) for _ in range(SLOW_HEADERS)]
             await asyncio.sleep(SLOW_AFTER_S + 1.0)
             normal = [vital(f"normal-{i}") for i in range(10)]
             t_normal = time.monotonic()
             statuses = [await post_one(http, settings, event) for event in normal]
             normal_s = time.monotonic() - t_normal
             results = await asyncio.gather(*slow)
+            head_closed = await asyncio.gather(*slow_heads)
 
             assert statuses == [200] * len(normal), statuses
             closed = [after for _, after in results]
@@ -144,7 +170,11 @@ async def test_slow_bodies_are_closed_in_time_and_vanished_clients_are_499(kafka
             refused = sum(line.startswith(b"HTTP/1.1 503") for line in lines)
             assert timed_out + refused == SLOW_CLIENTS, set(lines)
             assert 0 < timed_out <= MAX_SLOW, (timed_out, refused)
-            print(f"\n{SLOW_CLIENTS} slow bodies: {timed_out} x 408, {refused} x 503; last closed after "
+            assert None not in head_closed, f"{head_closed.count(None)} slow headers still open after {GIVE_UP_S} s"
+            assert max(c for c in head_closed if c is not None) <= HEADER_TIMEOUT_S + MARGIN_S, sorted(head_closed)
+            print(f"\n{SLOW_HEADERS} trickled headers closed after at most "
+                  f"{max(c for c in head_closed if c is not None):.2f} s (header timeout {HEADER_TIMEOUT_S} s)")
+            print(f"{SLOW_CLIENTS} slow bodies: {timed_out} x 408, {refused} x 503; last closed after "
                   f"{max(c for c in closed if c is not None):.2f} s (body timeout {BODY_TIMEOUT_S} s); "
                   f"10 normal requests meanwhile in {normal_s:.2f} s")
 
