@@ -49,7 +49,7 @@ from pipeline.api.issues import add_issue_routes
 from pipeline.api.metrics import add_metric_routes
 from pipeline.api.report import add_report_routes
 from pipeline.collector.body import (BODY_LIMITS, CLIENT_CLOSED_REQUEST, GZIP_MAGIC, BodyLimits, Problem, SlowBodies,
-                                     decompress_gzip, read_body)
+                                     client_gone, decompress_gzip, read_body)
 from pipeline.collector.intake import RateLimited, intake, setup_intake
 from pipeline.collector.sdk import add_sdk_routes
 from pipeline.dashboard.routes import add_dashboard_routes
@@ -234,7 +234,7 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
     except web.HTTPException as exc:
         response = _json(exc.status, {"error": exc.reason})
     except ConnectionError:  # the client's (it went away: 499, nobody reads the answer) or a backend's (500)
-        gone = _client_gone(request)
+        gone = client_gone(request)
         if not gone:
             log.exception("unexpected error on %s %s", request.method, request.path)
         response = _json(CLIENT_CLOSED_REQUEST if gone else 500, {"error": "client closed the connection" if gone
@@ -251,10 +251,6 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
     HTTP_REQUESTS.labels(PROCESS, endpoint, str(response.status)).inc()
     HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint).observe(time.perf_counter() - t0)
     return response
-
-
-def _client_gone(request: web.Request) -> bool:
-    return request.transport is None or request.transport.is_closing()
 
 
 def make_app(settings: Settings, producer: EventProducer) -> web.Application:

@@ -18,8 +18,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_gzip
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "GZIP_MAGIC", "BodyLimits", "Problem", "SlowBodies", "decompress_gzip",
-           "read_body"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "GZIP_MAGIC", "BodyLimits", "Problem", "SlowBodies", "client_gone",
+           "decompress_gzip", "read_body"]
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before the answer"; never sent
 
@@ -70,6 +70,11 @@ class BodyLimits:
 BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
 
 
+def client_gone(request: web.Request) -> bool:
+    """The connection is closed or closing: whatever we answer, nobody reads it."""
+    return request.transport is None or request.transport.is_closing()
+
+
 # ------------------------------------------------------------------ pure steps (bytes -> items)
 
 
@@ -85,7 +90,8 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes | P
     """Read the body within the app's ``BodyLimits``: at most ``limit`` (default max_bytes) bytes
     off the wire whatever Content-Length claims, complete within the deadline, slow only with a slot.
 
-    Problems: 413 too large, 408 too slow, 503 too many slow bodies at once, 499 client gone.
+    Problems: 413 too large, 408 too slow, 503 too many slow bodies at once, 400 broken chunked
+    framing, 499 client gone.
     """
     limits = request.app[BODY_LIMITS]
     limit = limits.max_bytes if limit is None else limit
@@ -119,6 +125,8 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes | P
                 return Problem(413, f"body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
     except (ConnectionError, HttpProcessingError) as exc:
+        if isinstance(exc, HttpProcessingError) and not client_gone(request):
+            return Problem(400, f"malformed request body framing: {exc.message}")
         return Problem(CLIENT_CLOSED_REQUEST, f"client closed the connection before the body was complete: {exc}")
     finally:
         if is_slow:

@@ -15,7 +15,8 @@ from aiohttp.test_utils import make_mocked_request
 from pipeline.collector.body import BODY_LIMITS, BodyLimits, Problem, SlowBodies, read_body
 
 
-def _request(limits: BodyLimits, content_length: int | None = None) -> tuple[web.Request, StreamReader]:
+def _request(limits: BodyLimits, content_length: int | None = None, transport: Mock | None = None
+             ) -> tuple[web.Request, StreamReader]:
     loop = asyncio.get_running_loop()
     protocol = BaseProtocol(loop)
     protocol.transport = Mock()  # "connected"; the bytes come from feed_data
@@ -23,7 +24,9 @@ def _request(limits: BodyLimits, content_length: int | None = None) -> tuple[web
     app = web.Application()
     app[BODY_LIMITS] = limits
     headers = {} if content_length is None else {"Content-Length": str(content_length)}
-    return make_mocked_request("POST", "/api/v1/events", headers=headers, payload=payload, app=app), payload
+    transport = transport or Mock(is_closing=Mock(return_value=True))  # the client's side is gone
+    return make_mocked_request("POST", "/api/v1/events", headers=headers, payload=payload, app=app,
+                               transport=transport), payload
 
 
 def _limits(timeout_s: float = 5.0, slow_after_s: float = 5.0, max_slow: int = 4, max_bytes: int = 1024) -> BodyLimits:
@@ -97,6 +100,21 @@ async def test_a_client_gone_mid_body_is_499() -> None:
     request, payload = _request(_limits(), content_length=100)
     payload.feed_data(b'[{"a"')
     asyncio.get_running_loop().call_later(0.05, payload.set_exception, ConnectionResetError("Connection lost"))
+    problem = await read_body(request)
+    assert isinstance(problem, Problem) and problem.status == 499, problem
+
+
+async def test_broken_chunked_framing_from_a_connected_client_is_400_and_from_a_gone_one_499() -> None:
+    from aiohttp.http_exceptions import TransferEncodingError
+
+    open_transport = Mock(is_closing=Mock(return_value=False))
+    request, payload = _request(_limits(), transport=open_transport)
+    payload.feed_data(b"[")
+    payload.set_exception(TransferEncodingError("Not enough data to satisfy transfer length header."))
+    problem = await read_body(request)
+    assert isinstance(problem, Problem) and problem.status == 400, problem
+    request, payload = _request(_limits())
+    payload.set_exception(TransferEncodingError("Not enough data to satisfy transfer length header."))
     problem = await read_body(request)
     assert isinstance(problem, Problem) and problem.status == 499, problem
 
