@@ -154,7 +154,7 @@ def query(sql: str = typer.Argument(..., help="A read-only query (SELECT, SHOW, 
     try:
         sys.stdout.write(run_query(load_settings(), sql, fmt))
     except QueryError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{exc}[/red]", soft_wrap=True, markup=True, highlight=False)  # paths stay whole
         raise typer.Exit(1) from exc
 
 
@@ -166,7 +166,7 @@ def forget_user_command(user_id: str = typer.Argument(..., help="The user id (or
     import urllib.error
     import urllib.request
 
-    from pipeline.storage.query_client import sink_url
+    from pipeline.storage.query_client import WrongSink, check_sink_serves_own_data, sink_url
 
     settings = load_settings()
     if not yes:
@@ -180,8 +180,12 @@ def forget_user_command(user_id: str = typer.Argument(..., help="The user id (or
         if token is not None:
             req.add_header("Authorization", f"Bearer {token.get_secret_value()}")
         try:
+            check_sink_serves_own_data(settings)  # never delete from another pipeline's data
             with urllib.request.urlopen(req, timeout=600) as resp:
                 deleted = json.loads(resp.read())["deleted"]
+        except WrongSink as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
         except urllib.error.HTTPError as exc:
             console.print(f"[red]{exc.read().decode(errors='replace')}[/red]")
             raise typer.Exit(1) from exc

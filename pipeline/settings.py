@@ -126,6 +126,22 @@ class ClickHouseSettings(BaseSettings):
     def embedded(self) -> bool:
         return self.url is None
 
+    def data_identity(self) -> str:
+        """Which data these settings mean, comparable across processes: the chDB directory's resolved
+        path, or the server URL (without credentials) and database. The sink reports its own in
+        /health; ``pulse query`` refuses a sink whose identity is not its own.
+
+        Example: ``chdb:/srv/pulse/.pulse/chdb`` or ``clickhouse:http://ch:8123/pulse``.
+        """
+        if self.url is None:
+            return f"chdb:{self.path.expanduser().resolve()}"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return f"clickhouse:{parts.scheme}://{netloc}/{self.database}"
+
 
 class CollectorSettings(BaseSettings):
     """HTTP collector (``PULSE_COLLECTOR_*``)."""
@@ -143,6 +159,18 @@ class CollectorSettings(BaseSettings):
     max_events_per_request: int = Field(1000, ge=1, description="PULSE_COLLECTOR_MAX_EVENTS_PER_REQUEST")
     produce_timeout_s: float = Field(5.0, gt=0, description="PULSE_COLLECTOR_PRODUCE_TIMEOUT_S: then 503 + Retry-After")
     retry_after_s: int = Field(5, ge=1, description="PULSE_COLLECTOR_RETRY_AFTER_S: Retry-After on 503")
+    header_timeout_s: float = Field(
+        15.0, gt=0, description="PULSE_COLLECTOR_HEADER_TIMEOUT_S: a connection must deliver complete request headers "
+        "this many seconds after it opens or after the previous answer, else it is closed (also the keep-alive idle time)")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="PULSE_COLLECTOR_BODY_TIMEOUT_S: a request body must be complete this many seconds "
+        "after its headers, else 408 and the connection is closed")
+    slow_body_after_s: float = Field(
+        2.0, gt=0, description="PULSE_COLLECTOR_SLOW_BODY_AFTER_S: a body still arriving this long after its headers "
+        "is slow and needs one of PULSE_COLLECTOR_MAX_SLOW_BODIES slots to go on")
+    max_slow_bodies: int = Field(
+        64, ge=0, description="PULSE_COLLECTOR_MAX_SLOW_BODIES: slow bodies read at once; one more is answered 503 + "
+        "Retry-After and closed, so trickling clients cannot hold the collector")
     rate_limits: dict[str, int] = Field(
         default_factory=dict, description='PULSE_COLLECTOR_RATE_LIMITS: JSON project -> events per minute, e.g. {"shop": 60000}; '
         "over it: 429 + Retry-After (Sentry: also X-Sentry-Rate-Limits); unlisted projects are not limited")

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.api.common import SETTINGS, ApiError, check_access, json_response, query_rows, quote
+from pipeline.collector.body import Problem, read_body
 from pipeline.ingest.producer import EventProducer, ProduceError
 from pipeline.issues import ACTIONS, STATUSES, Command, record_key
 from pipeline.settings import Settings
@@ -127,7 +128,9 @@ async def post_issue_action(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     check_access(request, settings)
     body: Any = {}
-    raw = await request.read()
+    raw = await read_body(request)
+    if isinstance(raw, Problem):
+        raise ApiError(raw.status, raw.message)
     if raw.strip():
         try:
             body = orjson.loads(raw)

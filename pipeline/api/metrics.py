@@ -34,6 +34,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.api.common import SETTINGS, ApiError, check_access, json_response, query_rows, quote
+from pipeline.collector.body import Problem, read_body
 from pipeline.contract.events import MetricPayload
 from pipeline.ingest.producer import EventProducer, ProduceError
 
@@ -102,7 +103,9 @@ async def post_metrics(request: web.Request) -> web.Response:
     project = settings.collector.project_keys.get(key) if key else None
     if project is None:
         raise ApiError(401, "missing or unknown project key (header X-Pulse-Key or query parameter key)")
-    raw = await request.read()
+    raw = await read_body(request)
+    if isinstance(raw, Problem):
+        raise ApiError(raw.status, raw.message)
     try:
         doc = orjson.loads(raw)
     except ValueError as exc:

@@ -13,6 +13,11 @@ Endpoints:
     — issues and decisions about them (``pipeline/api/issues.py``).
   * ``GET /health`` — 200/503 with per-dependency detail. ``GET /metrics`` — Prometheus text.
 
+Slow and vanishing clients (``pipeline/collector/body.py``): headers must be complete within
+header_timeout_s (else the connection closes), bodies within body_timeout_s (408); a body still
+arriving after slow_body_after_s needs one of max_slow_bodies slots (else 503 + Retry-After). An
+answer sent before the body was read closes the connection. A client gone mid-body counts as 499.
+
 Serve with ``auto_decompress=False`` (``run_collector`` and the tests do): the handler then inflates
 gzip itself with a cap on the output, so a gzip bomb costs at most max_body_bytes, and bad gzip is a
 400 naming the problem. Under aiohttp's default (auto_decompress=True) the body arrives inflated
@@ -43,7 +48,8 @@ from pipeline.api.health import add_health_routes
 from pipeline.api.issues import add_issue_routes
 from pipeline.api.metrics import add_metric_routes
 from pipeline.api.report import add_report_routes
-from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
+from pipeline.collector.body import (BODY_LIMITS, CLIENT_CLOSED_REQUEST, GZIP_MAGIC, BodyLimits, Problem, SlowBodies,
+                                     client_gone, decompress_gzip, read_body)
 from pipeline.collector.intake import RateLimited, intake, setup_intake
 from pipeline.collector.sdk import add_sdk_routes
 from pipeline.dashboard.routes import add_dashboard_routes
@@ -68,6 +74,9 @@ CORS_HEADERS = {
 # Health answers from a cached broker check at most this old, so probes cannot flood the broker.
 HEALTH_CACHE_S = 1.0
 HEALTH_CHECK_TIMEOUT_S = 2.0
+# After an early answer (413, 408, 503) aiohttp drains the unread body this long, so a client still
+# sending can read the answer, then closes; short, so a trickling client is not kept on.
+UNREAD_BODY_LINGER_S = 1.0
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PRODUCER_KEY = web.AppKey("producer", EventProducer)
@@ -224,11 +233,21 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
         response = json_response(exc.status, {"error": exc.message}, exc.headers)
     except web.HTTPException as exc:
         response = _json(exc.status, {"error": exc.reason})
+    except ConnectionError:  # the client's (it went away: 499, nobody reads the answer) or a backend's (500)
+        gone = client_gone(request)
+        if not gone:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+        response = _json(CLIENT_CLOSED_REQUEST if gone else 500, {"error": "client closed the connection" if gone
+                                                                   else "internal error"})
     except Exception:  # noqa: BLE001 - the boundary: log it, answer 500, keep serving
         log.exception("unexpected error on %s %s", request.method, request.path)
         response = _json(500, {"error": "internal error"})
     if endpoint == EVENTS_PATH:
         response.headers.update(CORS_HEADERS)
+    if not request.content.is_eof():  # answered before the body was read (413, 408, 503): drop the rest
+        response.force_close()
+        if response.status == 503:
+            response.headers.setdefault("Retry-After", str(request.app[SETTINGS_KEY].collector.retry_after_s))
     HTTP_REQUESTS.labels(PROCESS, endpoint, str(response.status)).inc()
     HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint).observe(time.perf_counter() - t0)
     return response
@@ -243,6 +262,8 @@ def make_app(settings: Settings, producer: EventProducer) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[PRODUCER_KEY] = producer
     app[HEALTH_STATE_KEY] = _BrokerCheck()
+    app[BODY_LIMITS] = BodyLimits(settings.collector.max_body_bytes, settings.collector.body_timeout_s,
+                                  settings.collector.slow_body_after_s, SlowBodies(settings.collector.max_slow_bodies))
     app.router.add_post(EVENTS_PATH, post_events)
     app.router.add_route("OPTIONS", EVENTS_PATH, preflight)
     app.router.add_get("/health", health)
@@ -282,8 +303,11 @@ async def _connect(producer: EventProducer, stop: asyncio.Event) -> None:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set; in-flight requests finish before the producer closes."""
     producer = EventProducer(settings.kafka, process=PROCESS, keep_ips=not settings.collector.scrub_ip_addresses)
+    # keepalive_timeout: aiohttp closes a connection whose next request's headers are not complete by
+    # then (counted from the connection's start or the previous answer), so it is the header timeout.
     runner = web.AppRunner(make_app(settings, producer), auto_decompress=False, access_log=None,
-                           shutdown_timeout=settings.collector.produce_timeout_s + 1)
+                           shutdown_timeout=settings.collector.produce_timeout_s + 1,
+                           keepalive_timeout=settings.collector.header_timeout_s, lingering_time=UNREAD_BODY_LINGER_S)
     await runner.setup()
     site = web.TCPSite(runner, settings.collector.host, settings.collector.port)
     await site.start()

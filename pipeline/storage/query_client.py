@@ -2,7 +2,9 @@
 
 * A ClickHouse server is configured: straight to it.
 * Embedded chDB and the sink is running: through the sink's read-only HTTP endpoint, because a
-  chDB data directory can be opened by one process only and the sink owns it.
+  chDB data directory can be opened by one process only and the sink owns it. Only if the sink's
+  /health says it serves this settings' own data directory: another pipeline's sink on the port
+  (two on one machine) is refused with both names, never silently read (``WrongSink``).
 * Embedded chDB and nothing runs: open the data directory directly, read-only.
 
 Writes are refused the same way everywhere: ``pipeline/storage/database.py`` and ``sql_policy.py``.
@@ -10,12 +12,14 @@ Writes are refused the same way everywhere: ``pipeline/storage/database.py`` and
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 from pipeline.settings import Settings
+
 
 class QueryError(Exception):
     """The query failed; the message is ClickHouse's own text."""
@@ -24,6 +28,36 @@ class QueryError(Exception):
 def sink_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.sink.host in ("0.0.0.0", "") else settings.sink.host
     return f"http://{host}:{settings.sink.port}/"
+
+
+class WrongSink(QueryError):
+    """The sink on the configured port serves other data than these settings name."""
+
+
+def sink_serves(settings: Settings, timeout_s: float) -> str | None:
+    """What the sink at ``sink_url`` says it serves (``clickhouse.serves`` in its /health), or None
+    when it does not say (not a pulse sink, or an older one). Connection errors propagate."""
+    try:
+        with urllib.request.urlopen(sink_url(settings) + "health", timeout=timeout_s) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:  # 503 unhealthy still names its data
+        raw = exc.read()
+    try:
+        serves = json.loads(raw)["clickhouse"]["serves"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return serves if isinstance(serves, str) else None
+
+
+def check_sink_serves_own_data(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Raise ``WrongSink`` unless the sink on our port serves our own data (``data_identity``)."""
+    own = settings.clickhouse.data_identity()
+    theirs = sink_serves(settings, timeout_s)
+    if theirs != own:
+        said = theirs or "data it does not name (not a pulse sink, or an older one)"
+        raise WrongSink(f"the sink at {sink_url(settings)} serves {said}, but these settings are for {own}: "
+                        f"refusing to read another pipeline's data. Set PULSE_SINK_PORT to this pipeline's "
+                        f"sink, or PULSE_CLICKHOUSE_PATH / PULSE_CLICKHOUSE_URL to the data that sink serves.")
 
 
 def _via_sink(settings: Settings, sql: str, fmt: str, timeout_s: float, ch_settings: dict[str, Any]) -> str:
@@ -69,6 +103,7 @@ def run_query(settings: Settings, sql: str, fmt: str = "TabSeparated", timeout_s
     if not settings.clickhouse.embedded:
         return _direct(settings, sql, fmt, ch_settings)
     try:
+        check_sink_serves_own_data(settings, min(timeout_s, 10.0))
         return _via_sink(settings, sql, fmt, timeout_s, ch_settings)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):

@@ -42,6 +42,7 @@ def make_query_app(db: Database, settings: Settings, status: Callable[[], dict[s
     key = settings.sink.sql_access_key
     allow_writes = settings.sink.sql_allow_writes
     own_database = settings.clickhouse.database
+    serves = settings.clickhouse.data_identity()  # which data this is: `pulse query` checks it is its own
 
     async def handle_query(request: web.Request) -> web.Response:
         params = dict(request.rel_url.query)
@@ -76,7 +77,8 @@ def make_query_app(db: Database, settings: Settings, status: Callable[[], dict[s
     async def health(_: web.Request) -> web.Response:
         ch_ok = await db.ping()
         body = {"status": "healthy" if ch_ok else "unhealthy",
-                "clickhouse": {"ok": ch_ok, "embedded": settings.clickhouse.embedded}, **status()}
+                "clickhouse": {"ok": ch_ok, "embedded": settings.clickhouse.embedded,
+                               "serves": serves}, **status()}
         return web.json_response(body, status=200 if ch_ok else 503)
 
     async def forget(request: web.Request) -> web.Response:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -47,3 +49,16 @@ def test_topic_names_must_be_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULSE_KAFKA_TOPIC_ACTIONS", "same")
     with pytest.raises(ValidationError, match="topic names must be distinct"):
         Settings()
+
+
+def test_data_identity_names_the_resolved_chdb_directory_or_the_server_without_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.settings import ClickHouseSettings
+
+    monkeypatch.chdir(tmp_path)
+    relative = ClickHouseSettings(path=Path("data/../data/chdb"))
+    assert relative.data_identity() == f"chdb:{tmp_path.resolve() / 'data' / 'chdb'}"
+    assert ClickHouseSettings(path=tmp_path / "other").data_identity() != relative.data_identity()
+    server = ClickHouseSettings(url="http://reader:s3cret@ch.internal:8123", database="shop")
+    assert server.data_identity() == "clickhouse:http://ch.internal:8123/shop"
+    assert ClickHouseSettings(url="http://ch.internal:8123", database="other").data_identity() != server.data_identity()
