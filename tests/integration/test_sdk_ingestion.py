@@ -4,6 +4,8 @@ no topic; the Sentry-style answers (401, 429 with X-Sentry-Rate-Limits, unknown 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncio
 import json
 import subprocess
@@ -91,7 +93,9 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
         return exc.code, dict(exc.headers), exc.read()
 
 
-def wait_rows(settings: Settings, sql: str, want: int, procs: PipelineProcs, timeout_s: float = 60) -> None:
+def wait_rows(settings: Settings, sql: str, want: int, procs: PipelineProcs, timeout_s: float = 60,
+              detail: Callable[[], str] | None = None) -> None:
+    """Poll until ``sql``'s count reaches ``want``; else fail with ``detail()`` and the processes' logs."""
     deadline = time.monotonic() + timeout_s
     got = -1
     while time.monotonic() < deadline:
@@ -100,7 +104,8 @@ def wait_rows(settings: Settings, sql: str, want: int, procs: PipelineProcs, tim
         if got >= want:
             return
         time.sleep(0.5)
-    raise AssertionError(f"{sql}: {got} < {want}\n{procs.log('collector')[-2000:]}\n{procs.log('worker')[-2000:]}")
+    raise AssertionError(f"{sql}: {got} < {want}{detail() if detail else ''}\n--- collector ---\n"
+                         f"{procs.log('collector')[-3000:]}\n--- worker ---\n{procs.log('worker')[-3000:]}")
 
 
 def test_real_sdks_land_in_the_native_tables_without_secrets(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 from pipeline.kafka_admin import ensure_topics
 from pipeline.settings import Settings
 from tests.conftest import make_settings
+from tests.integration.test_sdk_ingestion import wait_rows
 from tests.integration.pipeline_procs import PipelineProcs, running_pipeline
 from tests.integration.test_sessions import query
 
@@ -87,17 +88,10 @@ class Landed:
 
 
 def _wait(settings: Settings, sql: str, want: int, procs: PipelineProcs, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    got = -1
-    while time.monotonic() < deadline:
-        rows = query(settings, sql)
-        got = int(rows[0][0]) if rows else -1
-        if got >= want:
-            return
-        time.sleep(0.5)
-    sdks = query(settings, "SELECT DISTINCT sdk_name FROM errors UNION DISTINCT SELECT DISTINCT sdk_name FROM actions")
-    raise AssertionError(f"{sql}: {got} < {want}; SDKs seen: {sdks}\n--- collector ---\n{procs.log('collector')[-3000:]}\n"
-                         f"--- worker ---\n{procs.log('worker')[-3000:]}")
+    def sdks() -> str:
+        seen = query(settings, "SELECT DISTINCT sdk_name FROM errors UNION DISTINCT SELECT DISTINCT sdk_name FROM actions")
+        return f"; SDKs seen: {seen}"
+    wait_rows(settings, sql, want, procs, timeout_s, detail=sdks)
 
 
 @pytest.fixture(scope="module")
