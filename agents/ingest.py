@@ -109,8 +109,16 @@ class IngestRunner:
                     data = await self.consumer.getmany(timeout_ms=int(w.batch_within_s * 1000),
                                                        max_records=w.batch_size)
                     async with self.lock:
-                        moved = await self._restore_assigned()
-                        data = {tp: records for tp, records in data.items() if records and tp not in moved}
+                        # A rebalance may have run since the poll: records of partitions no longer held
+                        # are not this worker's; those of partitions assigned anew are read again after
+                        # their state is rebuilt (the position goes back to the first one).
+                        new, moved = await self._restore_assigned()
+                        held = self.consumer.assignment()
+                        for tp in (new & held) - moved:
+                            if data.get(tp):
+                                self.consumer.seek(tp, data[tp][0].offset)
+                        data = {tp: records for tp, records in data.items()
+                                if records and tp in held and tp not in new}
                         if data:
                             await self.handle(data)
                         await self._follow_clock()
@@ -133,11 +141,11 @@ class IngestRunner:
         """No I/O here (aiokafka keeps fetching meanwhile): the loop restores before processing."""
         self.to_restore |= assigned
 
-    async def _restore_assigned(self) -> set[TopicPartition]:
-        """Rebuild newly assigned partitions' sessions; returns the partitions whose position moved
-        (records already fetched for them are dropped, and read again from the new position)."""
+    async def _restore_assigned(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
+        """Rebuild newly assigned partitions' sessions and dedup memory; returns those partitions, and
+        the ones among them that were moved to where the previous worker version stopped."""
         if not self.to_restore:
-            return set()
+            return set(), set()
         assert self.consumer is not None
         new, self.to_restore = self.to_restore, set()
         moved = await self._start_where_the_old_group_stopped(new)
@@ -151,7 +159,7 @@ class IngestRunner:
         if partitions:
             log.warning("ingest: restored session partitions %s in %.2f s", partitions, time.monotonic() - started)
         self.ready = bool(self.consumer.assignment())
-        return moved
+        return new, moved
 
     async def _rebuild_dedup(self, new: set[TopicPartition]) -> None:
         """The dedup memory is the process's: a partition that moved here (or a restart) would let an
