@@ -12,6 +12,7 @@ import http.server
 import os
 import shutil
 import subprocess
+import urllib.request
 import threading
 import time
 from collections.abc import Iterator
@@ -109,7 +110,14 @@ def test_browser_sdks_error_rage_and_dead_click(kafka_bootstrap: str, tmp_path: 
         # 4 clicks were made; PostHog reports one of them again as a $dead_click (the button does
         # nothing): the sessionizer takes it as the same click, so the burst counts exactly 4
         assert int(rows[0][0]) == 1 and "buy" in rows[0][1] and int(rows[0][2]) == 4, rows
-        wait_for(settings, "SELECT count() FROM dead_clicks FINAL WHERE selector LIKE '%promo%'", procs)
+        try:
+            wait_for(settings, "SELECT count() FROM dead_clicks FINAL WHERE selector LIKE '%promo%'", procs)
+        except AssertionError as exc:  # say what the pipeline stored of that click, and the sessions' clocks
+            clicks = query(settings, "SELECT timestamp, received_at, kind, selector, dom_mutation_ms, navigated, "
+                                     "scrolled, session_id FROM actions WHERE selector LIKE '%promo%'")
+            last = query(settings, "SELECT max(timestamp), max(received_at), count() FROM actions")
+            health = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.web_port}/health").read().decode()
+            raise AssertionError(f"{exc}\npromo clicks stored: {clicks}\nlast action: {last}\nworker: {health}")
         # INP arrives on its own span (Sentry's browser SDK sends it when the page hides): the slow
         # 250 ms click, from the same trace (session) as the page load's vitals
         [[inp, element, inp_release]] = wait_for(
