@@ -21,8 +21,10 @@ try {
   await page.waitForTimeout(1500);
   await page.click("#promo");                       // nothing happens: PostHog reports a dead click
   // PostHog decides after its dead-click timeout (a few seconds, later when the machine is busy):
-  // wait until it captured the report, so leaving the page cannot drop it, then for a batch flush.
-  await page.waitForFunction(() => (window.pulseCaptured || []).includes("$dead_click"), null, { timeout: 30000 });
+  // wait until it captured the report on #promo (#buy's clicks are reported dead too, earlier), so leaving
+  // the page cannot drop it, then for a batch flush.
+  await page.waitForFunction(() => (window.pulseCaptured || []).includes("$dead_click #promo"), null, { timeout: 30000 });
+  console.log(`captured: ${await page.evaluate(() => window.pulseCaptured.join(", "))}`);
   await page.waitForTimeout(3000);
   await page.evaluate(() => { window.posthog.capture("checkout_abandoned", { step: "coupon" }); });
   await page.goto("about:blank");                   // pageleave; posthog sends with sendBeacon
