@@ -35,8 +35,9 @@ import faust
 import orjson
 
 from agents.state import WorkerState
-from agents.delivery import Send, SendAll, dead_letter_send, deliver_all, row_sends
-from agents.skips import CompleteBatches, StartPositions, to_raw_message
+from agents.delivery import Send, SendAll, dead_letter_send, row_sends
+from agents.skips import CompleteBatches, StartPositions
+from agents.stage import StageOutput, StageRunner
 from pipeline.alerts.buffer import AlertBuffer, AlertLimits
 from pipeline.alerts.evaluate import AlertEvent, RuleEvaluator, WindowAggregate, ux_aggregates
 from pipeline.alerts.enrich import Context, enrich
@@ -204,7 +205,8 @@ class AlertAgent:
         self.storage_topic, self.dead_letter_topic = kafka.topic_storage, kafka.topic_dead_letter
         self.parts: dict[int, PartitionAlerts] = {}
         self.lock = asyncio.Lock()
-        self.batches = CompleteBatches(app, kafka.bootstrap_servers)
+        self.runner = StageRunner("alert agent", CompleteBatches(app, kafka.bootstrap_servers), send_all, self.step,
+                                  reset=self._forget, dead_letter=self._dead_letter, state=state)
         self.start_positions = StartPositions(app)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions,
                                on_recover=self._on_recovered)
@@ -240,30 +242,19 @@ class AlertAgent:
     # ------------------------------------------------------------ input
     async def _run(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.2):
-            await self.handle_batch(events)
-
-    async def handle_batch(self, events: Sequence[Any]) -> None:
-        now = datetime.now(timezone.utc)
-        messages: list[RawMessage] = []
-        try:
-            messages = await self.batches.complete(events)
             async with self.lock:
-                await self._handle(messages, now)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
-            log.exception("alert batch failed; dead-lettering %d records", len(events))
-            self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
-            failed = messages or [to_raw_message(e) for e in events]
-            await deliver_all([self._dead_letter(m, f"batch failed: {type(exc).__name__}: {exc}", now)
-                               for m in failed], self.send_all, "dead letters")
+                await self.runner.run(events)
 
     def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
         """The record as a dead letter of the worker (the contract's step), the alert agent named in the reason."""
         DEAD_LETTERS.labels(PROCESS, STEP, reason_kind(reason)).inc()
         return dead_letter_send(self.dead_letter_topic, dead_letter_for(message, f"alert agent: {reason}", now))
 
-    async def _handle(self, messages: list[RawMessage], now: datetime) -> None:
+    def _forget(self) -> None:
+        """After a failed step: the partitions' states are read again as last written."""
+        self.parts.clear()
+
+    def step(self, messages: list[RawMessage], now: datetime) -> StageOutput:
         events: list[AlertEvent] = []
         dead: list[Send] = []
         touched: set[int] = set()
@@ -290,7 +281,7 @@ class AlertAgent:
         closed_until = self._closed_until()
         for p in sorted(touched):
             events += self.parts[p].advance(closed_until)
-        await self._emit(events, dead, touched)
+        return self._output(events, dead, touched)
 
     # ------------------------------------------------------------ clock
     def _closed_until(self) -> int:
@@ -314,45 +305,51 @@ class AlertAgent:
                         events += part.advance(closed_until)
                         touched.add(p)
                 if touched:
-                    await self._emit(events, [], touched)
+                    await self.runner.deliver(self._output(events, [], touched))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed tick is retried by the next one
             log.exception("alert timer tick failed")
+            self._forget()
 
     # ------------------------------------------------------------ output
-    async def _emit(self, events: list[AlertEvent], dead: list[Send], touched: set[int]) -> None:
-        sends: list[Send] = list(dead)
+    def _output(self, events: list[AlertEvent], dead: list[Send], touched: set[int]) -> StageOutput:
+        """Alert rows and events, then the touched partitions' states; metrics and logs once sent."""
+        out = StageOutput(outputs=list(dead))
         if events:
-            sends += row_sends(self.storage_topic, "alerts", [orjson.dumps(alert_row(e), default=str) for e in events],
-                               self.settings.worker.max_record_bytes)
-            sends += [(self.alerts_topic, e.fingerprint.encode(), orjson.dumps(e.to_json()), None, []) for e in events]
-        await deliver_all(sends, self.send_all, "alert outputs")
-        writes: list[Send] = []
-        store = self.table.data.data
+            out.outputs += row_sends(self.storage_topic, "alerts",
+                                     [orjson.dumps(alert_row(e), default=str) for e in events],
+                                     self.settings.worker.max_record_bytes)
+            out.outputs += [(self.alerts_topic, e.fingerprint.encode(), orjson.dumps(e.to_json()), None, [])
+                            for e in events]
         fit, oversize = state_records(self.parts, touched, self.max_state_bytes)
-        for p, value in fit:
-            store[str(p).encode()] = value
-            writes.append((self.changelog, str(p).encode(), value, p, []))
-            ALERT_STATE_BYTES.labels(str(p)).set(len(value))
-        for p, size in oversize:
-            ALERT_STATE_OVERSIZE.labels(str(p)).inc()
-            ALERT_STATE_BYTES.labels(str(p)).set(size)
-            message = (f"alert state of partition {p} is {size} bytes, above the {self.max_state_bytes} allowed "
-                       f"(PULSE_ALERTS_MAX_STATE_BYTES / PULSE_KAFKA_MAX_REQUEST_BYTES): not written; alerting goes on "
-                       f"from memory, a restart resumes from the last state written. Lower PULSE_ALERTS_MAX_SERIES "
-                       f"or the rules' group_by")
-            log.error(message)
-            self.worker_state.last_error = message
-        await deliver_all(writes, self.send_all, "alert state")
-        for p in sorted(touched):
-            dropped, evicted = self.parts[p].drain_dropped()
-            for rule, n in dropped.items():
-                ALERT_SERIES_DROPPED.labels(rule).inc(n)
-                log.warning("alert rule %s: %d aggregates of new series dropped at PULSE_ALERTS_MAX_SERIES=%d",
-                            rule, n, self.settings.alerts.max_series)
-            if evicted:
-                ALERT_CONTEXT_EVICTED.inc(evicted)
-        for e in events:
-            ALERT_EVENTS.labels(e.rule, e.status, e.severity).inc()
-            log.warning("alert %s %s [%s] %s", e.rule, e.status, e.severity, e.summary)
+        out.state = [(self.changelog, str(p).encode(), value, p, []) for p, value in fit]
+        drained = {p: self.parts[p].drain_dropped() for p in sorted(touched)}
+
+        def done() -> None:
+            store = self.table.data.data
+            for p, value in fit:
+                store[str(p).encode()] = value
+                ALERT_STATE_BYTES.labels(str(p)).set(len(value))
+            for p, size in oversize:
+                ALERT_STATE_OVERSIZE.labels(str(p)).inc()
+                ALERT_STATE_BYTES.labels(str(p)).set(size)
+                message = (f"alert state of partition {p} is {size} bytes, above the {self.max_state_bytes} allowed "
+                           f"(PULSE_ALERTS_MAX_STATE_BYTES / PULSE_KAFKA_MAX_REQUEST_BYTES): not written; alerting "
+                           f"goes on from memory, a restart resumes from the last state written. Lower "
+                           f"PULSE_ALERTS_MAX_SERIES or the rules' group_by")
+                log.error(message)
+                self.worker_state.last_error = message
+            for dropped, evicted in drained.values():
+                for rule, n in dropped.items():
+                    ALERT_SERIES_DROPPED.labels(rule).inc(n)
+                    log.warning("alert rule %s: %d aggregates of new series dropped at PULSE_ALERTS_MAX_SERIES=%d",
+                                rule, n, self.settings.alerts.max_series)
+                if evicted:
+                    ALERT_CONTEXT_EVICTED.inc(evicted)
+            for e in events:
+                ALERT_EVENTS.labels(e.rule, e.status, e.severity).inc()
+                log.warning("alert %s %s [%s] %s", e.rule, e.status, e.severity, e.summary)
+
+        out.done.append(done)
+        return out

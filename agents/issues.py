@@ -6,9 +6,9 @@ partition. It sends one record per fingerprint and raw message to ``topic_issue_
 the same topic with the same key, so each issue's errors and commands are read in order by one
 agent. The pure rules are in ``pipeline/issues/lifecycle.py``.
 
-Per batch, in this order (as for sessions, so a SIGKILL anywhere is harmless):
+Per batch, in this order (``agents/stage.py`` runs it, so a SIGKILL anywhere is harmless):
 
-1. apply the records to the issues' states (pure);
+1. apply the records to the issues' states (``IssueAgent.step``, pure);
 2. send the new ``issue_state`` and ``issue_transitions`` rows and the alertable transitions, and
    wait until Kafka confirmed them;
 3. write each touched issue's state to the table's compacted changelog, with the offset of the last
@@ -21,19 +21,18 @@ occurrence record re-sent by a restarted ingest agent by its raw origin (``Issue
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
 
 import faust
 import orjson
 
 from agents.state import WorkerState
-from agents.delivery import Send, SendAll, dead_letter_send, deliver_all, row_sends
-from agents.skips import CompleteBatches, to_raw_message
+from agents.delivery import Send, SendAll, dead_letter_send, row_sends
+from agents.skips import CompleteBatches
+from agents.stage import StageOutput, StageRunner
 from pipeline.contract import reason_kind
 from pipeline.ingest.process import RawMessage, dead_letter_for
 from pipeline.issues import (
@@ -91,7 +90,6 @@ class IssueAgent:
         self.dead_letter_topic = kafka.topic_dead_letter
         self.storage_partitions = kafka.partitions
         self.max_record_bytes = settings.worker.max_record_bytes
-        self.batches = CompleteBatches(app, kafka.bootstrap_servers)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
         self.changelog = self.table.changelog_topic.get_topic_name()
         if self.changelog != issue_changelog_topic(settings):
@@ -99,33 +97,22 @@ class IssueAgent:
         self.topic = app.topic(kafka.topic_issue_events, key_type=bytes, value_type=bytes,
                                key_serializer="raw", value_serializer="raw", internal=False)
         app.agent(self.topic, name="issue_status")(self._run)
+        # the step reads only what was last written, so a failed step leaves nothing to forget
+        self.runner = StageRunner("issue agent", CompleteBatches(app, kafka.bootstrap_servers), send_all, self.step,
+                                  reset=lambda: None, dead_letter=self._dead_letter, state=state)
 
     async def _run(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.2):
-            await self.handle_batch(events)
-
-
-    async def handle_batch(self, events: Sequence[Any]) -> None:
-        now = datetime.now(timezone.utc)
-        messages: list[RawMessage] = []
-        try:
-            messages = await self.batches.complete(events)
-            await self._handle(messages, now)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the agent boundary: never crash the agent
-            log.exception("issue batch failed; dead-lettering %d records", len(events))
-            self.worker_state.last_error = f"{type(exc).__name__}: {exc}"
-            reason = f"batch failed: {type(exc).__name__}: {exc}"
-            failed = messages or [to_raw_message(e) for e in events]
-            await deliver_all([self._dead_letter(m, reason, now) for m in failed], self.send_all, "dead letters")
+            await self.runner.run(events)
 
     def _dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
         """The record as a dead letter of the worker (the contract's step), the issue agent named in the reason."""
         DEAD_LETTERS.labels(PROCESS, STEP, reason_kind(reason)).inc()
         return dead_letter_send(self.dead_letter_topic, dead_letter_for(message, f"issue agent: {reason}", now))
 
-    async def _handle(self, messages: list[RawMessage], now: datetime) -> None:
+    def step(self, messages: list[RawMessage], now: datetime) -> StageOutput:
+        """The batch's records applied to their issues' states as last written (pure but for reading
+        the table's store): rows, transitions and state records to send, the store updated once sent."""
         store = self.table.data.data  # the memory store's dict, restored by Faust from the changelog
         working: dict[bytes, tuple[int, int, IssueState | None]] = {}  # key -> (partition, input offset, state)
         touched: dict[bytes, int] = {}  # key -> last input offset applied in this batch
@@ -160,26 +147,27 @@ class IssueAgent:
             partition, _, state = working[key]
             assert state is not None  # touched = a record was applied, so the issue exists
             states.append((key, partition, state))
-        sends: list[Send] = list(dead)
+        out = StageOutput(outputs=list(dead))
         if states:
-            sends += row_sends(self.storage_topic, "issue_state", [orjson.dumps(state_row(s, now_ms)) for _, _, s in states],
-                               self.max_record_bytes)
+            out.outputs += row_sends(self.storage_topic, "issue_state",
+                                     [orjson.dumps(state_row(s, now_ms)) for _, _, s in states], self.max_record_bytes)
         if transitions:
-            sends += row_sends(self.storage_topic, "issue_transitions", [orjson.dumps(transition_row(t)) for t in transitions],
-                               self.max_record_bytes)
+            out.outputs += row_sends(self.storage_topic, "issue_transitions",
+                                     [orjson.dumps(transition_row(t)) for t in transitions], self.max_record_bytes)
             # keyed by project: alert rules meet them in the partition of the project's rollup partials
-            sends += [(self.transitions_topic, t.project.encode(), orjson.dumps(t.to_json()), None, [])
-                      for t in transitions if t.alertable]
-        await deliver_all(sends, self.send_all, "issue outputs")
-        writes: list[Send] = []
-        for key, partition, s in states:
-            value = _encode_state(touched[key], s)
-            store[key] = value
-            writes.append((self.changelog, key, value, partition, []))
-        await deliver_all(writes, self.send_all, "issue states")
-        for t in transitions:
-            ISSUE_TRANSITIONS.labels(t.kind).inc()
-            if t.alertable:
-                log.info("issue %s/%s is %s: %s (%s)", t.project, t.group_id, t.kind, t.title, t.reason)
-        self.worker_state.issue_batches += 1
-        self.worker_state.last_issue_batch_at = time.time()
+            out.outputs += [(self.transitions_topic, t.project.encode(), orjson.dumps(t.to_json()), None, [])
+                            for t in transitions if t.alertable]
+        values = {key: _encode_state(touched[key], s) for key, _, s in states}
+        out.state = [(self.changelog, key, values[key], partition, []) for key, partition, _ in states]
+
+        def done() -> None:
+            store.update(values)
+            for t in transitions:
+                ISSUE_TRANSITIONS.labels(t.kind).inc()
+                if t.alertable:
+                    log.info("issue %s/%s is %s: %s (%s)", t.project, t.group_id, t.kind, t.title, t.reason)
+            self.worker_state.issue_batches += 1
+            self.worker_state.last_issue_batch_at = time.time()
+
+        out.done.append(done)
+        return out
