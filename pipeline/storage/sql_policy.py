@@ -166,15 +166,23 @@ CLIENT_SETTINGS_ALLOWED = frozenset({
     "format_csv_allow_double_quotes", "format_tsv_null_representation", "format_csv_null_representation",
     "extremes", "join_use_nulls", "max_block_size",
     "date_time_input_format", "allow_experimental_analyzer", "enable_analyzer", "joined_subquery_requires_alias",
-    "prefer_column_name_to_alias", "totals_mode", "aggregate_functions_null_for_empty", "transform_null_in"})
+    "prefer_column_name_to_alias", "totals_mode", "aggregate_functions_null_for_empty", "transform_null_in",
+    "limit", "offset"})  # limit/offset: Grafana's "row limit" option; they only cut the result
 CLIENT_SETTING_PREFIXES = ("output_format_", "param_")
+# A positive value above the operator's limit is lowered to the limit, not refused: drivers send it
+# from their own deadline (clickhouse-go adds max_execution_time = context deadline + 5 s to every
+# query, so Grafana's 60 s query timeout arrives as 65), and the query still stops at the operator's
+# limit. 0 (lift the limit) is still refused.
+CLAMPED_TO_THE_LIMIT = frozenset({"max_execution_time"})
 
 
 def client_settings(params: dict[str, str], limits: dict[str, int | float]) -> dict[str, str]:
     """The per-query settings a client asked for (URL parameters), or SqlRefused like ClickHouse's.
 
     A client may lower an operator limit (``max_result_rows=10``) but never raise it or lift it
-    (0 means unlimited); ``readonly`` may be asked for (1 or 2: reads are readonly=1 anyway)."""
+    (0 means unlimited): a raise is refused, except ``max_execution_time``, which is lowered to the
+    operator's limit (``CLAMPED_TO_THE_LIMIT``); ``readonly`` may be asked for (1 or 2: reads are
+    readonly=1 anyway)."""
     out: dict[str, str] = {}
     for name, value in params.items():
         if name in TRANSPORT_PARAMS:
@@ -192,6 +200,9 @@ def client_settings(params: dict[str, str], limits: dict[str, int | float]) -> d
                 raise SqlRefused(f"Cannot parse '{value[:32]}' as a value of {name}", 27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED") from None
             if 0 < asked <= limits[name] or (limits[name] == 0 and asked >= 0):
                 out[name] = value
+                continue
+            if name in CLAMPED_TO_THE_LIMIT and asked > limits[name] > 0:
+                out[name] = str(limits[name])  # the operator's limit stays: the stricter of the two applies
                 continue
             raise SqlRefused(f"Setting {name} should not be greater than {limits[name]} (the operator's limit)",
                              452, "SETTING_CONSTRAINT_VIOLATION")

@@ -116,6 +116,13 @@ def test_client_settings_allow_list() -> None:
                    "max_result_rows": "10", "param_n": "4"}
 
 
+def test_a_driver_deadline_above_the_time_limit_is_lowered_to_it_never_raised() -> None:
+    assert client_settings({"max_execution_time": "65"}, LIMITS) == {"max_execution_time": "30"}
+    assert client_settings({"max_execution_time": "15"}, LIMITS) == {"max_execution_time": "15"}
+    assert client_settings({"max_execution_time": "65"}, {"max_execution_time": 0}) == {"max_execution_time": "65"}
+    assert client_settings({"limit": "100"}, LIMITS) == {"limit": "100"}  # Grafana's row limit option
+
+
 @pytest.mark.parametrize(("params", "code"), [
     ({"readonly": "0"}, 164), ({"allow_ddl": "1"}, 164), ({"max_execution_time": "0"}, 452),
     ({"max_result_rows": "1000000"}, 452), ({"bad name": "1"}, 115)])
