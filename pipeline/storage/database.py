@@ -196,7 +196,7 @@ class Database:
         settings = {k: v for k, v in settings.items() if not k.startswith("param_")}
         per_query = {**{k: v for k, v in self.limits.items()}, **settings}
         formatted, roots = self.parse(sql, query_params)
-        verdict = check(roots, admin)
+        verdict = check(roots, admin, formatted)
         fmt = verdict.format or default_format
         # Native in the layout of the client's protocol revision (clickhouse-go sends 54460): chDB writes
         # revision 0, as ClickHouse's HTTP interface does when no revision is given (native_format.py)

@@ -97,8 +97,9 @@ class Verdict:
     format: str | None  # the statement's own FORMAT clause, if any
 
 
-def check(roots: list[Node], admin: bool) -> Verdict:
-    """Refuse (raise SqlRefused) or say what the statement is. ``admin``: writes are allowed."""
+def check(roots: list[Node], admin: bool, formatted: str = "") -> Verdict:
+    """Refuse (raise SqlRefused) or say what the statement is. ``admin``: writes are allowed;
+    ``formatted``: the engine's formatted statement (tells ``SHOW TABLES FROM db`` from ``... FORMAT X``)."""
     if len(roots) != 1:
         raise SqlRefused("only one statement per request" if roots else "empty query",
                          *((62, "SYNTAX_ERROR") if not roots else (164, "READONLY")))
@@ -125,7 +126,7 @@ def check(roots: list[Node], admin: bool) -> Verdict:
             raise SqlRefused("dictionaries are not created through this endpoint (their sources reach outside)")
         if node.kind == "Literal" and parent is not None and parent.kind in QUERY_ROOTS_WITH_CLAUSES:
             raise SqlRefused("INTO OUTFILE is not allowed")
-    return Verdict(is_read, _format_of(root))
+    return Verdict(is_read, _format_of(root, formatted))
 
 
 def _is_read(root: Node) -> bool:
@@ -134,15 +135,17 @@ def _is_read(root: Node) -> bool:
     return root.kind in READ_ROOTS
 
 
-def _format_of(root: Node) -> str | None:
-    """``SELECT ... FORMAT JSON``: an Identifier after the query's body (for SHOW TABLES, its only child)."""
+def _format_of(root: Node, formatted: str = "") -> str | None:
+    """``SELECT ... FORMAT JSON``: an Identifier after the query's body. For SHOW TABLES/DATABASES the
+    AST cannot tell ``FROM db`` from ``FORMAT X`` (both one Identifier): the formatted text ends in
+    ``FORMAT X`` when there is one."""
     if root.kind in QUERY_ROOTS_WITH_CLAUSES:
-        candidates = root.children[1:]
-    elif root.kind == "ShowTables":
-        candidates = root.children
-    else:
-        return None
-    return next((child.name for child in candidates if child.kind == "Identifier"), None)
+        return next((child.name for child in root.children[1:] if child.kind == "Identifier"), None)
+    if root.kind == "ShowTables":
+        last = next((child.name for child in reversed(root.children) if child.kind == "Identifier"), None)
+        words = formatted.split()
+        return last if last is not None and words[-2:] == ["FORMAT", last] else None
+    return None
 
 
 def _statement_word(root: Node) -> str:

@@ -142,6 +142,14 @@ func run(db *sql.DB, j job) map[string]any {
 // plain turns a scanned Go value into JSON-friendly data: times as RFC 3339 in UTC with milliseconds,
 // nil pointers as null, maps and slices element by element, non-finite floats as strings.
 func plain(v reflect.Value) any {
+	if v.Kind() == reflect.Struct || v.Kind() == reflect.Array {
+		if t, ok := v.Interface().(time.Time); ok {
+			return t.UTC().Format("2006-01-02T15:04:05.000Z")
+		}
+		if s, ok := v.Interface().(fmt.Stringer); ok { // UUID, decimal, IP addresses
+			return s.String()
+		}
+	}
 	switch v.Kind() {
 	case reflect.Pointer, reflect.Interface:
 		if v.IsNil() {
@@ -169,12 +177,6 @@ func plain(v reflect.Value) any {
 			return strconv.FormatFloat(f, 'g', -1, 64)
 		}
 		return f
-	}
-	if t, ok := v.Interface().(time.Time); ok {
-		return t.UTC().Format("2006-01-02T15:04:05.000Z")
-	}
-	if s, ok := v.Interface().(fmt.Stringer); ok && v.Kind() == reflect.Struct {
-		return s.String()
 	}
 	return v.Interface()
 }
