@@ -105,6 +105,11 @@ def _typed_jobs() -> list[dict[str, Any]]:
                                        "FROM errors WHERE project = 'typed'"},
         {"key": "typed api calls", "sql": "SELECT event_id, method, status, duration_ms, size_bytes FROM api_calls "
                                           "WHERE project = 'typed' ORDER BY event_id"},
+        {"key": "more types", "sql": "SELECT CAST('b' AS Enum8('a' = 1, 'b' = 2)) AS e, toDecimal64(1.25, 2) AS d, "
+                                     "toIPv4('10.0.0.1') AS ip, toInt128(-5) AS big, CAST((1, 'x') AS Tuple(a UInt8, b String)) AS t, "
+                                     "[toNullable('a'), NULL] AS an, NULL AS nothing, [[toLowCardinality('x')], []] AS alc, "
+                                     "CAST(map('k', [1, 2]) AS Map(LowCardinality(String), Array(UInt8))) AS m, "
+                                     "toLowCardinality(CAST(NULL AS Nullable(String))) AS lcn"},
         {"key": "server parameters", "sql": "SELECT count() AS n, any(exception_type) AS t FROM errors "
                                             "WHERE project = {project:String} AND group_id = {group:String}",
          "params": {"project": "demo", "group": "g-home"}},
@@ -173,6 +178,8 @@ def test_clickhouse_go_over_http_runs_what_grafana_sends(settings: Settings, tmp
                                       "Nullable(UInt64)"], where
             assert calls["rows"] == [["00000000-0000-4000-8000-000000000001", "POST", None, 12.5, 18446744073709551615],
                                      ["00000000-0000-4000-8000-000000000002", "GET", 503, 250.25, None]], where
+            assert got["more types"]["rows"] == [["b", "1.25", "10.0.0.1", "-5", {"a": 1, "b": "x"}, ["a", None], None,
+                                                  [["x"], []], {"k": [1, 2]}, None]], (where, got["more types"])
             assert got["server parameters"]["rows"] == [[2, "TypeError"]], where
             assert got["driver parameters"]["rows"] == [[1]], where
             assert got["empty"]["rows"] == [], where

@@ -142,12 +142,19 @@ func run(db *sql.DB, j job) map[string]any {
 // plain turns a scanned Go value into JSON-friendly data: times as RFC 3339 in UTC with milliseconds,
 // nil pointers as null, maps and slices element by element, non-finite floats as strings.
 func plain(v reflect.Value) any {
-	if v.Kind() == reflect.Struct || v.Kind() == reflect.Array {
+	switch v.Kind() {
+	case reflect.Struct, reflect.Array, reflect.Slice:
 		if t, ok := v.Interface().(time.Time); ok {
 			return t.UTC().Format("2006-01-02T15:04:05.000Z")
 		}
-		if s, ok := v.Interface().(fmt.Stringer); ok { // UUID, decimal, IP addresses
+		if s, ok := v.Interface().(fmt.Stringer); ok { // UUID, decimal, net.IP
 			return s.String()
+		}
+	case reflect.Pointer:
+		if !v.IsNil() && v.Elem().Kind() == reflect.Struct && v.Elem().Type() != reflect.TypeOf(time.Time{}) {
+			if s, ok := v.Interface().(fmt.Stringer); ok { // *big.Int (Int128, UInt256)
+				return s.String()
+			}
 		}
 	}
 	switch v.Kind() {
@@ -156,10 +163,7 @@ func plain(v reflect.Value) any {
 			return nil
 		}
 		return plain(v.Elem())
-	case reflect.Slice, reflect.Array:
-		if v.Type().Elem().Kind() == reflect.Uint8 && v.Kind() == reflect.Slice {
-			return string(v.Bytes())
-		}
+	case reflect.Slice, reflect.Array: // Array(UInt8) scans into []uint8: numbers, not text
 		items := make([]any, v.Len())
 		for i := range items {
 			items[i] = plain(v.Index(i))

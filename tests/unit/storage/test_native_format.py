@@ -64,6 +64,14 @@ def test_nested_and_dictionary_columns_are_walked_to_their_end(block: bytes, typ
     assert len(framed) == len(INFO) + len(block) + len(types)
 
 
+def test_long_strings_have_multi_byte_lengths() -> None:
+    text = "x" * 300  # length 300: varint 0xAC 0x02
+    block = b"\x01\x02\x01s\x06String" + (b"\xac\x02" + text.encode()) * 2
+    assert to_revision(block, 54460) == INFO + b"\x01\x02\x01s\x06String\x00" + (b"\xac\x02" + text.encode()) * 2
+    with pytest.raises(NativeRefused, match="CANNOT_READ_ALL_DATA"):
+        to_revision(block[:-1], 54460)
+
+
 def test_several_blocks_each_get_their_block_info() -> None:
     assert to_revision(PLAIN + PLAIN, 54460) == to_revision(PLAIN, 54460) * 2
 
