@@ -2,7 +2,8 @@
 
 ``GET /?query=SELECT...`` or ``POST /`` with the query in the body (or split between the
 ``query`` parameter and the body, as ClickHouse allows), ``default_format`` or ``X-ClickHouse-Format``
-(default TabSeparated), a ``FORMAT X`` clause, ``database``/``X-ClickHouse-Database``,
+(default TabSeparated; ``Native`` in the layout of ``client_protocol_version``, see native_format.py),
+a ``FORMAT X`` clause, ``database``/``X-ClickHouse-Database``,
 ``query_id``/``X-ClickHouse-Query-Id``; other URL parameters are per-query settings from an allow-list
 (``sql_policy.client_settings``). The engine's parser decides what a request is and reads run with
 ``readonly = 1`` and the operator's limits on a lane of their own (``database.py``). Errors come back
