@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What tests/integration/test_sdk_languages.py needs: Node.js with npm, Go, a JDK with Maven, and the
-# published server SDKs pinned in tests/sdk/ (node/package-lock.json, go/go.sum, java/pom.xml).
+# published server SDKs pinned in tests/sdk/ (node/package-lock.json, go/go.sum, java/pom.xml); and the
+# ClickHouse drivers pinned in tests/drivers/ (go/go.sum: clickhouse-go, as Grafana's data source uses).
 # Idempotent: each part is redone only when its pin file changed. The toolchains are not installed
 # here (distribution packages are often too old for the SDKs); a missing one is an error that says so.
 set -euo pipefail
@@ -29,6 +30,14 @@ stamp=$stamp_dir/sdk-go-$(cat tests/sdk/go/go.sum tests/sdk/go/main.go | cksum |
 if [ ! -f "$stamp" ]; then
   echo "[sdk-deps] go build in tests/sdk/go" >&2
   (cd tests/sdk/go && go mod download && go build -o sdkprobe .)
+  touch "$stamp"
+fi
+
+# the Go ClickHouse driver probe of the SQL endpoint (tests/integration/test_sql_drivers_go.py), same way
+stamp=$stamp_dir/driver-go-$(cat tests/drivers/go/go.sum tests/drivers/go/main.go | cksum | cut -d' ' -f1)
+if [ ! -f "$stamp" ]; then
+  echo "[sdk-deps] go build in tests/drivers/go" >&2
+  (cd tests/drivers/go && go mod download && go build -o driverprobe .)
   touch "$stamp"
 fi
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from pipeline.settings import ClickHouseSettings, SinkSettings
+from pipeline.storage.native_format import parse_revision, to_revision
 from pipeline.storage.sql_policy import SqlRefused, check, client_settings, parse_explain_ast
 
 T = TypeVar("T")
@@ -135,6 +136,7 @@ class Database:
         self._read = ThreadPoolExecutor(max_workers=sink.sql_max_concurrent_reads, thread_name_prefix="clickhouse-read")
         self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-probe")
         self._engine: _ChdbEngine | _ServerEngine | None = None
+        self._server_revision: int | None = None
 
     # ------------------------------------------------------------ lanes
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -194,16 +196,28 @@ class Database:
         settings = {k: v for k, v in settings.items() if not k.startswith("param_")}
         per_query = {**{k: v for k, v in self.limits.items()}, **settings}
         formatted, roots = self.parse(sql, query_params)
-        verdict = check(roots, admin)
+        verdict = check(roots, admin, formatted)
         fmt = verdict.format or default_format
+        # Native in the layout of the client's protocol revision (clickhouse-go sends 54460): chDB writes
+        # revision 0, as ClickHouse's HTTP interface does when no revision is given (native_format.py)
+        revision = parse_revision(params.get("client_protocol_version"), self.server_revision()) \
+            if fmt == "Native" else 0
         if verdict.is_read:
             body = self.engine().query(formatted, fmt, per_query, database, True, query_params)
-            return Answer(body, fmt, query_id)
+            return Answer(to_revision(body, revision), fmt, query_id)
         statement = formatted
         if roots[0].kind == "InsertQuery" and not any(c.kind == "SelectWithUnionQuery" for c in roots[0].children):
             statement = self._inline_insert(sql)
         self.engine().query(statement, fmt, per_query, database, False, query_params)
         return Answer(b"", fmt, query_id)
+
+    def server_revision(self) -> int:
+        """The engine's own protocol revision (``SELECT revision()``, what clickhouse-go's hello reads):
+        the newest layout a client may ask for."""
+        if self._server_revision is None:
+            out = self.engine().query("SELECT revision()", "TabSeparated", {}, None, True)
+            self._server_revision = int(out.strip())
+        return self._server_revision
 
     @staticmethod
     def _inline_insert(sql: str) -> str:

@@ -2,7 +2,8 @@
 
 ``GET /?query=SELECT...`` or ``POST /`` with the query in the body (or split between the
 ``query`` parameter and the body, as ClickHouse allows), ``default_format`` or ``X-ClickHouse-Format``
-(default TabSeparated), a ``FORMAT X`` clause, ``database``/``X-ClickHouse-Database``,
+(default TabSeparated; ``Native`` in the layout of ``client_protocol_version``, see native_format.py),
+a ``FORMAT X`` clause, ``database``/``X-ClickHouse-Database``,
 ``query_id``/``X-ClickHouse-Query-Id``; other URL parameters are per-query settings from an allow-list
 (``sql_policy.client_settings``). The engine's parser decides what a request is and reads run with
 ``readonly = 1`` and the operator's limits on a lane of their own (``database.py``). Errors come back
@@ -26,12 +27,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline import metrics
 from pipeline.settings import Settings
 from pipeline.storage.database import Database, EngineError
+from pipeline.storage.native_format import NativeRefused
 from pipeline.storage.sql_policy import SqlRefused
 
 ERROR_CODE = re.compile(r"Code: (\d+)")
 # ClickHouse's own HTTP status for common exception codes; anything else is 500 as in ClickHouse.
 STATUS_FOR_CODE = {62: 400, 60: 404, 81: 404, 47: 400, 46: 400, 43: 400, 164: 403, 497: 403, 36: 400, 27: 400,
-                   115: 400, 452: 400, 457: 400}
+                   115: 400, 452: 400, 457: 400, 48: 501}
 CONTENT_TYPES = {"JSON": "application/json", "JSONEachRow": "application/x-ndjson", "JSONCompact": "application/json",
                  "CSV": "text/csv", "CSVWithNames": "text/csv"}
 
@@ -62,7 +64,7 @@ def make_query_app(db: Database, settings: Settings, status: Callable[[], dict[s
         query_id = params.get("query_id") or headers.get("X-ClickHouse-Query-Id") or None
         try:
             answer = await db.analyst_query(sql, fmt, params, admin=allow_writes, database=database, query_id=query_id)
-        except (SqlRefused, EngineError) as exc:  # ClickHouse's own error text goes back to the client
+        except (SqlRefused, EngineError, NativeRefused) as exc:  # ClickHouse's own error text goes back to the client
             text = str(exc)
             m = ERROR_CODE.search(text)
             return _error(STATUS_FOR_CODE.get(int(m.group(1)), 500) if m else 500, text, "/")

@@ -97,8 +97,9 @@ class Verdict:
     format: str | None  # the statement's own FORMAT clause, if any
 
 
-def check(roots: list[Node], admin: bool) -> Verdict:
-    """Refuse (raise SqlRefused) or say what the statement is. ``admin``: writes are allowed."""
+def check(roots: list[Node], admin: bool, formatted: str = "") -> Verdict:
+    """Refuse (raise SqlRefused) or say what the statement is. ``admin``: writes are allowed;
+    ``formatted``: the engine's formatted statement (tells ``SHOW TABLES FROM db`` from ``... FORMAT X``)."""
     if len(roots) != 1:
         raise SqlRefused("only one statement per request" if roots else "empty query",
                          *((62, "SYNTAX_ERROR") if not roots else (164, "READONLY")))
@@ -125,7 +126,7 @@ def check(roots: list[Node], admin: bool) -> Verdict:
             raise SqlRefused("dictionaries are not created through this endpoint (their sources reach outside)")
         if node.kind == "Literal" and parent is not None and parent.kind in QUERY_ROOTS_WITH_CLAUSES:
             raise SqlRefused("INTO OUTFILE is not allowed")
-    return Verdict(is_read, _format_of(root))
+    return Verdict(is_read, _format_of(root, formatted))
 
 
 def _is_read(root: Node) -> bool:
@@ -134,15 +135,17 @@ def _is_read(root: Node) -> bool:
     return root.kind in READ_ROOTS
 
 
-def _format_of(root: Node) -> str | None:
-    """``SELECT ... FORMAT JSON``: an Identifier after the query's body (for SHOW TABLES, its only child)."""
+def _format_of(root: Node, formatted: str = "") -> str | None:
+    """``SELECT ... FORMAT JSON``: an Identifier after the query's body. For SHOW TABLES/DATABASES the
+    AST cannot tell ``FROM db`` from ``FORMAT X`` (both one Identifier): the formatted text ends in
+    ``FORMAT X`` when there is one."""
     if root.kind in QUERY_ROOTS_WITH_CLAUSES:
-        candidates = root.children[1:]
-    elif root.kind == "ShowTables":
-        candidates = root.children
-    else:
-        return None
-    return next((child.name for child in candidates if child.kind == "Identifier"), None)
+        return next((child.name for child in root.children[1:] if child.kind == "Identifier"), None)
+    if root.kind == "ShowTables":
+        last = next((child.name for child in reversed(root.children) if child.kind == "Identifier"), None)
+        words = formatted.split()
+        return last if last is not None and words[-2:] == ["FORMAT", last] else None
+    return None
 
 
 def _statement_word(root: Node) -> str:
@@ -166,15 +169,23 @@ CLIENT_SETTINGS_ALLOWED = frozenset({
     "format_csv_allow_double_quotes", "format_tsv_null_representation", "format_csv_null_representation",
     "extremes", "join_use_nulls", "max_block_size",
     "date_time_input_format", "allow_experimental_analyzer", "enable_analyzer", "joined_subquery_requires_alias",
-    "prefer_column_name_to_alias", "totals_mode", "aggregate_functions_null_for_empty", "transform_null_in"})
+    "prefer_column_name_to_alias", "totals_mode", "aggregate_functions_null_for_empty", "transform_null_in",
+    "limit", "offset"})  # limit/offset: Grafana's "row limit" option; they only cut the result
 CLIENT_SETTING_PREFIXES = ("output_format_", "param_")
+# A positive value above the operator's limit is lowered to the limit, not refused: drivers send it
+# from their own deadline (clickhouse-go adds max_execution_time = context deadline + 5 s to every
+# query, so Grafana's 60 s query timeout arrives as 65), and the query still stops at the operator's
+# limit. 0 (lift the limit) is still refused.
+CLAMPED_TO_THE_LIMIT = frozenset({"max_execution_time"})
 
 
 def client_settings(params: dict[str, str], limits: dict[str, int | float]) -> dict[str, str]:
     """The per-query settings a client asked for (URL parameters), or SqlRefused like ClickHouse's.
 
     A client may lower an operator limit (``max_result_rows=10``) but never raise it or lift it
-    (0 means unlimited); ``readonly`` may be asked for (1 or 2: reads are readonly=1 anyway)."""
+    (0 means unlimited): a raise is refused, except ``max_execution_time``, which is lowered to the
+    operator's limit (``CLAMPED_TO_THE_LIMIT``); ``readonly`` may be asked for (1 or 2: reads are
+    readonly=1 anyway)."""
     out: dict[str, str] = {}
     for name, value in params.items():
         if name in TRANSPORT_PARAMS:
@@ -192,6 +203,9 @@ def client_settings(params: dict[str, str], limits: dict[str, int | float]) -> d
                 raise SqlRefused(f"Cannot parse '{value[:32]}' as a value of {name}", 27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED") from None
             if 0 < asked <= limits[name] or (limits[name] == 0 and asked >= 0):
                 out[name] = value
+                continue
+            if name in CLAMPED_TO_THE_LIMIT and asked > limits[name] > 0:
+                out[name] = str(limits[name])  # the operator's limit stays: the stricter of the two applies
                 continue
             raise SqlRefused(f"Setting {name} should not be greater than {limits[name]} (the operator's limit)",
                              452, "SETTING_CONSTRAINT_VIOLATION")

@@ -153,7 +153,10 @@ def test_client_settings_are_per_query_and_readonly_param_does_not_break_inserts
         assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "115"
         status, body, _ = post(port, "SELECT number FROM numbers(10)", {"max_result_rows": "3"})
         assert status == 500 and "TOO_MANY_ROWS_OR_BYTES" in body  # a client may lower a limit...
-        assert post(port, "SELECT 1", {"max_execution_time": "100000"})[0] == 400  # ...never raise it
+        assert post(port, "SELECT 1", {"max_result_rows": "100000000"})[0] == 400  # ...never raise it
+        # a driver's deadline above the time limit (clickhouse-go sends deadline + 5 s) is lowered to the limit
+        assert post(port, "SELECT getSetting('max_execution_time')", {"max_execution_time": "100000"})[:2] == \
+            (200, "30\n")
         # allowed settings apply to that query only
         assert post(port, "SELECT timezone()", {"session_timezone": "Asia/Tokyo"})[1] == "Asia/Tokyo\n"
         assert post(port, "SELECT getSetting('session_timezone')")[1] != "Asia/Tokyo\n"

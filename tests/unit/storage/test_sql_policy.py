@@ -116,6 +116,22 @@ def test_client_settings_allow_list() -> None:
                    "max_result_rows": "10", "param_n": "4"}
 
 
+def test_show_tables_from_a_database_is_not_a_format() -> None:
+    from_db = parse_explain_ast("ShowTables (children 1)\n Identifier pulse\n")
+    assert check(from_db, admin=False, formatted="SHOW TABLES FROM pulse").format is None
+    as_json = parse_explain_ast("ShowTables (children 1)\n Identifier JSON\n")
+    assert check(as_json, admin=False, formatted="SHOW TABLES\nFORMAT JSON").format == "JSON"
+    both = parse_explain_ast("ShowTables (children 2)\n Identifier pulse\n Identifier JSON\n")
+    assert check(both, admin=False, formatted="SHOW TABLES FROM pulse\nFORMAT JSON").format == "JSON"
+
+
+def test_a_driver_deadline_above_the_time_limit_is_lowered_to_it_never_raised() -> None:
+    assert client_settings({"max_execution_time": "65"}, LIMITS) == {"max_execution_time": "30"}
+    assert client_settings({"max_execution_time": "15"}, LIMITS) == {"max_execution_time": "15"}
+    assert client_settings({"max_execution_time": "65"}, {"max_execution_time": 0}) == {"max_execution_time": "65"}
+    assert client_settings({"limit": "100"}, LIMITS) == {"limit": "100"}  # Grafana's row limit option
+
+
 @pytest.mark.parametrize(("params", "code"), [
     ({"readonly": "0"}, 164), ({"allow_ddl": "1"}, 164), ({"max_execution_time": "0"}, 452),
     ({"max_result_rows": "1000000"}, 452), ({"bad name": "1"}, 115)])
