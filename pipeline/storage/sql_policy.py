@@ -159,7 +159,8 @@ TRANSPORT_PARAMS = frozenset({
     "session_check", "compress", "decompress", "enable_http_compression", "wait_end_of_query", "buffer_size",
     "client_protocol_version", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
     "http_wait_end_of_query", "role", "quota_key", "cancel_http_readonly_queries_on_client_close",
-    "http_response_buffer_size", "add_http_cors_header", "output_format_parallel_formatting"})
+    "http_response_buffer_size", "add_http_cors_header", "output_format_parallel_formatting",
+    "http_zlib_compression_level"})  # the gzip/deflate level of our own answer (1..9, clamped)
 # Settings a client may set for its own query: how the result is written, never what may run.
 CLIENT_SETTINGS_ALLOWED = frozenset({
     "session_timezone", "date_time_output_format", "format_csv_delimiter", "format_csv_allow_single_quotes",
