@@ -30,6 +30,11 @@ from pipeline.storage.sql_policy import SqlRefused, check, client_settings, pars
 
 T = TypeVar("T")
 PARSE_TIMEOUT_S = 5
+# Set on every analyst handle, before readonly: the endpoint answers in the client's Accept-Encoding
+# unless it sends enable_http_compression=0 (query_server.py), and system.settings says so. Under
+# readonly=1 every setting reads as not writable, so clickhouse-connect (which asks system.settings
+# whether it may send enable_http_compression=1) would otherwise turn its compression off.
+HANDLE_SETTINGS = {"enable_http_compression": 1}
 
 
 def read_limits(sink: SinkSettings) -> dict[str, int | float]:
@@ -232,7 +237,7 @@ class Database:
         settings = client_settings(params, self.limits)
         query_params = {k[len("param_"):]: v for k, v in settings.items() if k.startswith("param_")}
         settings = {k: v for k, v in settings.items() if not k.startswith("param_")}
-        per_query = {**{k: v for k, v in self.limits.items()}, **settings}
+        per_query = {**HANDLE_SETTINGS, **self.limits, **settings}
         formatted, roots = self.parse(sql, query_params)
         verdict = check(roots, admin)
         fmt = verdict.format or default_format

@@ -12,7 +12,8 @@ every request needs. Also ``/ping``, ``/health``, ``/metrics``, ``/api/forget-us
 
 Compression as ClickHouse does it (``http_compression.py``): ``compress=1`` answers in ClickHouse's
 LZ4 block framing (the JDBC driver's default), ``decompress=1`` reads a body in it,
-``enable_http_compression=1`` answers in the ``Accept-Encoding`` ClickHouse would pick, and a
+the ``Accept-Encoding`` ClickHouse would pick is answered (``enable_http_compression`` is on unless a
+client sends 0), and a
 ``Content-Encoding`` request body is decoded; decompressed bodies are bounded by
 ``PULSE_SINK_SQL_MAX_REQUEST_BODY_BYTES``. Answers carry ``X-ClickHouse-Summary``/``-Format``/
 ``-Query-Id``/``-Timezone``/``-Server-Display-Name`` as ClickHouse's do; errors are sent plain (never
@@ -65,6 +66,12 @@ def content_type(fmt: str) -> str:
     if fmt == "XML":
         return "application/xml; charset=UTF-8"
     return "text/plain; charset=UTF-8"
+
+
+# How the app must be served (web.AppRunner(app, **SERVER_OPTIONS)): aiohttp would otherwise undo a
+# request's Content-Encoding itself, with no bound but client_max_size and for gzip/deflate/br only;
+# here http_compression does it (every ClickHouse encoding, bounded by the operator's setting).
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 def make_query_app(db: Database, settings: Settings, status: Callable[[], dict[str, Any]]) -> web.Application:
@@ -172,8 +179,9 @@ def _request_body(raw: bytes, request: web.Request, params: dict[str, str], max_
 
 
 def _answer(answer: Answer, request: web.Request, params: dict[str, str], timezone: str) -> web.Response:
-    """The 200 response: ``compress=1`` blocks inside, then the HTTP encoding ClickHouse would pick
-    (only with ``enable_http_compression=1``), and ClickHouse's headers."""
+    """The 200 response: ``compress=1`` blocks inside, then the HTTP encoding ClickHouse would pick for
+    the client's ``Accept-Encoding`` (``enable_http_compression`` is 1 here unless the client sends 0,
+    as on a ClickHouse whose profile sets it: see ``database.HANDLE_SETTINGS``), and ClickHouse's headers."""
     body = answer.body
     headers = {"Content-Type": content_type(answer.format), "X-ClickHouse-Format": answer.format,
                "X-ClickHouse-Query-Id": answer.query_id, "X-ClickHouse-Timezone": timezone,
@@ -183,7 +191,7 @@ def _answer(answer: Answer, request: web.Request, params: dict[str, str], timezo
         body = http_compression.compress_blocks(body)
         metrics.SQL_COMPRESSION.labels("response", "blocks").inc()
     encoding = http_compression.response_encoding(request.headers.get("Accept-Encoding", "")) \
-        if params.get("enable_http_compression") == "1" else None
+        if params.get("enable_http_compression", "1") != "0" else None
     if encoding is not None:
         level = params.get("http_zlib_compression_level", "3")
         body = http_compression.encode(body, encoding, min(9, max(1, int(level) if level.isdigit() else 3)))

@@ -71,7 +71,7 @@ public final class JdbcProbe {
                             + rs.getInt("DATA_TYPE") + ":" + rs.getString("IS_NULLABLE"));
                 }
             }
-            out("columns", String.join(",", columns));
+            out("columns", String.join(";", columns));
 
             try (Statement st = conn.createStatement();
                  ResultSet rs = st.executeQuery(
@@ -83,7 +83,7 @@ public final class JdbcProbe {
                 for (int i = 1; i <= md.getColumnCount(); i++) {
                     types.add(md.getColumnLabel(i) + ":" + md.getColumnTypeName(i));
                 }
-                out("select.types", String.join(",", types));
+                out("select.types", String.join(";", types));
                 int row = 0;
                 while (rs.next()) {
                     List<String> cells = new ArrayList<>();
