@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 TABLE_FUNCTIONS_ALLOWED = frozenset({
     "numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generateRandom", "generate_series", "generateSeries",
     "view", "merge", "null"})
+# Compared without case: ClickHouse registers some case-insensitively (the JDBC driver's getTypeInfo
+# sends ``VALUES(...)``); a name that differs only in case is either the same function or unknown.
+TABLE_FUNCTIONS_ALLOWED_LOWER = frozenset(name.lower() for name in TABLE_FUNCTIONS_ALLOWED)
 # Reach outside the database (files, network, processes, other servers): refused wherever they appear.
 EXTERNAL_FUNCTIONS = frozenset(name.lower() for name in {
     "file", "fileCluster", "url", "urlCluster", "remote", "remoteSecure", "cluster", "clusterAllReplicas",
@@ -111,7 +114,7 @@ def check(roots: list[Node], admin: bool) -> Verdict:
             raise SqlRefused(f"table function or function {node.name}() reaches outside the database and is not "
                              "allowed on this endpoint")
         if node.kind == "Function" and parent is not None and parent.kind in ("TableExpression", "InsertQuery") \
-                and node.name not in TABLE_FUNCTIONS_ALLOWED:
+                and node.name.lower() not in TABLE_FUNCTIONS_ALLOWED_LOWER:
             raise SqlRefused(f"table function {node.name}() is not on this endpoint's allow-list "
                              f"({', '.join(sorted(TABLE_FUNCTIONS_ALLOWED))})")
         if node.kind == "Function" and parent is not None and parent.kind == "Storage definition" \

@@ -143,6 +143,11 @@ def test_jdbc_driver_metadata_typed_reads_prepared_statement_and_refused_write(s
     assert {"pulse", "system"} <= set(facts["schemas"].split(","))
     tables = set(facts["tables"].split(","))
     assert {"actions:TABLE", "errors:TABLE", "sessions:TABLE", "page_ux_minute:VIEW"} <= tables, tables
+    assert {"TABLE", "VIEW", "MATERIALIZED VIEW"} <= set(facts["tableTypes"].split(","))
+    assert facts["primaryKeys"] == "kind,project,route,session_id,timestamp"  # actions' ORDER BY, sorted
+    assert facts["importedKeys"] == ""
+    assert {"String", "Nullable", "LowCardinality", "DateTime64", "UInt64", "Float64", "Array"} <= set(
+        facts["typeInfo"].split(","))  # getTypeInfo reads FROM VALUES(...): upper case, on the allow-list
     columns = facts["columns"].split(";")
     # name:TYPE_NAME:java.sql.Types:IS_NULLABLE (12 VARCHAR, 93 TIMESTAMP, 8 DOUBLE, 1111 OTHER)
     for expected in ("event_id:UUID:1111:NO", "project:LowCardinality(String):12:NO",

@@ -39,6 +39,16 @@ public final class JdbcProbe {
         return value.toString();
     }
 
+    private static String column(ResultSet rs, String name, String separator) throws SQLException {
+        List<String> values = new ArrayList<>();
+        try (rs) {
+            while (rs.next()) {
+                values.add(rs.getString(name));
+            }
+        }
+        return String.join(separator, values);
+    }
+
     public static void main(String[] args) throws Exception {
         Properties props = new Properties();
         props.setProperty("user", args[1]);
@@ -63,6 +73,11 @@ public final class JdbcProbe {
                 }
             }
             out("tables", String.join(",", tables));
+
+            out("tableTypes", column(meta.getTableTypes(), "TABLE_TYPE", ","));
+            out("primaryKeys", column(meta.getPrimaryKeys(null, "pulse", "actions"), "COLUMN_NAME", ","));
+            out("importedKeys", column(meta.getImportedKeys(null, "pulse", "actions"), "FKCOLUMN_NAME", ","));
+            out("typeInfo", column(meta.getTypeInfo(), "TYPE_NAME", ","));  // DBeaver asks on connect
 
             List<String> columns = new ArrayList<>();
             try (ResultSet rs = meta.getColumns(null, "pulse", "actions", "%")) {
