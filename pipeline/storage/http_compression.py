@@ -47,9 +47,10 @@ class CompressionError(ValueError):
         super().__init__(f"Code: {code}. DB::Exception: {why}. ({name})")
 
 
-def _too_large(max_size: int) -> CompressionError:
-    return CompressionError(f"the decompressed request body is larger than {max_size} bytes "
-                            "(PULSE_SINK_SQL_MAX_REQUEST_BODY_BYTES)", 307, "TOO_MANY_BYTES", 413)
+def body_too_large(max_size: int) -> CompressionError:
+    """A request body (as sent or decompressed) past the operator's bound."""
+    return CompressionError(f"the request body is larger than {max_size} bytes (as sent or decompressed; "
+                            "PULSE_SINK_SQL_MAX_REQUEST_BODY_BYTES)", 307, "TOO_MANY_BYTES", 413)
 
 
 def checksum(block: bytes) -> bytes:
@@ -90,7 +91,7 @@ def decompress_blocks(data: bytes, max_size: int) -> bytes:
                                    f"Actual: {checksum(block).hex()}. Size of compressed block: {compressed_size}",
                                    40, "CHECKSUM_DOESNT_MATCH")
         if len(out) + size > max_size:
-            raise _too_large(max_size)
+            raise body_too_large(max_size)
         out += _decompress_block(method, block[HEADER.size:], size)
         pos += CHECKSUM_SIZE + compressed_size
     return bytes(out)
@@ -179,7 +180,7 @@ def decode(data: bytes, encoding: str, max_size: int) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity", "none"):
         if len(data) > max_size:
-            raise _too_large(max_size)
+            raise body_too_large(max_size)
         return data
     stream = _stream(encoding)
     if stream is None:
@@ -190,7 +191,7 @@ def decode(data: bytes, encoding: str, max_size: int) -> bytes:
         while True:
             out += chunk
             if len(out) > max_size:
-                raise _too_large(max_size)
+                raise body_too_large(max_size)
             if not chunk or not stream.more():
                 break
             chunk = stream.feed(b"", max_size + 1 - len(out))

@@ -94,6 +94,9 @@ def make_query_app(db: Database, settings: Settings, status: Callable[[], dict[s
                                  settings.sink.sql_max_request_body_bytes).decode("utf-8", "replace")
         except CompressionError as exc:
             return _error(exc.status, str(exc), "/")
+        except web.HTTPRequestEntityTooLarge:  # the body as sent is past the same bound
+            too_large = http_compression.body_too_large(settings.sink.sql_max_request_body_bytes)
+            return _error(too_large.status, str(too_large), "/")
         sql = "\n".join(p for p in (params.get("query", ""), body) if p.strip())
         if not sql.strip():
             return _error(400, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)", "/")
