@@ -136,8 +136,11 @@ def test_jdbc_driver_metadata_typed_reads_prepared_statement_and_refused_write(s
     subprocess.run(["javac", "-d", str(classes), "-cp", f"{deps}/*",
                     str(DRIVERS / "java" / "src" / "drivers" / "JdbcProbe.java")], check=True, timeout=300)
     before = compression_counts(served.port)
-    out = _run(["java", "-cp", f"{classes}{os.pathsep}{deps}/*", "drivers.JdbcProbe",
-                f"jdbc:clickhouse://127.0.0.1:{served.port}/pulse", "default", KEY], served)
+    # default driver options but one setting: session_timezone, so that a DateTime without a zone in its
+    # type is only read right through X-ClickHouse-Timezone (the JVM's own zone pinned: getTimestamp uses it)
+    out = _run(["java", "-Duser.timezone=UTC", "-cp", f"{classes}{os.pathsep}{deps}/*", "drivers.JdbcProbe",
+                f"jdbc:clickhouse://127.0.0.1:{served.port}/pulse?clickhouse_setting_session_timezone=Asia/Tokyo",
+                "default", KEY], served)
     facts = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
     assert facts["product"] == "ClickHouse" and facts["driver"] == "ClickHouse JDBC Driver 0.10.0"
     assert {"pulse", "system"} <= set(facts["schemas"].split(","))
@@ -161,6 +164,7 @@ def test_jdbc_driver_metadata_typed_reads_prepared_statement_and_refused_write(s
     assert facts["select.row1"] == "drv-2|NULL|drivers|2026-03-01 12:00:00.25|6|0.0|[custom, #promo]"
     assert facts["select.instant0"] == "2026-03-01T12:00:00.125Z"
     assert facts["select.instant1"] == "2026-03-01T12:00:00.250Z"
+    assert facts["plain.zoned"] == "2026-03-01T12:00+09:00[Asia/Tokyo]|Asia/Tokyo"
     assert facts["prepared"] == "1|#buy"
     assert facts["write.code"] == "164" and "(READONLY)" in facts["write.message"], facts
     after = compression_counts(served.port)

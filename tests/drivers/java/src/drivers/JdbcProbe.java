@@ -112,6 +112,14 @@ public final class JdbcProbe {
                 out("select.rows", row);
             }
 
+            // DateTime without a zone in its type: the driver reads it in the server's zone, which it takes
+            // from X-ClickHouse-Timezone (the test runs this JVM in another zone to tell the two apart)
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT toDateTime('2026-03-01 12:00:00') AS plain, timezone() AS zone")) {
+                rs.next();
+                out("plain.zoned", rs.getObject("plain", java.time.ZonedDateTime.class) + "|" + rs.getString("zone"));
+            }
+
             try (PreparedStatement ps = conn.prepareStatement(
                     "SELECT count() AS n, max(selector) AS s FROM actions WHERE project = 'drivers' AND session_id = ?")) {
                 ps.setString(1, "drv-1");
