@@ -22,13 +22,12 @@ compressed: drivers read a plain error body whatever they asked for, and so does
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import re
 from typing import Any, Callable
-
-import asyncio
 
 import orjson
 from aiohttp import web
