@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What tests/integration/test_sdk_languages.py needs: Node.js with npm, Go, a JDK with Maven, and the
 # published server SDKs pinned in tests/sdk/ (node/package-lock.json, go/go.sum, java/pom.xml); and the
-# ClickHouse drivers pinned in tests/drivers/ (go/go.sum: clickhouse-go, as Grafana's data source uses).
+# ClickHouse clients pinned in tests/drivers/ that tests/integration/test_sql_drivers*.py run (go/go.sum:
+# clickhouse-go, as Grafana's data source uses; node/package-lock.json: @clickhouse/client; java/pom.xml:
+# the ClickHouse JDBC driver).
 # Idempotent: each part is redone only when its pin file changed. The toolchains are not installed
 # here (distribution packages are often too old for the SDKs); a missing one is an error that says so.
 set -euo pipefail
@@ -46,5 +48,20 @@ if [ ! -f "$stamp" ]; then
   echo "[sdk-deps] mvn dependency:copy-dependencies in tests/sdk/java" >&2
   rm -rf tests/sdk/java/target/dependency
   mvn -q -B -f tests/sdk/java/pom.xml dependency:copy-dependencies
+  touch "$stamp"
+fi
+
+stamp=tests/drivers/node/node_modules/.installed-$(cksum tests/drivers/node/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ]; then
+  echo "[sdk-deps] npm ci in tests/drivers/node" >&2
+  npm ci --prefix tests/drivers/node --no-audit --no-fund --loglevel=error
+  touch "$stamp"
+fi
+
+stamp=tests/drivers/java/target/.installed-$(cksum tests/drivers/java/pom.xml | cut -d' ' -f1)
+if [ ! -f "$stamp" ]; then
+  echo "[sdk-deps] mvn dependency:copy-dependencies in tests/drivers/java" >&2
+  rm -rf tests/drivers/java/target/dependency
+  mvn -q -B -f tests/drivers/java/pom.xml dependency:copy-dependencies
   touch "$stamp"
 fi

@@ -15,6 +15,9 @@ DEAD_LETTERS = Counter("pulse_dead_letters_total",
                        "the full reason is in the dead_letters table)", ["process", "step", "reason"])
 DUPLICATES_DROPPED = Counter("pulse_duplicates_dropped_total", "Events/messages dropped as duplicates", ["process", "by"])
 HTTP_REQUESTS = Counter("pulse_http_requests_total", "HTTP requests by endpoint and status", ["process", "endpoint", "status"])
+SQL_COMPRESSION = Counter("pulse_sql_compression_total", "SQL endpoint bodies by direction (request/response) and "
+                          "compression (blocks: ClickHouse's compress/decompress=1; else the HTTP encoding)",
+                          ["direction", "compression"])
 PRODUCE_FAILURES = Counter("pulse_produce_failures_total", "Kafka produce failures", ["process"])
 BATCH_SIZE = Histogram("pulse_batch_size", "Messages per processed batch", ["process"],
                        buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 50000))

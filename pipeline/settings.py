@@ -435,6 +435,10 @@ class SinkSettings(BaseSettings):
         256 * 1024 * 1024, ge=0, description="PULSE_SINK_SQL_MAX_RESULT_BYTES: bytes in one answer (max_result_bytes)")
     sql_max_rows_to_read: int = Field(
         10_000_000_000, ge=0, description="PULSE_SINK_SQL_MAX_ROWS_TO_READ: rows one analyst query may read (max_rows_to_read)")
+    sql_max_request_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="PULSE_SINK_SQL_MAX_REQUEST_BODY_BYTES: a request body once decompressed "
+                                               "(decompress=1 blocks, Content-Encoding); past it 413 TOO_MANY_BYTES. "
+                                               "Bounds decompression bombs; the body as sent is bounded by the same number")
     sql_max_concurrent_reads: int = Field(
         2, ge=1, le=64, description="PULSE_SINK_SQL_MAX_CONCURRENT_READS: analyst queries run at once (the read lane's "
                                     "threads); more wait. Inserts and /health have lanes of their own")

@@ -31,6 +31,11 @@ from pipeline.storage.sql_policy import SqlRefused, check, client_settings, pars
 
 T = TypeVar("T")
 PARSE_TIMEOUT_S = 5
+# Set on every analyst handle, before readonly: the endpoint answers in the client's Accept-Encoding
+# unless it sends enable_http_compression=0 (query_server.py), and system.settings says so. Under
+# readonly=1 every setting reads as not writable, so clickhouse-connect (which asks system.settings
+# whether it may send enable_http_compression=1) would otherwise turn its compression off.
+HANDLE_SETTINGS = {"enable_http_compression": 1}
 
 
 def read_limits(sink: SinkSettings) -> dict[str, int | float]:
@@ -41,10 +46,32 @@ def read_limits(sink: SinkSettings) -> dict[str, int | float]:
 
 
 @dataclass(frozen=True)
+class Ran:
+    """What the engine answered and counted (ClickHouse's X-ClickHouse-Summary numbers)."""
+
+    body: bytes
+    read_rows: int = 0
+    read_bytes: int = 0
+    written_rows: int = 0
+    written_bytes: int = 0
+    result_rows: int = 0
+    elapsed_ns: int = 0
+
+
+@dataclass(frozen=True)
 class Answer:
     body: bytes
     format: str
     query_id: str
+    ran: Ran | None = None
+
+    def summary(self) -> dict[str, str]:
+        """ClickHouse's ``X-ClickHouse-Summary`` (every value a string, as ClickHouse sends them)."""
+        ran = self.ran or Ran(self.body)
+        return {"read_rows": str(ran.read_rows), "read_bytes": str(ran.read_bytes),
+                "written_rows": str(ran.written_rows), "written_bytes": str(ran.written_bytes),
+                "total_rows_to_read": str(ran.read_rows), "result_rows": str(ran.result_rows),
+                "result_bytes": str(len(self.body)), "elapsed_ns": str(ran.elapsed_ns)}
 
 
 class EngineError(Exception):
@@ -94,15 +121,27 @@ class _ChdbEngine:
 
     @staticmethod
     def _run(conn: Any, sql: str, fmt: str = "RawBLOB", params: dict[str, str] | None = None) -> bytes:
+        return _ChdbEngine._counted(conn, sql, fmt, params).body
+
+    @staticmethod
+    def _counted(conn: Any, sql: str, fmt: str, params: dict[str, str] | None) -> Ran:
         try:
-            return conn.query(sql, fmt, params=params or {}).bytes()
+            result = conn.query(sql, fmt, params=params or {})
+            # chDB's rows_read() counts the rows of the answer; storage_rows_read() what was read
+            return Ran(result.bytes(), read_rows=result.storage_rows_read(), read_bytes=result.storage_bytes_read(),
+                       written_rows=result.rows_written(), written_bytes=result.bytes_written(),
+                       result_rows=result.rows_read(), elapsed_ns=int(result.elapsed() * 1e9))
         except Exception as exc:  # chDB raises RuntimeError with ClickHouse's text
             raise EngineError(_clickhouse_text(exc)) from None
 
     def query(self, sql: str, fmt: str, settings: dict[str, Any], database: str | None, readonly: bool,
               params: dict[str, str] | None = None) -> bytes:
+        return self.run(sql, fmt, settings, database, readonly, params).body
+
+    def run(self, sql: str, fmt: str, settings: dict[str, Any], database: str | None, readonly: bool,
+            params: dict[str, str] | None = None) -> Ran:
         with self.handle(settings, database, readonly) as conn:
-            return self._run(conn, sql, fmt, params)
+            return self._counted(conn, sql, fmt, params)
 
 
 class _ServerEngine:
@@ -124,6 +163,11 @@ class _ServerEngine:
         except Exception as exc:  # noqa: BLE001 - clickhouse-connect's DatabaseError carries ClickHouse's text
             raise EngineError(_clickhouse_text(exc)) from None
 
+    def run(self, sql: str, fmt: str, settings: dict[str, Any], database: str | None, readonly: bool,
+            params: dict[str, str] | None = None) -> Ran:
+        """Counts are not carried through here (raw_query drops the server's summary header)."""
+        return Ran(self.query(sql, fmt, settings, database, readonly, params))
+
 
 class Database:
     """One per process that owns the data: ``write`` for the sink, ``analyst_query`` for the endpoint."""
@@ -137,6 +181,7 @@ class Database:
         self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-probe")
         self._engine: _ChdbEngine | _ServerEngine | None = None
         self._server_revision: int | None = None
+        self._timezone: str | None = None
 
     # ------------------------------------------------------------ lanes
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -194,7 +239,7 @@ class Database:
         settings = client_settings(params, self.limits)
         query_params = {k[len("param_"):]: v for k, v in settings.items() if k.startswith("param_")}
         settings = {k: v for k, v in settings.items() if not k.startswith("param_")}
-        per_query = {**{k: v for k, v in self.limits.items()}, **settings}
+        per_query = {**HANDLE_SETTINGS, **self.limits, **settings}
         formatted, roots = self.parse(sql, query_params)
         verdict = check(roots, admin, formatted)
         fmt = verdict.format or default_format
@@ -203,13 +248,20 @@ class Database:
         revision = parse_revision(params.get("client_protocol_version"), self.server_revision()) \
             if fmt == "Native" else 0
         if verdict.is_read:
-            body = self.engine().query(formatted, fmt, per_query, database, True, query_params)
-            return Answer(to_revision(body, revision), fmt, query_id)
+            ran = self.engine().run(formatted, fmt, per_query, database, True, query_params)
+            return Answer(to_revision(ran.body, revision), fmt, query_id, ran)
         statement = formatted
         if roots[0].kind == "InsertQuery" and not any(c.kind == "SelectWithUnionQuery" for c in roots[0].children):
             statement = self._inline_insert(sql)
-        self.engine().query(statement, fmt, per_query, database, False, query_params)
-        return Answer(b"", fmt, query_id)
+        ran = self.engine().run(statement, fmt, per_query, database, False, query_params)
+        return Answer(b"", fmt, query_id, ran)
+
+    def server_timezone(self) -> str:
+        """The engine's time zone (``X-ClickHouse-Timezone``; drivers read DateTime without a zone in it).
+        Asked once: it is the process's, fixed for its life."""
+        if self._timezone is None:
+            self._timezone = self.engine().query("SELECT timezone()", "TabSeparatedRaw", {}, None, True).decode().strip()
+        return self._timezone
 
     def server_revision(self) -> int:
         """The engine's own protocol revision (``SELECT revision()``, what clickhouse-go's hello reads):

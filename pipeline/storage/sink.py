@@ -305,7 +305,7 @@ def run_sink(settings: Settings) -> None:
     from aiohttp import web
 
     from pipeline.runtime import run_service
-    from pipeline.storage.query_server import make_query_app
+    from pipeline.storage.query_server import SERVER_OPTIONS, make_query_app
 
     async def main(stop: asyncio.Event) -> None:
         sink = ClickHouseSink(settings)
@@ -316,7 +316,7 @@ def run_sink(settings: Settings) -> None:
             return {"kafka": {"assigned_partitions": assigned}, "flushes": sink.flushes,
                     "rows_inserted": sink.rows_inserted, "seconds_since_last_flush": since}
 
-        runner = web.AppRunner(make_query_app(sink.db, settings, status), access_log=None)
+        runner = web.AppRunner(make_query_app(sink.db, settings, status), access_log=None, **SERVER_OPTIONS)
         consume = asyncio.create_task(sink.run(stop))
         ready = asyncio.create_task(sink.ready.wait())
         await asyncio.wait([consume, ready], return_when=asyncio.FIRST_COMPLETED)

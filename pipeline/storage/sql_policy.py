@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 TABLE_FUNCTIONS_ALLOWED = frozenset({
     "numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generateRandom", "generate_series", "generateSeries",
     "view", "merge", "null"})
+# Compared without case: ClickHouse registers some case-insensitively (the JDBC driver's getTypeInfo
+# sends ``VALUES(...)``); a name that differs only in case is either the same function or unknown.
+TABLE_FUNCTIONS_ALLOWED_LOWER = frozenset(name.lower() for name in TABLE_FUNCTIONS_ALLOWED)
 # Reach outside the database (files, network, processes, other servers): refused wherever they appear.
 EXTERNAL_FUNCTIONS = frozenset(name.lower() for name in {
     "file", "fileCluster", "url", "urlCluster", "remote", "remoteSecure", "cluster", "clusterAllReplicas",
@@ -112,7 +115,7 @@ def check(roots: list[Node], admin: bool, formatted: str = "") -> Verdict:
             raise SqlRefused(f"table function or function {node.name}() reaches outside the database and is not "
                              "allowed on this endpoint")
         if node.kind == "Function" and parent is not None and parent.kind in ("TableExpression", "InsertQuery") \
-                and node.name not in TABLE_FUNCTIONS_ALLOWED:
+                and node.name.lower() not in TABLE_FUNCTIONS_ALLOWED_LOWER:
             raise SqlRefused(f"table function {node.name}() is not on this endpoint's allow-list "
                              f"({', '.join(sorted(TABLE_FUNCTIONS_ALLOWED))})")
         if node.kind == "Function" and parent is not None and parent.kind == "Storage definition" \
@@ -162,7 +165,8 @@ TRANSPORT_PARAMS = frozenset({
     "session_check", "compress", "decompress", "enable_http_compression", "wait_end_of_query", "buffer_size",
     "client_protocol_version", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
     "http_wait_end_of_query", "role", "quota_key", "cancel_http_readonly_queries_on_client_close",
-    "http_response_buffer_size", "add_http_cors_header", "output_format_parallel_formatting"})
+    "http_response_buffer_size", "add_http_cors_header", "output_format_parallel_formatting",
+    "http_zlib_compression_level"})  # the gzip/deflate level of our own answer (1..9, clamped)
 # Settings a client may set for its own query: how the result is written, never what may run.
 CLIENT_SETTINGS_ALLOWED = frozenset({
     "session_timezone", "date_time_output_format", "format_csv_delimiter", "format_csv_allow_single_quotes",

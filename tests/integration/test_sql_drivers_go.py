@@ -36,7 +36,7 @@ KEY = "grafana-reader-key"
 # source as deploy/grafana/provisioning sets it up (the plugin asks for gzip over HTTP; ClickHouse, like
 # this endpoint, answers uncompressed unless enable_http_compression=1). lz4 (compress=1, ClickHouse's
 # compressed blocks) is added once the endpoint speaks it.
-CASES = {"none": (), "gzip": ("-user", "grafana", "-database", "pulse")}
+CASES = {"none": (), "gzip": ("-user", "grafana", "-database", "pulse"), "lz4": ()}
 TYPED_FIXTURES = [
     "INSERT INTO errors (event_id, project, timestamp, received_at, exception_type, message, handled, tags, "
     "fingerprint, group_id) VALUES ('00000000-0000-4000-8000-000000000003', 'typed', '2026-01-02 03:04:05.678', "
@@ -185,7 +185,13 @@ def test_clickhouse_go_over_http_runs_what_grafana_sends(settings: Settings, tmp
             assert got["empty"]["rows"] == [], where
 
             # refused: a write (readonly), a column whose Native layout is not re-framed
-            assert got["write"]["code"] == 164 and "READONLY" in got["write"]["error"], got["write"]
+            if compression == "lz4":
+                # clickhouse-go 2.47 sends Exec without compress=1 yet reads any error body as LZ4 blocks
+                # (conn_http.go readRawResponse), so against a ClickHouse server too the code is lost here;
+                # the refusal still reaches the program as an error with the HTTP status
+                assert "[HTTP 403]" in got["write"]["error"], got["write"]
+            else:
+                assert got["write"]["code"] == 164 and "READONLY" in got["write"]["error"], got["write"]
             assert got["aggregate state"]["code"] == 48, got["aggregate state"]
 
             # every dashboard query, checked as the dashboard test checks chDB's own answers

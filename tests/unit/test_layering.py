@@ -16,7 +16,7 @@ PURE = [*sorted((ROOT / "contract").glob("*.py")), *sorted((ROOT / "sessions").g
         *(ROOT / "notify" / name for name in ("__init__.py", "config.py", "engine.py", "matchers.py", "payloads.py")),
         *(p for p in sorted((ROOT / "ingest").glob("*.py")) if p.name != "producer.py"),
         *(p for p in sorted((ROOT / "report").glob("*.py")) if p.name != "build.py"),  # build.py runs the queries
-        ROOT / "storage" / "batching.py", ROOT / "storage" / "sql_policy.py", ROOT / "simulate.py", ROOT / "simulate_sessions.py", ROOT / "settings.py"]
+        ROOT / "storage" / "batching.py", ROOT / "storage" / "sql_policy.py", ROOT / "storage" / "http_compression.py", ROOT / "simulate.py", ROOT / "simulate_sessions.py", ROOT / "settings.py"]
 IO_PACKAGES = {"faust", "aiokafka", "clickhouse_connect", "chdb", "aiohttp", "mode"}
 
 

@@ -139,3 +139,28 @@ def test_client_settings_refused_like_clickhouse(params: dict[str, str], code: i
     with pytest.raises(SqlRefused) as info:
         client_settings(params, LIMITS)
     assert info.value.code == code and f"Code: {code}." in str(info.value)
+
+
+SELECT_FROM_UPPER_VALUES = """SelectWithUnionQuery (children 1)
+ ExpressionList (children 1)
+  SelectQuery (children 2)
+   ExpressionList (children 1)
+    Identifier c1
+   TablesInSelectQuery (children 1)
+    TablesInSelectQueryElement (children 1)
+     TableExpression (children 1)
+      Function VALUES (children 1)
+       ExpressionList (children 2)
+        Literal 'c1 String'
+        Literal 'a'
+"""
+
+
+def test_allowed_table_functions_match_without_case_external_ones_still_refused() -> None:
+    """The JDBC driver's getTypeInfo reads ``FROM VALUES(...)`` (ClickHouse's own spelling varies)."""
+    assert check(parse_explain_ast(SELECT_FROM_UPPER_VALUES), admin=False).is_read
+    with pytest.raises(SqlRefused):
+        check(parse_explain_ast(SELECT_FROM_UPPER_VALUES.replace("Function VALUES", "Function FILE")), admin=False)
+    with pytest.raises(SqlRefused):
+        check(parse_explain_ast(SELECT_FROM_UPPER_VALUES.replace("Function VALUES", "Function someNewFunction")),
+              admin=False)
