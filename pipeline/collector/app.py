@@ -31,6 +31,7 @@ Run::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -82,6 +83,8 @@ HEALTH_CHECK_TIMEOUT_S = 2.0
 UNREAD_BODY_LINGER_S = 1.0
 # How often the first collector process looks for a dead sibling (PULSE_COLLECTOR_PROCESSES > 1).
 CHILD_CHECK_S = 0.5
+
+_EVENTS_BODY_BYTES = HTTP_BODY_BYTES.labels(PROCESS, EVENTS_PATH)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PRODUCER_KEY = web.AppKey("producer", EventProducer)
@@ -164,7 +167,7 @@ async def post_events(request: web.Request) -> web.Response:
         body = decompress_gzip(body, settings.max_body_bytes)
         if isinstance(body, Problem):
             return _problem(body)
-    HTTP_BODY_BYTES.labels(PROCESS, EVENTS_PATH).observe(len(body))
+    _EVENTS_BODY_BYTES.observe(len(body))
     items = parse_events(body, request.headers.get("Content-Type", "").lower())
     if isinstance(items, Problem):
         return _problem(items)
@@ -253,9 +256,20 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
         response.force_close()
         if response.status == 503:
             response.headers.setdefault("Retry-After", str(request.app[SETTINGS_KEY].collector.retry_after_s))
-    HTTP_REQUESTS.labels(PROCESS, endpoint, str(response.status)).inc()
-    HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint).observe(time.perf_counter() - t0)
+    _requests_counter(endpoint, response.status).inc()
+    _latency_histogram(endpoint).observe(time.perf_counter() - t0)
     return response
+
+
+# Metric children by label values, looked up once: ``labels()`` costs a lock and a tuple per call.
+@functools.lru_cache(maxsize=1024)
+def _requests_counter(endpoint: str, status: int) -> Any:
+    return HTTP_REQUESTS.labels(PROCESS, endpoint, str(status))
+
+
+@functools.lru_cache(maxsize=256)
+def _latency_histogram(endpoint: str) -> Any:
+    return HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint)
 
 
 def make_app(settings: Settings, producer: EventProducer) -> web.Application:
