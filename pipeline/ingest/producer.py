@@ -30,9 +30,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from pydantic import BaseModel
 
-from pipeline.contract import EVENT_TYPES, HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
+from pipeline.contract import HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
 from pipeline.ingest.scrub import scrub_event, scrub_text
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, validate_items
 from pipeline.metrics import DEAD_LETTERS, EVENTS_IN, PRODUCE_FAILURES
@@ -201,7 +202,7 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
             item["timestamp"] = timed.timestamp.isoformat()
         valid.append((index, item, event))
 
-    topics = {t: topic_for_type(kafka, t) for t in EVENT_TYPES}
+    topics: dict[str, str] = {}  # only the types this batch holds (usually one or two)
     groups: dict[tuple[str, str], list[bytes]] = {}
     accepted = out.accepted_by_type
     for index, item, event in valid:
@@ -210,7 +211,10 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
         except TypeError as exc:  # only from producers: a value JSON cannot express (e.g. a set)
             reject(index, item, f"not JSON-serializable: {exc}")
             continue
-        groups.setdefault((topics[event.type], event.session_id), []).append(encoded)
+        topic = topics.get(event.type)
+        if topic is None:
+            topic = topics[event.type] = topic_for_type(kafka, event.type)
+        groups.setdefault((topic, event.session_id), []).append(encoded)
         accepted[event.type] = accepted.get(event.type, 0) + 1
     for (topic, session_id), encoded in groups.items():
         key = session_id.encode()
@@ -224,6 +228,19 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
             size += len(one) + 1
         out.messages.append(OutMessage(topic, key, b"[" + b",".join(chunk) + b"]"))
     return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def session_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner (Java client's murmur2 of the key) with the hash remembered per
+    key: a session's flushes repeat its key, and aiokafka's murmur2 is pure Python."""
+    if key is None:
+        return DefaultPartitioner()(key, all_partitions, available)
+    return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
 class EventProducer:
@@ -258,6 +275,7 @@ class EventProducer:
             max_batch_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=request_timeout_ms,
             client_id=f"pulse-{process}",
+            partitioner=session_partitioner,
         )
 
     async def start(self) -> None:
