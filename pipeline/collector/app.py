@@ -359,8 +359,9 @@ def share_of_limits(settings: Settings, processes: int) -> Settings:
                                                                           "max_slow_bodies": slow})})
 
 
-def _die_with_parent() -> None:
-    """Linux: this (forked) process gets SIGTERM when the process that forked it dies."""
+def _die_with_parent(parent: int) -> None:
+    """Linux: this (forked) process gets SIGTERM when the process that forked it dies (and exits at
+    once if that happened before it could ask)."""
     try:
         import ctypes
 
@@ -368,6 +369,8 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the parent still stops its children on SIGTERM
         pass
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 async def _watch_children(children: list[int], stop: asyncio.Event, failed: list[str]) -> None:
@@ -420,12 +423,13 @@ def run_collector(settings: Settings) -> None:
         raise SystemExit("pulse collector: PULSE_COLLECTOR_PROCESSES > 1 needs a fixed PULSE_COLLECTOR_PORT (not 0)")
     mine = share_of_limits(settings, processes)
     children: list[int] = []
+    parent = os.getpid()
     for _ in range(processes - 1):
         pid = os.fork()
         if pid == 0:  # a child: serve until SIGTERM (from the parent, or when the parent dies)
             code = 0
             try:
-                _die_with_parent()
+                _die_with_parent(parent)
                 run_service(lambda stop: serve(mine, stop, reuse_port=True), log_level=logging.INFO,
                             event_loop=loop_kind)
             except BaseException:  # noqa: BLE001 - a child never returns into the parent's code
