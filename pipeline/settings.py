@@ -185,6 +185,14 @@ class CollectorSettings(BaseSettings):
         None, description="PULSE_COLLECTOR_API_TOKEN: bearer token for the query and management API (/api/issues, "
         "GET /api/metrics); unset = those endpoints answer loopback clients only")
 
+    processes: int = Field(
+        1, ge=1, le=64, description="PULSE_COLLECTOR_PROCESSES: collector processes serving the one port (SO_REUSEPORT; "
+        "the kernel spreads connections over them). One process takes roughly one core; rate limits and "
+        "max_slow_bodies are split evenly between the processes")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="PULSE_COLLECTOR_EVENT_LOOP: auto = uvloop when installed (a third less CPU per request), "
+        "else asyncio's own loop")
+
     health_lag_degraded: int = Field(
         10_000, ge=1, description="PULSE_COLLECTOR_HEALTH_LAG_DEGRADED: /api/health is degraded when a consumer group is "
         "this many messages behind")

@@ -31,7 +31,11 @@ Run::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,6 +81,10 @@ HEALTH_CHECK_TIMEOUT_S = 2.0
 # After an early answer (413, 408, 503) aiohttp drains the unread body this long, so a client still
 # sending can read the answer, then closes; short, so a trickling client is not kept on.
 UNREAD_BODY_LINGER_S = 1.0
+# How often the first collector process looks for a dead sibling (PULSE_COLLECTOR_PROCESSES > 1).
+CHILD_CHECK_S = 0.5
+
+_EVENTS_BODY_BYTES = HTTP_BODY_BYTES.labels(PROCESS, EVENTS_PATH)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PRODUCER_KEY = web.AppKey("producer", EventProducer)
@@ -159,7 +167,7 @@ async def post_events(request: web.Request) -> web.Response:
         body = decompress_gzip(body, settings.max_body_bytes)
         if isinstance(body, Problem):
             return _problem(body)
-    HTTP_BODY_BYTES.labels(PROCESS, EVENTS_PATH).observe(len(body))
+    _EVENTS_BODY_BYTES.observe(len(body))
     items = parse_events(body, request.headers.get("Content-Type", "").lower())
     if isinstance(items, Problem):
         return _problem(items)
@@ -248,9 +256,20 @@ async def _edge(request: web.Request, handler: Callable[[web.Request], Awaitable
         response.force_close()
         if response.status == 503:
             response.headers.setdefault("Retry-After", str(request.app[SETTINGS_KEY].collector.retry_after_s))
-    HTTP_REQUESTS.labels(PROCESS, endpoint, str(response.status)).inc()
-    HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint).observe(time.perf_counter() - t0)
+    _requests_counter(endpoint, response.status).inc()
+    _latency_histogram(endpoint).observe(time.perf_counter() - t0)
     return response
+
+
+# Metric children by label values, looked up once: ``labels()`` costs a lock and a tuple per call.
+@functools.lru_cache(maxsize=1024)
+def _requests_counter(endpoint: str, status: int) -> Any:
+    return HTTP_REQUESTS.labels(PROCESS, endpoint, str(status))
+
+
+@functools.lru_cache(maxsize=256)
+def _latency_histogram(endpoint: str) -> Any:
+    return HTTP_REQUEST_SECONDS.labels(PROCESS, endpoint)
 
 
 def make_app(settings: Settings, producer: EventProducer) -> web.Application:
@@ -300,8 +319,10 @@ async def _connect(producer: EventProducer, stop: asyncio.Event) -> None:
             pass
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set; in-flight requests finish before the producer closes."""
+async def serve(settings: Settings, stop: asyncio.Event, *, reuse_port: bool = False) -> None:
+    """Run until ``stop`` is set; in-flight requests finish before the producer closes.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so several collector processes share the port."""
     producer = EventProducer(settings.kafka, process=PROCESS, keep_ips=not settings.collector.scrub_ip_addresses)
     # keepalive_timeout: aiohttp closes a connection whose next request's headers are not complete by
     # then (counted from the connection's start or the previous answer), so it is the header timeout.
@@ -309,7 +330,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                            shutdown_timeout=settings.collector.produce_timeout_s + 1,
                            keepalive_timeout=settings.collector.header_timeout_s, lingering_time=UNREAD_BODY_LINGER_S)
     await runner.setup()
-    site = web.TCPSite(runner, settings.collector.host, settings.collector.port)
+    site = web.TCPSite(runner, settings.collector.host, settings.collector.port, reuse_port=reuse_port or None)
     await site.start()
     log.info("collector listening on http://%s:%s%s", settings.collector.host, settings.collector.port, EVENTS_PATH)
     connecting = asyncio.create_task(_connect(producer, stop))
@@ -321,6 +342,105 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await producer.stop()
 
 
+def share_of_limits(settings: Settings, processes: int) -> Settings:
+    """The settings one of ``processes`` collector processes enforces: each project's rate limit and
+    the slow-body slots divided evenly (rounded up), so together they allow what the operator set.
+
+    Example::
+
+        share_of_limits(settings, 2).collector.rate_limits   # {"shop": 60000} -> {"shop": 30000}
+    """
+    c = settings.collector
+    if processes <= 1:
+        return settings
+    share = {project: max(1, math.ceil(limit / processes)) for project, limit in c.rate_limits.items()}
+    slow = math.ceil(c.max_slow_bodies / processes)
+    return settings.model_copy(update={"collector": c.model_copy(update={"rate_limits": share,
+                                                                          "max_slow_bodies": slow})})
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: this (forked) process gets SIGTERM when the process that forked it dies (and exits at
+    once if that happened before it could ask)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent still stops its children on SIGTERM
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+async def _watch_children(children: list[int], stop: asyncio.Event, failed: list[str]) -> None:
+    """Stop the whole collector when one of its processes dies: the supervisor restarts it whole."""
+    while not stop.is_set():
+        for pid in children:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.remove(pid)
+                failed.append(f"collector process {pid} exited ({os.waitstatus_to_exitcode(status)})")
+                log.error("%s; stopping the collector", failed[-1])
+                stop.set()
+                return
+        try:
+            await asyncio.wait_for(stop.wait(), CHILD_CHECK_S)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+
+
+async def _serve_with_children(settings: Settings, stop: asyncio.Event, children: list[int],
+                               failed: list[str]) -> None:
+    watcher = asyncio.create_task(_watch_children(children, stop, failed))
+    try:
+        await serve(settings, stop, reuse_port=True)
+    finally:
+        watcher.cancel()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            await asyncio.to_thread(os.waitpid, pid, 0)
+
+
 def run_collector(settings: Settings) -> None:
-    """Blocking entry for ``pulse collector``; SIGTERM/SIGINT stop it gracefully."""
-    run_service(lambda stop: serve(settings, stop), log_level=logging.INFO)
+    """Blocking entry for ``pulse collector``; SIGTERM/SIGINT stop it gracefully.
+
+    With ``PULSE_COLLECTOR_PROCESSES`` = N > 1 this process forks N - 1 more before any event loop
+    or thread exists; all N bind the port with SO_REUSEPORT (the kernel spreads connections), each
+    with its own Kafka producer and 1/N of the rate limits and slow-body slots. When one dies the
+    others stop too (exit status 1), so a supervisor restarts the collector whole.
+    """
+    processes = settings.collector.processes
+    loop_kind = settings.collector.event_loop
+    if processes <= 1:
+        run_service(lambda stop: serve(settings, stop), log_level=logging.INFO, event_loop=loop_kind)
+        return
+    if settings.collector.port == 0:
+        raise SystemExit("pulse collector: PULSE_COLLECTOR_PROCESSES > 1 needs a fixed PULSE_COLLECTOR_PORT (not 0)")
+    mine = share_of_limits(settings, processes)
+    children: list[int] = []
+    parent = os.getpid()
+    for _ in range(processes - 1):
+        pid = os.fork()
+        if pid == 0:  # a child: serve until SIGTERM (from the parent, or when the parent dies)
+            code = 0
+            try:
+                _die_with_parent(parent)
+                run_service(lambda stop: serve(mine, stop, reuse_port=True), log_level=logging.INFO,
+                            event_loop=loop_kind)
+            except BaseException:  # noqa: BLE001 - a child never returns into the parent's code
+                log.exception("collector process %d failed", os.getpid())
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+    failed: list[str] = []
+    run_service(lambda stop: _serve_with_children(mine, stop, children, failed), log_level=logging.INFO,
+                event_loop=loop_kind)
+    if failed:
+        raise SystemExit(1)

@@ -97,6 +97,15 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes | P
     limit = limits.max_bytes if limit is None else limit
     if request.content_length is not None and request.content_length > limit:
         return Problem(413, f"body of {request.content_length} bytes exceeds the limit of {limit}")
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers (an SDK flush, usually): no waiting
+        try:
+            body = content.read_nowait()
+        except (ConnectionError, HttpProcessingError) as exc:
+            return Problem(CLIENT_CLOSED_REQUEST, f"client closed the connection before the body was complete: {exc}")
+        if len(body) > limit:
+            return Problem(413, f"body exceeds the limit of {limit} bytes")
+        return body
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + limits.timeout_s

@@ -10,9 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.ingest.filters import filter_reason
+from pipeline.ingest.filters import InboundFilters, filter_reason
 from pipeline.ingest.producer import EventProducer, SendResult
 from pipeline.ingest.ratelimit import RateLimiter
+from pipeline.ingest.validate import EventTimeWindow
 from pipeline.metrics import FILTERED_EVENTS
 from pipeline.settings import Settings
 
@@ -34,27 +35,42 @@ class Intake:
     filtered: int
 
 
+@dataclass(frozen=True)
+class IntakeRules:
+    """The per-request parts of the settings, built once per app (not once per request)."""
+
+    filters: InboundFilters
+    time_window: EventTimeWindow
+
+
+RULES = web.AppKey("intake_rules", IntakeRules)
+
+
 def setup_intake(app: web.Application, settings: Settings) -> None:
     app[LIMITER] = RateLimiter(dict(settings.collector.rate_limits))
+    app[RULES] = IntakeRules(settings.collector.inbound_filters(), settings.collector.event_time_window())
 
 
 async def intake(app: web.Application, settings: Settings, producer: EventProducer, items: list[Any], *,
                  project: str, now: datetime, source: str) -> Intake:
     """Filter, rate-limit (``RateLimited``), send. ``ProduceError`` when Kafka did not confirm."""
-    filters = settings.collector.inbound_filters()
-    kept: list[Any] = []
+    rules = app[RULES]
+    filters = rules.filters
+    kept: list[Any] = items
     filtered = 0
-    for item in items:
-        reason = filter_reason(item, filters)
-        if reason is None:
-            kept.append(item)
-        else:
-            filtered += 1
-            FILTERED_EVENTS.labels(reason).inc()
+    if filters.any:
+        kept = []
+        for item in items:
+            reason = filter_reason(item, filters)
+            if reason is None:
+                kept.append(item)
+            else:
+                filtered += 1
+                FILTERED_EVENTS.labels(reason).inc()
     wait = app[LIMITER].admit(project, len(kept), time.monotonic())
     if wait > 0:
         raise RateLimited(int(wait), settings.collector.rate_limits.get(project, 0))
     result = await producer.send(kept, project=project, received_at=now, source=source, now=now,
                                  timeout_s=settings.collector.produce_timeout_s,
-                                 time_window=settings.collector.event_time_window())
+                                 time_window=rules.time_window)
     return Intake(result, filtered)

@@ -25,6 +25,7 @@ the same intake as native events: inbound filters, rate limit, scrubbing, valida
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -73,17 +74,19 @@ async def _body(request: web.Request, settings: Settings) -> bytes | Problem:
 
 
 async def _send(request: web.Request, events: list[dict[str, Any]], project: str, now: datetime,
-                source: str, problems: list[str], body: bytes) -> web.Response | None:
+                source: str, problems: list[str], body: bytes | Callable[[], bytes]) -> web.Response | None:
     """None when sent; else the answer (429 / 503) in the SDK's own terms. Items the translator could
     not read (``problems``) are not lost: the request body (scrubbed) goes to the dead-letter topic
-    with the reasons, before the SDK is told its request was accepted."""
+    with the reasons, before the SDK is told its request was accepted. ``body`` may be a function
+    that makes it: only requests with problems pay for it."""
     settings = request.app[SETTINGS]
     try:
         done = await intake(request.app, settings, request.app[PRODUCER], events, project=project, now=now,
                             source=source)
         if problems:
             log.info("%s: %s", source, "; ".join(problems)[:500])
-            await _dead_letter(request.app[PRODUCER], settings, body, problems, project, now, source)
+            await _dead_letter(request.app[PRODUCER], settings, body() if callable(body) else body, problems,
+                               project, now, source)
     except RateLimited as exc:
         return _json(429, {"detail": f"project {project!r} is over its limit of {exc.limit_per_minute} events per "
                                      "minute"},
@@ -210,7 +213,7 @@ async def _posthog_answer(request: web.Request, decoded: posthog.PosthogBatch | 
     for name, n in translation.counts.items():
         SDK_ITEMS.labels("posthog", name if name.startswith("$") else "custom").inc(n)
     refused = await _send(request, translation.events, project, now, "http:posthog", translation.problems,
-                          orjson.dumps(decoded.events, default=str))  # decoded: gzip/base64 bodies made readable
+                          lambda: orjson.dumps(decoded.events, default=str))  # gzip/base64 bodies made readable
     if refused is not None:
         return refused
     return _json(200, ok if ok is not None else {"results": posthog.v1_results(decoded, translation.dropped)})

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 import uuid
@@ -686,11 +687,23 @@ def _elements(props: dict[str, Any]) -> list[_Element]:
     """The clicked element first, then its ancestors: from ``$elements_chain``, else ``$elements``."""
     chain = props.get("$elements_chain")
     if isinstance(chain, str) and chain.strip():
-        return [_chain_element(m.group(0)) for m in _CHAIN_ELEMENT.finditer(chain) if m.group(0).strip()]
+        return list(_parse_chain(chain) if len(chain) > MAX_CACHED_CHAIN else _parse_chain_cached(chain))
     raw = props.get("$elements")
     if isinstance(raw, list):
         return [_dict_element(e) for e in raw if isinstance(e, dict)]
     return []
+
+
+# A session clicks the same few elements again and again: their chains are parsed once and
+# remembered (parsing is a pure function of the text; the elements are immutable).
+MAX_CACHED_CHAIN = 4096
+
+
+def _parse_chain(chain: str) -> tuple[_Element, ...]:
+    return tuple(_chain_element(m.group(0)) for m in _CHAIN_ELEMENT.finditer(chain) if m.group(0).strip())
+
+
+_parse_chain_cached = functools.lru_cache(maxsize=4096)(_parse_chain)
 
 
 def _chain_element(text: str) -> _Element:

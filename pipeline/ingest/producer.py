@@ -24,15 +24,16 @@ import asyncio
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from pydantic import BaseModel
 
-from pipeline.contract import EVENT_TYPES, HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
+from pipeline.contract import HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
 from pipeline.ingest.scrub import scrub_event, scrub_text
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, validate_items
 from pipeline.metrics import DEAD_LETTERS, EVENTS_IN, PRODUCE_FAILURES
@@ -175,6 +176,10 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
         candidates.append((index, item))
 
     valid: list[tuple[int, Any, Any]] = []  # (index, dict, model)
+    # The common case (no clock skew to correct, time inside the window) is two comparisons against
+    # bounds computed once per batch; anything else goes through check_event_time for its verdict.
+    latest = reference + timedelta(seconds=window.max_future_s)
+    earliest = reference - timedelta(days=window.max_past_days)
     decoded = validate_items([c[1] for c in candidates], step="collector", source=source, now=now,
                              project=project or "")
     failed = {position: dead.reason for position, dead in zip(decoded.rejected_at, decoded.dead_letters)}
@@ -184,7 +189,12 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
             reject(index, item, failed[position])
             continue
         event = next(events)
-        timed = check_event_time(event.timestamp, event.sent_at, reference, window)
+        sent_at = event.sent_at
+        if (sent_at is None or abs((reference - sent_at).total_seconds()) < window.skew_min_s) \
+                and earliest <= event.timestamp <= latest:
+            valid.append((index, item, event))
+            continue
+        timed = check_event_time(event.timestamp, sent_at, reference, window)
         if timed.timestamp is None:
             reject(index, item, timed.reason or "timestamp out of range")
             continue
@@ -192,7 +202,7 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
             item["timestamp"] = timed.timestamp.isoformat()
         valid.append((index, item, event))
 
-    topics = {t: topic_for_type(kafka, t) for t in EVENT_TYPES}
+    topics: dict[str, str] = {}  # only the types this batch holds (usually one or two)
     groups: dict[tuple[str, str], list[bytes]] = {}
     accepted = out.accepted_by_type
     for index, item, event in valid:
@@ -201,7 +211,10 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
         except TypeError as exc:  # only from producers: a value JSON cannot express (e.g. a set)
             reject(index, item, f"not JSON-serializable: {exc}")
             continue
-        groups.setdefault((topics[event.type], event.session_id), []).append(encoded)
+        topic = topics.get(event.type)
+        if topic is None:
+            topic = topics[event.type] = topic_for_type(kafka, event.type)
+        groups.setdefault((topic, event.session_id), []).append(encoded)
         accepted[event.type] = accepted.get(event.type, 0) + 1
     for (topic, session_id), encoded in groups.items():
         key = session_id.encode()
@@ -215,6 +228,19 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
             size += len(one) + 1
         out.messages.append(OutMessage(topic, key, b"[" + b",".join(chunk) + b"]"))
     return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def session_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's default partitioner (Java client's murmur2 of the key) with the hash remembered per
+    key: a session's flushes repeat its key, and aiokafka's murmur2 is pure Python."""
+    if key is None:
+        return DefaultPartitioner()(key, all_partitions, available)
+    return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
 class EventProducer:
@@ -236,6 +262,7 @@ class EventProducer:
         self._request_timeout_ms = request_timeout_ms
         self._producer = self._make_client()
         self._started = False
+        self._events_in: dict[str, Any] = {}  # metric child per event type: labels() once, not per request
 
     def _make_client(self) -> AIOKafkaProducer:
         kafka, process, request_timeout_ms = self.kafka, self.process, self._request_timeout_ms
@@ -248,6 +275,7 @@ class EventProducer:
             max_batch_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=request_timeout_ms,
             client_id=f"pulse-{process}",
+            partitioner=session_partitioner,
         )
 
     async def start(self) -> None:
@@ -290,7 +318,10 @@ class EventProducer:
         messages = prepared.messages + (prepared.dead_letters if dead_letter else [])
         await self.deliver(messages, timeout_s)
         for event_type, n in prepared.accepted_by_type.items():
-            EVENTS_IN.labels(self.process, event_type).inc(n)
+            counter = self._events_in.get(event_type)
+            if counter is None:
+                counter = self._events_in[event_type] = EVENTS_IN.labels(self.process, event_type)
+            counter.inc(n)
         if dead_letter:
             for rejected in prepared.rejected:
                 DEAD_LETTERS.labels(self.process, "collector", reason_kind(rejected.reason)).inc()
@@ -328,11 +359,9 @@ class EventProducer:
             await asyncio.wait(futures)
 
         try:
-            # One timeout around the whole request (not one per message: each wait_for is a task).
-            if timeout_s is None:
+            # One timeout around the whole request, in this task (wait_for would start another).
+            async with asyncio.timeout(timeout_s):
                 await enqueue_and_wait()
-            else:
-                await asyncio.wait_for(enqueue_and_wait(), timeout_s)
             for fut in futures:
                 if fut.cancelled():  # aiokafka cancels what it still holds when it is stopped
                     raise ProduceError("delivery cancelled: the producer is stopping")
