@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install deps kafka-jars browser-deps sdk-deps demo test test-unit bench clean
+.PHONY: install deps kafka-jars browser-deps sdk-deps bench-deps demo test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -27,6 +27,9 @@ browser-deps:
 sdk-deps:
 	bash deploy/ensure-sdk-deps.sh
 
+bench-deps:
+	bash deploy/ensure-bench-deps.sh
+
 ## End to end on the embedded defaults: Kafka + collector + worker + sink + demo traffic + summary.
 demo: install kafka-jars
 	$(BIN)/pulse demo $(ARGS)
@@ -38,7 +41,7 @@ test: install kafka-jars browser-deps sdk-deps
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/contract
 
-bench: install kafka-jars
+bench: install kafka-jars bench-deps
 	$(BIN)/python bench/collector_bench.py
 	$(BIN)/python bench/agent_bench.py
 	$(BIN)/python bench/sink_bench.py
