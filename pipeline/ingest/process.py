@@ -35,7 +35,7 @@ from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time,
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
 from pipeline.rollups.minute import RollupRules, is_late_ms, rollup_rows_timed
-from pipeline.sessions.events import session_event
+from pipeline.ingest.session_input import session_input
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
@@ -196,23 +196,29 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
                 times = [epoch_us(e.timestamp) for e in events]
                 break
     noise_rules = rules.noise_rules
-    built: list[tuple[Any, str, dict[str, Any], Any, int]] = []
+    built: list[tuple[Any, str, dict[str, Any], Any, int, str]] = []
     types: list[str] = []
+    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url): a flush stays on a page or two
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
-        sess = session_event(event) if for_sessions else None
-        built.append((row["event_id"], table, row, sess, ts_us // 1000))  # the validated UUID: dedup key
+        route_url = (row["route"], row["url"])
+        page = pages.get(route_url)
+        if page is None:
+            page = pages[route_url] = page_of(*route_url)
+        ts_ms = ts_us // 1000
+        sess = session_input(event, ts_ms, page) if for_sessions else None
+        built.append((row["event_id"], table, row, sess, ts_ms, page))  # the validated UUID: dedup key
         types.append(event.type)
     by_table: dict[str, list[bytes]] = {}
     first_time = dedup.first_time
     dumps = orjson.dumps
     sourced: list[Sourced] | None = out.session_events.setdefault(msg.partition, []) if for_sessions else None
-    fresh: list[tuple[str, dict[str, Any], int]] = []
-    for event_id, table, row, sess, ts_ms in built:
+    fresh: list[tuple[str, dict[str, Any], int, str]] = []
+    for event_id, table, row, sess, ts_ms, page in built:
         if not first_time(event_id):
             out.duplicates += 1
             continue
-        fresh.append((table, row, ts_ms))
+        fresh.append((table, row, ts_ms, page))
         if sess is not None and sourced is not None:
             sourced.append(Sourced(msg.topic, msg.offset, sess))
         lines = by_table.get(table)
@@ -220,35 +226,29 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
             lines = by_table[table] = []
         lines.append(dumps(row))
     out.dead_letters.extend(decoded.dead_letters)
-    out.events_in.update(types)
+    events_in = out.events_in
+    for type_ in types:
+        events_in[type_] += 1
     rollups = rules.rollups
     if rollups is not None and fresh:
         # Minute partials of this message's first-time events: same origin, so a replay is dropped
         # by the sink like the raw rows (see pipeline/rollups/minute.py).
-        pages: dict[tuple[Any, Any], str] = {}
-        timed = []
         late = 0
-        for table, row, ts_ms in fresh:
+        for _, _, ts_ms, _ in fresh:
             if is_late_ms(ts_ms, arrived_ms, rollups):
                 late += 1
-            if table == "metrics":  # custom metrics have their own rollup
-                continue
-            route, url = row["route"], row["url"]
-            page = pages.get((route, url))
-            if page is None:
-                page = pages[(route, url)] = page_of(route, url)
-            timed.append((table, row, ts_ms, page))
         out.late_rollup_events += late
+        timed = fresh if "metrics" not in by_table else [f for f in fresh if f[0] != "metrics"]  # own rollup
         if timed:
             partials = rollup_rows_timed(timed, rollups)
             by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
             if rules.downstream:
                 out.alert_rows += partials
         if "metrics" in by_table:
-            metric_partials = metric_rollup_rows((row for table, row, _ in fresh if table == "metrics"), rollups.window_s)
+            metric_partials = metric_rollup_rows((row for table, row, _, _ in fresh if table == "metrics"), rollups.window_s)
             by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
     if rules.downstream and "errors" in by_table:
-        out.issue_records += occurrence_records((row for table, row, _ in fresh if table == "errors"),
+        out.issue_records += occurrence_records((row for table, row, _, _ in fresh if table == "errors"),
                                                 msg.topic, msg.partition, msg.offset)
     source = msg.source
     partition = msg.partition % rules.storage_partitions
