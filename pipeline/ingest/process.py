@@ -21,13 +21,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
-                               DeadLetter, encode_line_sources, encode_source_range)
+                               DeadLetter, encode_line_runs, encode_source_range)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import epoch_us, event_to_row, page_of
@@ -311,13 +312,17 @@ def range_messages(per_message: list[StorageMessage], by_source: dict[str, RawMe
                             f"PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
     groups: dict[tuple[str, str, int], list[tuple[int, StorageMessage]]] = {}
     for m in per_message:
-        if m.source in too_big:
+        if too_big and m.source in too_big:
             continue
         raw = by_source[m.source]
-        groups.setdefault((m.table, raw.topic, raw.partition), []).append((raw.offset, m))
+        key = (m.table, raw.topic, raw.partition)
+        items = groups.get(key)
+        if items is None:
+            items = groups[key] = []
+        items.append((raw.offset, m))
     out: list[StorageMessage] = []
     for (table, topic, partition), items in groups.items():
-        items.sort(key=lambda item: item[0])
+        items.sort(key=itemgetter(0))  # a poll's records are in offset order already: one pass
         chunk: list[tuple[int, StorageMessage]] = []
         size = 0
         for item in items:
@@ -332,13 +337,22 @@ def range_messages(per_message: list[StorageMessage], by_source: dict[str, RawMe
 
 
 def _range_message(table: str, topic: str, partition: int, chunk: list[tuple[int, StorageMessage]]) -> StorageMessage:
-    offsets: list[int] = []
+    """One record of ``chunk``'s lines; its line sources are one run per raw message, so they are
+    encoded from (offset, rows) pairs, not from a list with one offset per line."""
+    runs: list[tuple[int, int]] = []
+    lines = 0
     for offset, m in chunk:
-        offsets += [offset] * m.rows
+        if m.rows < 1:
+            raise ValueError(f"a storage message without lines from offset {offset}")
+        lines += m.rows
+        if runs and runs[-1][0] == offset:  # the same raw message twice: encode_line_sources merged these too
+            runs[-1] = (offset, runs[-1][1] + m.rows)
+        else:
+            runs.append((offset, m.rows))
     first = chunk[0]
     return StorageMessage(table, encode_source_range(topic, partition, chunk[0][0], chunk[-1][0]).decode(), None,
-                          first[1].partition_hint, b"\n".join(m.value for _, m in chunk), len(offsets),
-                          encode_line_sources(offsets))
+                          first[1].partition_hint, b"\n".join([m.value for _, m in chunk]), lines,
+                          encode_line_runs(runs))
 
 
 def dead_letter_for(msg: RawMessage, reason: str, now: datetime) -> DeadLetter:
