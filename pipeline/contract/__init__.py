@@ -24,6 +24,7 @@ from pipeline.contract.topics import (
     HEADER_SOURCE,
     HEADER_SOURCE_LINES,
     HEADER_TABLE,
+    encode_line_runs,
     encode_line_sources,
     encode_source_range,
     parse_line_sources,
@@ -35,5 +36,5 @@ __all__ = [
     "ApiEvent", "ApiPayload", "ClickObservation", "Envelope", "ErrorEvent", "ErrorPayload", "Event",
     "MetricEvent", "MetricPayload",
     "StackFrame", "VitalEvent", "VitalPayload", "HEADER_SOURCE", "HEADER_SOURCE_LINES", "HEADER_TABLE",
-    "encode_line_sources", "encode_source_range", "parse_line_sources", "topic_for_type",
+    "encode_line_runs", "encode_line_sources", "encode_source_range", "parse_line_sources", "topic_for_type",
 ]

@@ -145,6 +145,16 @@ class ClickObservation(_Model):
     observed_for_ms: float | None = Field(None, ge=0, description="How long the SDK watched.")
 
 
+_REQUIRED_PER_KIND: dict[str, tuple[str, ...]] = {
+    "click": ("selector",),
+    "scroll": ("scroll_depth",),
+    "form_start": ("form",),
+    "form_submit": ("form",),
+    "visibility": ("visibility",),
+    "custom": ("name",),
+}
+
+
 class ActionPayload(_Model):
     kind: ActionKind
     selector: LongText | None = Field(None, description="CSS selector of the target element.")
@@ -162,14 +172,9 @@ class ActionPayload(_Model):
 
     @model_validator(mode="after")
     def _required_per_kind(self) -> "ActionPayload":
-        needed = {
-            "click": ("selector",),
-            "scroll": ("scroll_depth",),
-            "form_start": ("form",),
-            "form_submit": ("form",),
-            "visibility": ("visibility",),
-            "custom": ("name",),
-        }.get(self.kind, ())
+        needed = _REQUIRED_PER_KIND.get(self.kind, ())  # runs for every action: no dict built per call
+        if not needed:
+            return self
         missing = [f for f in needed if getattr(self, f) is None]
         if missing:
             raise ValueError(f"action kind {self.kind!r} requires {', '.join(missing)}")

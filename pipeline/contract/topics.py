@@ -60,6 +60,25 @@ def encode_line_sources(offsets: Sequence[int]) -> bytes:
     return ",".join(runs).encode()
 
 
+def encode_line_runs(runs: Sequence[tuple[int, int]]) -> bytes:
+    """The pulse-src-lines header from (offset, lines) runs, as ``encode_line_sources`` would write it
+    for ``[offset] * lines`` of each run: one formatted pair per raw message instead of one list
+    item per line. Same checks: no runs, a negative or a non-increasing offset, or a run without
+    lines raise ValueError.
+
+    >>> encode_line_runs([(100, 3), (101, 1), (105, 2)])
+    b'100x3,101x1,105x2'
+    """
+    if not runs:
+        raise ValueError("no lines")
+    prev = -1
+    for offset, count in runs:
+        if offset <= prev or offset < 0 or count < 1:
+            raise ValueError(f"bad line run {offset}x{count} after offset {prev}")
+        prev = offset
+    return ",".join([f"{offset}x{count}" for offset, count in runs]).encode()
+
+
 def parse_line_sources(header: bytes) -> tuple[list[int], list[int]]:
     """``b"100x3,101x1,105x2"`` -> ``([100, 101, 105], [3, 1, 2])``: run offsets and line counts.
 

@@ -8,7 +8,7 @@ several times faster than ``isoformat``/``str`` would, and ClickHouse parses the
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +31,16 @@ def page_of(route: str | None, url: str | None) -> str:
         except ValueError:
             return ""
     return ""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_us(ts: datetime) -> int:
+    """Exact integer microseconds since the epoch of an aware datetime (no float rounding): the
+    worker computes it once per event and derives the minute, the lateness and the time window check."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:

@@ -21,21 +21,22 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
-                               DeadLetter, encode_line_sources, encode_source_range)
+                               DeadLetter, encode_line_runs, encode_source_range)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.normalize import event_to_row
+from pipeline.ingest.normalize import epoch_us, event_to_row, page_of
 from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, is_late, rollup_rows
-from pipeline.sessions.events import session_event
+from pipeline.rollups.minute import RollupRules, is_late_ms, rollup_rows_timed
+from pipeline.ingest.session_input import session_input
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
@@ -43,9 +44,10 @@ ROLLUP_TABLE = "rollups_minute"
 METRIC_ROLLUP_TABLE = "metrics_minute"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawMessage:
-    """One message read from a raw topic, as plain data."""
+    """One message read from a raw topic, as plain data. Not frozen: a frozen dataclass's
+    ``__init__`` costs ~1.2 us more, once per Kafka record (issue 14); nothing changes it."""
 
     topic: str
     partition: int
@@ -59,10 +61,11 @@ class RawMessage:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StorageMessage:
     """Rows of one table from one raw message (or, with ``line_sources``, from a range of raw
-    messages of one partition), ready to produce on the storage topic."""
+    messages of one partition), ready to produce on the storage topic. Not frozen, for the same
+    reason as ``RawMessage``: one or two are made per raw message."""
 
     table: str
     source: str
@@ -123,6 +126,34 @@ def _received_at(msg: RawMessage, now: datetime) -> datetime:
     return datetime.fromtimestamp(msg.timestamp_ms / 1000, tz=timezone.utc)
 
 
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """A batch's constants, worked out once instead of per message or per event."""
+
+    storage_partitions: int
+    session_topics: frozenset[str]
+    rollups: RollupRules | None
+    noise_rules: NoiseRules
+    downstream: bool
+    time_window: EventTimeWindow | None
+    past_us: int = 0  # the time window in exact microseconds (datetime arithmetic is exact too)
+    future_us: int = 0
+    now_ms: int = 0
+
+    @classmethod
+    def of(cls, storage_partitions: int, now: datetime, session_topics: frozenset[str], rollups: RollupRules | None,
+           noise_rules: NoiseRules, downstream: bool, time_window: EventTimeWindow | None) -> "_Rules":
+        past_us = future_us = 0
+        if time_window is not None:
+            past_us = timedelta(days=time_window.max_past_days) // _MICROSECOND
+            future_us = timedelta(seconds=time_window.max_future_s) // _MICROSECOND
+        return cls(storage_partitions, session_topics, rollups, noise_rules, downstream, time_window, past_us,
+                   future_us, epoch_us(now) // 1000)
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
                     out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
                     rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
@@ -131,77 +162,109 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     seen, so a failure while building leaves the dedup state untouched. With ``time_window``, an
     event time outside it (around the message's Kafka timestamp) is rejected or clamped as the
     collector does: producers that write straight to Kafka are held to the same window."""
-    for_sessions = msg.topic in session_topics
+    rules = _Rules.of(storage_partitions, now, session_topics, rollups, noise_rules, downstream, time_window)
+    _process(msg, dedup, now, out, rules)
+
+
+def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: _Rules) -> None:
+    """``process_message`` with the batch's constants worked out. Each event is decoded once and
+    its time (exact epoch microseconds) computed once; the storage row, the rollup partials, the
+    lateness, the issue records and the session input are all made from those."""
+    for_sessions = msg.topic in rules.session_topics
     if for_sessions:
         upto = out.session_upto.setdefault(msg.partition, {})
         if msg.offset > upto.get(msg.topic, -1):
             upto[msg.topic] = msg.offset
     decoded = _decode(msg, now)
-    if not decoded.events:
+    events = decoded.events
+    if not events:
         out.dead_letters.extend(decoded.dead_letters)
         return
-    received_at = _received_at(msg, now)
-    events = decoded.events
-    if time_window is not None:
-        events = _in_time_window(events, received_at, time_window, msg, now, out)
-    built: list[tuple[Any, str, dict[str, Any], Any]] = []
+    arrived_ms = msg.timestamp_ms
+    if arrived_ms is None or arrived_ms < 0:
+        received_at, arrived_ms = now, rules.now_ms
+        received_us = epoch_us(now)
+    else:
+        received_at = datetime.fromtimestamp(arrived_ms / 1000, tz=timezone.utc)
+        received_us = arrived_ms * 1000
+    times = [epoch_us(e.timestamp) for e in events]
+    window = rules.time_window
+    if window is not None:
+        lo, hi = received_us - rules.past_us, received_us + rules.future_us
+        for t in times:
+            if not lo <= t <= hi:
+                events = _in_time_window(events, received_at, window, msg, now, out)
+                times = [epoch_us(e.timestamp) for e in events]
+                break
+    noise_rules = rules.noise_rules
+    built: list[tuple[Any, str, dict[str, Any], Any, int, str]] = []
     types: list[str] = []
-    for event in events:
+    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url): a flush stays on a page or two
+    for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
-        event_id = row["event_id"]  # the validated UUID: dedup key
-        sess = session_event(event) if for_sessions else None
-        built.append((event_id, table, row, sess))
+        route_url = (row["route"], row["url"])
+        page = pages.get(route_url)
+        if page is None:
+            page = pages[route_url] = page_of(*route_url)
+        ts_ms = ts_us // 1000
+        sess = session_input(event, ts_ms, page) if for_sessions else None
+        built.append((row["event_id"], table, row, sess, ts_ms, page))  # the validated UUID: dedup key
         types.append(event.type)
     by_table: dict[str, list[bytes]] = {}
     first_time = dedup.first_time
     dumps = orjson.dumps
     sourced: list[Sourced] | None = out.session_events.setdefault(msg.partition, []) if for_sessions else None
-    fresh: list[tuple[str, dict[str, Any]]] = []
-    for event_id, table, row, sess in built:
+    fresh: list[tuple[str, dict[str, Any], int, str]] = []
+    for event_id, table, row, sess, ts_ms, page in built:
         if not first_time(event_id):
             out.duplicates += 1
             continue
-        fresh.append((table, row))
+        fresh.append((table, row, ts_ms, page))
         if sess is not None and sourced is not None:
             sourced.append(Sourced(msg.topic, msg.offset, sess))
         lines = by_table.get(table)
         if lines is None:
             lines = by_table[table] = []
         lines.append(dumps(row))
-    source = msg.source
-    partition = msg.partition % storage_partitions
     out.dead_letters.extend(decoded.dead_letters)
-    out.events_in.update(types)
+    events_in = out.events_in
+    for type_ in types:
+        events_in[type_] += 1
+    rollups = rules.rollups
     if rollups is not None and fresh:
         # Minute partials of this message's first-time events: same origin, so a replay is dropped
         # by the sink like the raw rows (see pipeline/rollups/minute.py).
-        partials = rollup_rows(fresh, rollups)
-        if partials:
+        late = 0
+        for _, _, ts_ms, _ in fresh:
+            if is_late_ms(ts_ms, arrived_ms, rollups):
+                late += 1
+        out.late_rollup_events += late
+        timed = fresh if "metrics" not in by_table else [f for f in fresh if f[0] != "metrics"]  # own rollup
+        if timed:
+            partials = rollup_rows_timed(timed, rollups)
             by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
-            if downstream:
+            if rules.downstream:
                 out.alert_rows += partials
         if "metrics" in by_table:
-            metric_partials = metric_rollup_rows((row for table, row in fresh if table == "metrics"), rollups.window_s)
+            metric_partials = metric_rollup_rows((row for table, row, _, _ in fresh if table == "metrics"), rollups.window_s)
             by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
-        arrived_ms = msg.timestamp_ms if msg.timestamp_ms is not None and msg.timestamp_ms >= 0 \
-            else int(now.timestamp() * 1000)
-        out.late_rollup_events += sum(1 for _, row in fresh if is_late(row["timestamp"], arrived_ms, rollups))
-    if downstream and "errors" in by_table:
-        out.issue_records += occurrence_records((row for table, row in fresh if table == "errors"),
+    if rules.downstream and "errors" in by_table:
+        out.issue_records += occurrence_records((row for table, row, _, _ in fresh if table == "errors"),
                                                 msg.topic, msg.partition, msg.offset)
+    source = msg.source
+    partition = msg.partition % rules.storage_partitions
+    rows_out = out.rows_out
     for table, lines in by_table.items():
         out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines)))
-        out.rows_out[table] += len(lines)
+        rows_out[table] += len(lines)
 
 
 def _in_time_window(events: list[Any], received_at: datetime, window: EventTimeWindow, msg: RawMessage,
                     now: datetime, out: ProcessedBatch) -> list[Any]:
     """The events whose time is inside ``window`` around ``received_at`` (clamped ones included);
-    the others become dead letters with the reason. One comparison per event on the common path."""
+    the others become dead letters with the reason. Only called when one is outside."""
     lo = received_at - timedelta(days=window.max_past_days)
     hi = received_at + timedelta(seconds=window.max_future_s)
-    if all(lo <= e.timestamp <= hi for e in events):
-        return events
     kept = []
     for e in events:
         if lo <= e.timestamp <= hi:
@@ -227,10 +290,10 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     ``downstream``, the worker's other agents get theirs: first-time errors per fingerprint for issue
     status (``out.issue_records``) and minute partials per project for alerting (``out.alert_rows``)."""
     out = ProcessedBatch()
+    rules = _Rules.of(storage_partitions, now, session_topics, rollups, noise_rules, downstream, time_window)
     for msg in messages:
         try:
-            process_message(msg, dedup, storage_partitions, now, out, session_topics, rollups, noise_rules, downstream,
-                            time_window)
+            _process(msg, dedup, now, out, rules)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out
@@ -249,13 +312,17 @@ def range_messages(per_message: list[StorageMessage], by_source: dict[str, RawMe
                             f"PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
     groups: dict[tuple[str, str, int], list[tuple[int, StorageMessage]]] = {}
     for m in per_message:
-        if m.source in too_big:
+        if too_big and m.source in too_big:
             continue
         raw = by_source[m.source]
-        groups.setdefault((m.table, raw.topic, raw.partition), []).append((raw.offset, m))
+        key = (m.table, raw.topic, raw.partition)
+        items = groups.get(key)
+        if items is None:
+            items = groups[key] = []
+        items.append((raw.offset, m))
     out: list[StorageMessage] = []
     for (table, topic, partition), items in groups.items():
-        items.sort(key=lambda item: item[0])
+        items.sort(key=itemgetter(0))  # a poll's records are in offset order already: one pass
         chunk: list[tuple[int, StorageMessage]] = []
         size = 0
         for item in items:
@@ -270,13 +337,22 @@ def range_messages(per_message: list[StorageMessage], by_source: dict[str, RawMe
 
 
 def _range_message(table: str, topic: str, partition: int, chunk: list[tuple[int, StorageMessage]]) -> StorageMessage:
-    offsets: list[int] = []
+    """One record of ``chunk``'s lines; its line sources are one run per raw message, so they are
+    encoded from (offset, rows) pairs, not from a list with one offset per line."""
+    runs: list[tuple[int, int]] = []
+    lines = 0
     for offset, m in chunk:
-        offsets += [offset] * m.rows
+        if m.rows < 1:
+            raise ValueError(f"a storage message without lines from offset {offset}")
+        lines += m.rows
+        if runs and runs[-1][0] == offset:  # the same raw message twice: encode_line_sources merged these too
+            runs[-1] = (offset, runs[-1][1] + m.rows)
+        else:
+            runs.append((offset, m.rows))
     first = chunk[0]
     return StorageMessage(table, encode_source_range(topic, partition, chunk[0][0], chunk[-1][0]).decode(), None,
-                          first[1].partition_hint, b"\n".join(m.value for _, m in chunk), len(offsets),
-                          encode_line_sources(offsets))
+                          first[1].partition_hint, b"\n".join([m.value for _, m in chunk]), lines,
+                          encode_line_runs(runs))
 
 
 def dead_letter_for(msg: RawMessage, reason: str, now: datetime) -> DeadLetter:

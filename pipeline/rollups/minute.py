@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from orjson import OPT_NON_STR_KEYS, dumps
 
-from pipeline.ingest.normalize import page_of
+from pipeline.ingest.normalize import epoch_us, page_of
 from pipeline.ingest.useragent import browser_and_os
 from pipeline.rollups.sketch import key_of
 
@@ -72,8 +72,12 @@ class RollupRules:
 def is_late(event_time: datetime, arrived_ms: int, rules: RollupRules) -> bool:
     """Arrived after its window closed plus the allowed lateness. It still counts in its own minute
     (a partial for an older minute merges the same); this only says it is late, for the metric."""
+    return is_late_ms(epoch_us(event_time) // 1000, arrived_ms, rules)
+
+
+def is_late_ms(ts_ms: int, arrived_ms: int, rules: RollupRules) -> bool:
+    """``is_late`` of an event time already in epoch milliseconds (the worker has it per event)."""
     window_ms = rules.window_s * 1000
-    ts_ms = int(event_time.timestamp() * 1000)
     return arrived_ms > ts_ms - ts_ms % window_ms + window_ms + rules.lateness_ms
 
 
@@ -95,23 +99,23 @@ def _observe(sketches: dict[str, dict[int, int]], name: str, value: float) -> No
 
 def rollup_rows(rows: Iterable[tuple[str, dict[str, Any]]], rules: RollupRules = RollupRules()
                 ) -> list[dict[str, Any]]:
-    """Partial rollup rows (ClickHouse column -> value) of one message's (table, row) pairs.
+    """Partial rollup rows (ClickHouse column -> value) of one message's (table, row) pairs."""
+    return rollup_rows_timed(((table, row, epoch_us(row["timestamp"]) // 1000, page_of(row.get("route"), row.get("url")))
+                              for table, row in rows if table != "metrics"), rules)
 
-    Written for speed (it runs for every event): plain dicts updated in place, pages computed once
-    per (route, url)."""
+
+def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rules: RollupRules = RollupRules()
+                      ) -> list[dict[str, Any]]:
+    """``rollup_rows`` of (table, row, event time in epoch ms, page) tuples: the worker already has
+    each event's time and page (sessions need them too), so they are not computed twice. Metric rows
+    must not be among them (they have their own rollup, metrics.py).
+
+    Written for speed (it runs for every event): plain dicts updated in place."""
     partials: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, dict[int, int]]]] = {}
-    window = rules.window_s
+    window_ms = rules.window_s * 1000
     patterns = rules.checkout_patterns
-    pages: dict[tuple[Any, Any], str] = {}
-    for table, row in rows:
-        if table == "metrics":  # custom metrics have their own rollup (metrics.py)
-            continue
-        seconds = int(row["timestamp"].timestamp())
-        start = seconds - seconds % window
-        route, url = row.get("route"), row.get("url")
-        page = pages.get((route, url))
-        if page is None:
-            page = pages[(route, url)] = page_of(route, url)
+    for table, row, ts_ms, page in rows:
+        start = (ts_ms - ts_ms % window_ms) // 1000
         key = (row["project"], start, row["environment"], row["release"], page, browser_and_os(row["user_agent"])[0])
         entry = partials.get(key)
         if entry is None:

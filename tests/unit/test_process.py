@@ -224,3 +224,15 @@ def test_no_dead_letter_record_passes_a_megabyte() -> None:
         assert f"payload cut to its first {MAX_PAYLOAD_BYTES} of {len(raw)} bytes" in dead.reason
     text = run(msg(("é" * 400_000).encode())).dead_letters[0]
     assert text.payload_encoding == "utf8" and text.payload == "é" * (MAX_PAYLOAD_BYTES // 2)
+
+
+def test_line_runs_encode_as_line_sources_do() -> None:
+    from pipeline.contract import encode_line_runs, encode_line_sources
+    runs = [(0, 1), (7, 3), (8, 1), (1000, 12)]
+    assert encode_line_runs(runs) == encode_line_sources([o for o, n in runs for _ in range(n)]) == b"0x1,7x3,8x1,1000x12"
+    for bad in ([], [(5, 1), (5, 1)], [(5, 1), (4, 1)], [(-1, 1)], [(3, 0)]):
+        try:
+            encode_line_runs(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
