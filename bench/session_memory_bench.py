@@ -15,7 +15,6 @@ batch touched (sessions with input in it, or whose state it changed).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import pickle
 import sys
@@ -33,11 +32,9 @@ sys.path.insert(0, str(REPO))
 from agents.sessions import SessionStore  # noqa: E402
 from pipeline.ingest.dedup import RecentIds  # noqa: E402
 from pipeline.ingest.process import RawMessage, process_batch  # noqa: E402
+from pipeline.runtime import release_free_memory  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate_load import generate_load  # noqa: E402
-
-
-libc = ctypes.CDLL("libc.so.6")
 
 
 def rss() -> int:
@@ -53,7 +50,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=50_000)
     ap.add_argument("--tracemalloc", action="store_true", help="also trace the Python heap (slower)")
     ap.add_argument("--tracemalloc-frames", type=int, default=0, help="show the top N allocation tracebacks")
-    ap.add_argument("--trim", action="store_true", help="measure again after malloc_trim(0)")
+    ap.add_argument("--trim", action="store_true", help="release_free_memory() after each batch, as the runner does")
     args = ap.parse_args()
 
     from pipeline.runtime import tune_gc
@@ -84,8 +81,7 @@ def main() -> None:
     ends = {(t, p): n for (t, p), n in offsets.items()}
     tune_gc()
     gc.collect()
-    if args.trim:
-        libc.malloc_trim(0)
+    release_free_memory()
     if args.tracemalloc:
         tracemalloc.start(5)
     heap0, rss0 = (tracemalloc.get_traced_memory()[0] if args.tracemalloc else 0), rss()
@@ -99,11 +95,14 @@ def main() -> None:
                             settings.issues.noise_rules(), downstream=True)
         touched = {(p, e.event.session_id) for p, evs in out.session_events.items() for e in evs}
         before = {p: set(part.sessionizer._active) for p, part in store.parts.items()}
+        buffered = {(p, sid): len(evs) for p, part in store.parts.items() for sid, evs in part.sessionizer._pending.items()}
         steps, failures = store.step_batch(out, lambda t, p: ends.get((t, p)))
         assert not failures
         for p, _ in steps:  # sessions whose state the step changed without input: closed or applied
             after = store.parts[p].sessionizer._active
             touched |= {(p, s) for s in before[p] ^ set(after)}
+            pending = store.parts[p].sessionizer._pending
+            touched |= {(q, s) for (q, s), n in buffered.items() if q == p and len(pending.get(s, ())) != n}
         sends = store.changelog_sends(steps)
         own = [s for s in sends if s[1].split(b"|", 1)[1]]  # without the partition records
         records += len(own)
@@ -112,15 +111,12 @@ def main() -> None:
         if touched:
             worst = max(worst, len(own) / len(touched))
         batches += 1
-        del before, touched
+        del before, touched, buffered
+        if args.trim:
+            release_free_memory()  # the runner: after a batch, at most every PULSE_WORKER_TRIM_INTERVAL_S
     del chunk, out, steps, sends, own
     gc.collect()
     grown = rss() - rss0
-    if args.trim:
-        untrimmed = grown
-        libc.malloc_trim(0)
-        grown = rss() - rss0
-        print(f"malloc_trim(0) at the end: RSS growth {untrimmed / 1e6:,.1f} -> {grown / 1e6:,.1f} MB")
     heap = (tracemalloc.get_traced_memory()[0] - heap0) if args.tracemalloc else 0
     open_ = sum(part.active_sessions for part in store.parts.values())
     buffered = sum(part.buffered_events for part in store.parts.values())

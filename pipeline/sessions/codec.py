@@ -117,7 +117,8 @@ def _session(s: _Session | None) -> list[Any] | None:
     d = s.detector
     return [s.project, s.user_id, s.release, s.user_agent, s.start_ms, s.last_ms, s.pageviews, s.clicks, s.rage,
             s.dead, s.errors, s.max_scroll, s.forms_started, s.forms_submitted, s.forms_abandoned, s.entry_page,
-            s.exit_page, _page(s.page), [_click(d._last), d._count, d._first_ts, d._detected_ts]]
+            s.exit_page, _page(s.page),
+            [None, 0, 0, 0] if d is None else [_click(d._last), d._count, d._first_ts, d._detected_ts]]
 
 
 def _unsession(sid: str, v: list[Any] | None, rules: SessionRules) -> _Session | None:
@@ -132,9 +133,11 @@ def _unsession(sid: str, v: list[Any] | None, rules: SessionRules) -> _Session |
     s.entry_page, s.exit_page = intern(s.entry_page), intern(s.exit_page)
     s.page = _unpage(v[17])
     last, count, first_ts, detected_ts = v[18]
-    s.detector = RageClickDetector(rules.rage)
-    s.detector._last, s.detector._count = _unclick(last), count
-    s.detector._first_ts, s.detector._detected_ts = first_ts, detected_ts
+    s.detector = None
+    if last is not None or count:  # a detector that saw no click yet is made at the first one
+        s.detector = RageClickDetector(rules.rage)
+        s.detector._last, s.detector._count = _unclick(last), count
+        s.detector._first_ts, s.detector._detected_ts = first_ts, detected_ts
     return s
 
 

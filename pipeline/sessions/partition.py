@@ -61,6 +61,28 @@ class Step:
 CHUNK_SEP = "\x1f"  # layout 2: session key + CHUNK_SEP + "<topic>\x1f<offset>" = events buffered from one message
 
 
+Marks = tuple  # (topic, offset, topic, offset, ...): a session's marks; a dict per session cost ~200 B
+
+
+def mark_of(marks: Marks, topic: str) -> int:
+    """The offset ``marks`` hold for ``topic``, -1 if none."""
+    for i in range(0, len(marks), 2):
+        if marks[i] == topic:
+            return marks[i + 1]  # type: ignore[no-any-return]
+    return -1
+
+
+def with_mark(marks: Marks, topic: str, offset: int) -> Marks:
+    for i in range(0, len(marks), 2):
+        if marks[i] == topic:
+            return (*marks[:i + 1], offset, *marks[i + 2:])
+    return (*marks, topic, offset)
+
+
+def marks_dict(marks: Marks) -> dict[str, int]:
+    return dict(zip(marks[::2], marks[1::2]))
+
+
 def state_key(partition: int, session_id: str = "", chunk: str = "") -> str:
     """Table key: ``"<partition>|<session_id>"``; the partition's own record has an empty session
     id; buffered events of one raw message are ``"<partition>|<session_id>\x1f<topic>\x1f<offset>"``."""
@@ -82,7 +104,7 @@ class PartitionSessions:
         self.sessionizer = Sessionizer(rules)
         self.marks: dict[str, int] = {}  # topic -> highest raw offset processed
         self.max_ts: dict[str, int] = {}  # topic -> highest event time seen on it
-        self._session_marks: dict[str, dict[str, int]] = {}  # session key -> topic -> offset inside its state
+        self._session_marks: dict[str, Marks] = {}  # session key -> offset inside its state per topic
         self._tombstones: set[str] = set()  # closed keys whose record still exists
         self._upgraded: list[str] = []  # restored layout-2 chunk records, deleted after the next session records
         self._dirty_partition = False
@@ -106,7 +128,7 @@ class PartitionSessions:
                 chunks.setdefault(owner, []).append((chunk, raw))
                 continue
             active, marks, applied[sid], buffered = decode_session(sid, raw, rules)
-            part._session_marks[sid] = marks
+            part._session_marks[sid] = tuple(x for kv in marks.items() for x in kv)
             if active is not None:
                 sz._active[sid] = active
                 heapq.heappush(sz._deadlines, (sz._close_at(active), sid))
@@ -141,7 +163,7 @@ class PartitionSessions:
         step = Step()
         accepted: list[SessionEvent] = []
         marks, session_marks, max_ts = self.marks, self._session_marks, self.max_ts
-        before: dict[str, dict[str, int]] = {}  # session marks as the step found them
+        before: dict[str, Marks] = {}  # session marks as the step found them
         for src in events:
             if src.offset <= marks.get(src.topic, -1):
                 step.skipped += 1
@@ -150,18 +172,16 @@ class PartitionSessions:
             if e.ts_ms > max_ts.get(src.topic, NEVER):
                 max_ts[src.topic] = e.ts_ms
             sid = e.session_id
-            own = session_marks.get(sid)
-            if own is None:
-                own = session_marks[sid] = {}
+            own = session_marks.get(sid, ())
             base = before.get(sid)
             if base is None:
-                base = before[sid] = dict(own)
+                base = before[sid] = own  # a tuple: never changed in place
             # One message holds many events at one offset: compare with the marks before this step.
-            if base.get(src.topic, -1) >= src.offset:
+            if mark_of(base, src.topic) >= src.offset:
                 step.skipped += 1
                 continue
-            if src.offset > own.get(src.topic, -1):
-                own[src.topic] = src.offset
+            if src.offset > mark_of(own, src.topic):
+                session_marks[sid] = with_mark(own, src.topic, src.offset)
             accepted.append(e)
         for topic, offset in processed_upto.items():
             if offset > marks.get(topic, -1):
@@ -227,7 +247,8 @@ class PartitionSessions:
         for sid in sorted(dirty):
             active = sz._active.get(sid)
             buffered = pending.get(sid)
-            writes.append((state_key(p, sid), encode_session(active, self._session_marks.get(sid, {}), wm, buffered)))
+            writes.append((state_key(p, sid), encode_session(active, marks_dict(self._session_marks.get(sid, ())), wm,
+                                                                buffered)))
             if active is None and buffered is None:
                 self._tombstones.add(sid)
         writes.extend((key, None) for key in self._upgraded)
