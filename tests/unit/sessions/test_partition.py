@@ -321,6 +321,8 @@ def test_at_most_one_record_per_touched_session_per_batch(seed: int) -> None:
         assert len(written) == len(set(written))
         assert set(written) <= touched
         assert split_key(step.writes[-1][0])[1] == ""  # the partition record, last
+        # the deadline heap holds exactly one entry per open session (no stale ones piling up)
+        assert sorted(sid for _, sid in part.sessionizer._deadlines) == sorted(part.sessionizer._active)
         buffered = part.sessionizer._pending
         for key, value in step.writes:
             assert CHUNK_SEP not in key
