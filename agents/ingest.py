@@ -49,6 +49,7 @@ from pipeline.ingest.process import ProcessedBatch, RawMessage, dead_letter_for,
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
 from pipeline.rollups.minute import alert_partial_messages
+from pipeline.runtime import release_free_memory
 from pipeline.sessions.partition import Step
 from pipeline.settings import Settings
 
@@ -86,6 +87,7 @@ class IngestRunner:
         self.to_restore: set[TopicPartition] = set()
         self.ready = False
         self.last_clock_at = 0.0
+        self.last_trim_at = time.monotonic()
         self.done: dict[TopicPartition, int] = {}  # next offset to process, per raw partition held
 
     # ------------------------------------------------------------ life cycle
@@ -234,6 +236,14 @@ class IngestRunner:
         await self._commit(offsets)
         self.done.update(offsets)
         self._account(out, len(messages), started)
+        self._trim()
+
+    def _trim(self) -> None:
+        """The batch's garbage back to the OS, at most every ``trim_interval_s`` (see ``release_free_memory``)."""
+        interval = self.settings.worker.trim_interval_s
+        if interval > 0 and time.monotonic() - self.last_trim_at >= interval:
+            release_free_memory()
+            self.last_trim_at = time.monotonic()
 
     async def _isolate(self, partitions: list[int], out: ProcessedBatch, messages: list[RawMessage],
                        now: datetime) -> list[tuple[int, Step]]:

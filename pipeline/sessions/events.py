@@ -40,7 +40,8 @@ def session_event(event: Any, event_id: str | None = None) -> SessionEvent | Non
     ts = epoch_ms(event.timestamp)
     # Interned: thousands of open sessions share a handful of pages, releases and user agents.
     page = intern(page_of(event.route, event.url))
-    sid, eid = event.session_id, str(event_id if event_id is not None else event.event_id)
+    # The session id too: a session's events would each bring their own copy into its keys and state.
+    sid, eid = intern(event.session_id), str(event_id if event_id is not None else event.event_id)
     project, release, ua = intern(event.project), intern(event.release or ""), intern(event.user_agent or "")
     user_id = (event.user_id or "") if event.consent else ""
     if type_ == "error":

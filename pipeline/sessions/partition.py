@@ -1,8 +1,10 @@
 """One raw partition's sessions, with the bookkeeping that makes at-least-once replays exact.
 
-The worker keeps this state in a Faust table: after each batch it writes one record per touched
-session key and then one record for the partition, all into the same changelog partition (Kafka
-keeps their order). After a crash the table is restored to some prefix of those writes and the
+The worker keeps this state in a compacted changelog: after each batch it writes one record per
+touched session key (its open session, marks and the events still buffered behind the watermark)
+and then one record for the partition, all into the same changelog partition (Kafka keeps their
+order). Records of layout 2 (buffered events in one chunk record per raw message) are read on an
+upgrade and deleted once the session's own record holds their events. After a crash the table is restored to some prefix of those writes and the
 raw topics replay from the last committed offset. Two marks make the replay exact:
 
 * the partition record's ``marks``: the highest raw offset per topic already processed. Written
@@ -33,8 +35,7 @@ import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.sessions.codec import (decode_chunk, decode_partition, decode_session, encode_chunk, encode_partition,
-                                     encode_session)
+from pipeline.sessions.codec import decode_chunk, decode_partition, decode_session, encode_partition, encode_session
 from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
 
 NEVER = -(2**62)
@@ -57,7 +58,29 @@ class Step:
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # apply in this order
 
 
-CHUNK_SEP = "\x1f"  # session key + CHUNK_SEP + "<topic>\x1f<offset>" = events buffered from one message
+CHUNK_SEP = "\x1f"  # layout 2: session key + CHUNK_SEP + "<topic>\x1f<offset>" = events buffered from one message
+
+
+Marks = tuple  # (topic, offset, topic, offset, ...): a session's marks; a dict per session cost ~200 B
+
+
+def mark_of(marks: Marks, topic: str) -> int:
+    """The offset ``marks`` hold for ``topic``, -1 if none."""
+    for i in range(0, len(marks), 2):
+        if marks[i] == topic:
+            return marks[i + 1]  # type: ignore[no-any-return]
+    return -1
+
+
+def with_mark(marks: Marks, topic: str, offset: int) -> Marks:
+    for i in range(0, len(marks), 2):
+        if marks[i] == topic:
+            return (*marks[:i + 1], offset, *marks[i + 2:])
+    return (*marks, topic, offset)
+
+
+def marks_dict(marks: Marks) -> dict[str, int]:
+    return dict(zip(marks[::2], marks[1::2]))
 
 
 def state_key(partition: int, session_id: str = "", chunk: str = "") -> str:
@@ -81,11 +104,9 @@ class PartitionSessions:
         self.sessionizer = Sessionizer(rules)
         self.marks: dict[str, int] = {}  # topic -> highest raw offset processed
         self.max_ts: dict[str, int] = {}  # topic -> highest event time seen on it
-        self._session_marks: dict[str, dict[str, int]] = {}  # session key -> topic -> offset inside its state
+        self._session_marks: dict[str, Marks] = {}  # session key -> offset inside its state per topic
         self._tombstones: set[str] = set()  # closed keys whose record still exists
-        self._chunks: dict[str, dict[str, int]] = {}  # session key -> chunk -> its newest event time
-        self._new_chunks: dict[tuple[str, str], list[SessionEvent]] = {}
-        self._stale: list[str] = []  # restored records to delete (applied or orphaned chunks)
+        self._upgraded: list[str] = []  # restored layout-2 chunk records, deleted after the next session records
         self._dirty_partition = False
 
     # ------------------------------------------------------------ restore
@@ -102,24 +123,27 @@ class PartitionSessions:
                 wm, part.max_ts, part.marks = decode_partition(raw)
                 sz.watermark_ms = max(sz.watermark_ms, wm)
                 continue
-            if CHUNK_SEP in sid:
+            if CHUNK_SEP in sid:  # layout 2
                 owner, _, chunk = sid.partition(CHUNK_SEP)
                 chunks.setdefault(owner, []).append((chunk, raw))
                 continue
-            active, marks, applied[sid] = decode_session(sid, raw, rules)
-            part._session_marks[sid] = marks
+            active, marks, applied[sid], buffered = decode_session(sid, raw, rules)
+            part._session_marks[sid] = tuple(x for kv in marks.items() for x in kv)
             if active is not None:
                 sz._active[sid] = active
                 heapq.heappush(sz._deadlines, (sz._close_at(active), sid))
+            if buffered:
+                sz._pending[sid] = buffered
         for sid, items in chunks.items():
             for chunk, raw in items:
+                # Deleted either way: applied already, orphaned (its batch's session record never
+                # landed), or its events go into the session's own record, written before the deletion.
+                part._upgraded.append(state_key(partition, sid, chunk))
                 wm = applied.get(sid)
                 events = [e for e in decode_chunk(sid, raw) if wm is not None and e.ts_ms > wm]
-                if not events:  # applied already, or written by a batch whose session record never landed
-                    part._stale.append(state_key(partition, sid, chunk))
-                    continue
-                sz._pending.setdefault(sid, []).extend(events)
-                part._chunks.setdefault(sid, {})[chunk] = max(e.ts_ms for e in events)
+                if events:
+                    sz._pending.setdefault(sid, []).extend(events)
+                    sz.dirty.add(sid)
         for sid in applied:
             if sid not in sz._active and sid not in sz._pending:
                 part._tombstones.add(sid)
@@ -139,7 +163,7 @@ class PartitionSessions:
         step = Step()
         accepted: list[SessionEvent] = []
         marks, session_marks, max_ts = self.marks, self._session_marks, self.max_ts
-        before: dict[str, dict[str, int]] = {}  # session marks as the step found them
+        before: dict[str, Marks] = {}  # session marks as the step found them
         for src in events:
             if src.offset <= marks.get(src.topic, -1):
                 step.skipped += 1
@@ -148,23 +172,17 @@ class PartitionSessions:
             if e.ts_ms > max_ts.get(src.topic, NEVER):
                 max_ts[src.topic] = e.ts_ms
             sid = e.session_id
-            own = session_marks.get(sid)
-            if own is None:
-                own = session_marks[sid] = {}
+            own = session_marks.get(sid, ())
             base = before.get(sid)
             if base is None:
-                base = before[sid] = dict(own)
+                base = before[sid] = own  # a tuple: never changed in place
             # One message holds many events at one offset: compare with the marks before this step.
-            if base.get(src.topic, -1) >= src.offset:
+            if mark_of(base, src.topic) >= src.offset:
                 step.skipped += 1
                 continue
-            if src.offset > own.get(src.topic, -1):
-                own[src.topic] = src.offset
+            if src.offset > mark_of(own, src.topic):
+                session_marks[sid] = with_mark(own, src.topic, src.offset)
             accepted.append(e)
-            chunk = self._new_chunks.get((sid, f"{src.topic}{CHUNK_SEP}{src.offset}"))
-            if chunk is None:
-                chunk = self._new_chunks[(sid, f"{src.topic}{CHUNK_SEP}{src.offset}")] = []
-            chunk.append(e)
         for topic, offset in processed_upto.items():
             if offset > marks.get(topic, -1):
                 marks[topic] = offset
@@ -172,10 +190,6 @@ class PartitionSessions:
         step.late = self.sessionizer.add(accepted)
         for e in step.late:  # late events are not in any state, but their offsets are processed
             self.sessionizer.dirty.add(e.session_id)
-        if step.late:
-            late = {id(e) for e in step.late}
-            self._new_chunks = {k: kept for k, evs in self._new_chunks.items()
-                                if (kept := [e for e in evs if id(e) not in late])}
         step.emitted = self.sessionizer.advance(self.event_time_ms(lagging) - self.lateness_ms)
         self._collect_writes(step)
         return step
@@ -215,19 +229,13 @@ class PartitionSessions:
 
     # ------------------------------------------------------------ output
     def _collect_writes(self, step: Step) -> None:
-        """The step's state records, in the order that keeps every prefix consistent:
-        stale deletions, new buffered-event chunks, deletions of earlier tombstones, session records,
-        deletions of chunks now applied, and last the partition record."""
+        """The step's state records, in the order that keeps every prefix consistent: deletions of
+        earlier tombstones, one record per session key the step touched (its events still buffered
+        inside it), deletions of layout-2 chunk records restored before, and last the partition record."""
         sz = self.sessionizer
         writes = step.writes
         dirty = sz.dirty
         p = self.partition
-        writes.extend((key, None) for key in self._stale)
-        self._stale = []
-        for (sid, chunk), events in self._new_chunks.items():
-            writes.append((state_key(p, sid, chunk), encode_chunk(events)))
-            self._chunks.setdefault(sid, {})[chunk] = max(e.ts_ms for e in events)
-        self._new_chunks = {}
         # Tombstones from earlier batches are covered by the partition record written since: delete.
         for sid in self._tombstones:
             if sid not in dirty:
@@ -235,29 +243,22 @@ class PartitionSessions:
                 self._session_marks.pop(sid, None)
         self._tombstones = set()  # a fresh set: a cleared one keeps its peak capacity
         wm = sz.watermark_ms
-        applied_chunks = []
+        pending = sz._pending
         for sid in sorted(dirty):
             active = sz._active.get(sid)
-            marks = self._session_marks.get(sid, {})
-            writes.append((state_key(p, sid), encode_session(active, marks, wm)))
-            chunks = self._chunks.get(sid)
-            if chunks:
-                done = [c for c, newest in chunks.items() if newest <= wm]
-                for c in done:
-                    del chunks[c]
-                    applied_chunks.append(state_key(p, sid, c))
-                if not chunks:
-                    del self._chunks[sid]
-            if active is None and sid not in sz._pending:
+            buffered = pending.get(sid)
+            writes.append((state_key(p, sid), encode_session(active, marks_dict(self._session_marks.get(sid, ())), wm,
+                                                                buffered)))
+            if active is None and buffered is None:
                 self._tombstones.add(sid)
-        writes.extend((key, None) for key in applied_chunks)
+        writes.extend((key, None) for key in self._upgraded)
+        self._upgraded = []
         if writes or self._dirty_partition:
             writes.append((state_key(p), encode_partition(wm, self.max_ts, self.marks)))
         dirty.clear()
         self._dirty_partition = False
         if not self._session_marks:  # everything closed: give the peak-sized tables back
             self._session_marks, sz._active, sz._pending, sz._deadlines = {}, {}, {}, []
-            self._chunks = {}
 
 
 def process_isolating(fresh: Callable[[], "PartitionSessions"], events: list[Sourced], processed_upto: Mapping[str, int],

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from pipeline.contract import EVENT_ADAPTER
 from pipeline.sessions.events import session_event
-from pipeline.sessions.partition import PartitionSessions, Sourced, Step, process_isolating, split_key
+from pipeline.sessions.partition import CHUNK_SEP, PartitionSessions, Sourced, Step, process_isolating, split_key
 from pipeline.sessions.rows import rows_by_table
 from pipeline.simulate_sessions import generate_session_scenario
 
@@ -255,3 +257,74 @@ def test_a_message_that_breaks_sessionization_is_left_out_and_its_neighbours_are
     got_rows = [r for step in steps for r in rows(step)] + rows(part.advance_to(FOREVER))
     assert collapse(got_rows) == collapse(expected_rows)
     assert part.marks == expected.marks
+
+
+LAYOUT_2 = Path(__file__).parent / "fixtures" / "layout2_changelog.json"
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_restores_what_layout_2_wrote_then_replays_exactly(case: int) -> None:
+    """Upgrade in place: the changelog tables in the fixture were written by the layout-2 code (chunk
+    records per raw message, main at d341ac2) on the plans of ``test_crash_anywhere_...`` (seed =
+    case; ``fixtures/make_layout2_changelog.py``), stopped mid-run (odd cases: after the crashed
+    batch's outputs and a prefix of its writes). The new code
+    restores them, replays from the committed offset and ends with exactly the uninterrupted rows;
+    the chunk records are deleted once the session records hold their events."""
+    saved = orjson.loads(LAYOUT_2.read_bytes())["cases"][case]
+    seed = saved["seed"]
+    rng = random.Random(seed)
+    msgs, _ = messages(seed=100 + seed)
+    reference = collapse(uninterrupted(msgs, random.Random(seed)))
+    plan = batches(msgs, rng)
+    emitted: list[tuple[str, tuple[Any, ...]]] = []
+    part = PartitionSessions(0)
+    sent = plan[:saved["crash_at"] + (1 if saved["outputs_sent"] else 0)]
+    for b in sent:  # the old run's rows (identical for identical input)
+        emitted += rows(feed(part, b))
+    table = {k: v.encode() for k, v in saved["table"].items()}
+    chunks = {k for k in table if CHUNK_SEP in k}
+    assert chunks and all(orjson.loads(v)[0] == 2 for v in table.values())
+    restored = PartitionSessions.restore(0, [(split_key(k)[1], v) for k, v in table.items()])
+    replay = [m for b in plan[saved["committed"] + 1:] for m in b]
+    for b in batches(replay, rng):
+        step = feed(restored, b)
+        emitted += rows(step)
+        for key, value in step.writes:
+            assert CHUNK_SEP not in key or value is None
+            if value is None:
+                table.pop(key, None)
+            else:
+                assert orjson.loads(value)[0] == 3
+                table[key] = value
+    assert not chunks & set(table)
+    emitted += rows(restored.advance_to(FOREVER))
+    assert collapse(emitted) == reference
+    assert restored.active_sessions == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_at_most_one_record_per_touched_session_per_batch(seed: int) -> None:
+    """Per batch: one record per session key whose state the batch changed (input, applied or
+    closed), one deletion per key closed in an earlier batch, and the partition's record."""
+    rng = random.Random(seed)
+    msgs, _ = messages(seed=200 + seed)
+    part = PartitionSessions(0)
+    for b in batches(msgs, rng):
+        before = dict(part.sessionizer._active)
+        pending_before = {s: len(v) for s, v in part.sessionizer._pending.items()}
+        step = feed(part, b)
+        after = part.sessionizer._active
+        touched = {e.event.session_id for _, _, evs in b for e in evs}
+        touched |= {s for s in set(before) | set(after) if before.get(s) is not after.get(s)}
+        touched |= {s for s, n in pending_before.items() if len(part.sessionizer._pending.get(s, ())) != n}
+        written = [split_key(k)[1] for k, v in step.writes if v is not None and split_key(k)[1]]
+        assert len(written) == len(set(written))
+        assert set(written) <= touched
+        assert split_key(step.writes[-1][0])[1] == ""  # the partition record, last
+        # the deadline heap holds exactly one entry per open session (no stale ones piling up)
+        assert sorted(sid for _, sid in part.sessionizer._deadlines) == sorted(part.sessionizer._active)
+        buffered = part.sessionizer._pending
+        for key, value in step.writes:
+            assert CHUNK_SEP not in key
+            # small: the session (~300 B, the first buffered event in full) and < 160 B per further buffered event
+            assert value is None or len(value) <= 600 + 160 * len(buffered.get(split_key(key)[1], ()))
