@@ -30,7 +30,8 @@ import orjson
 
 from agents.delivery import Send, row_sends
 from pipeline.ingest.process import ProcessedBatch
-from pipeline.metrics import ACTIVE_SESSIONS, LATE_EVENTS, SESSION_OUTPUTS, SESSION_REPLAY_SKIPPED
+from pipeline.metrics import (ACTIVE_SESSIONS, LATE_EVENTS, SESSION_BUFFER_OVERFLOW, SESSION_OUTPUTS,
+                              SESSION_REPLAY_SKIPPED)
 from pipeline.sessions.partition import PartitionSessions, Step, process_isolating, split_key
 from pipeline.sessions.rows import rows_by_table, signals
 from pipeline.settings import Settings
@@ -148,11 +149,16 @@ class SessionStore:
             part = self.parts.get(p)
             if part is not None:
                 ACTIVE_SESSIONS.labels(str(p)).set(part.active_sessions)
-            if step.late:
-                LATE_EVENTS.labels(PROCESS, "sessions").inc(len(step.late))
+            if step.overflowed:
+                SESSION_BUFFER_OVERFLOW.inc(step.overflowed)
+                log.warning("partition %d: %d events not sessionized (stored raw): their session already held "
+                            "PULSE_SESSIONS_MAX_BUFFERED_EVENTS events ahead of the watermark", p, step.overflowed)
+            if len(step.late) > step.overflowed:
+                behind = len(step.late) - step.overflowed
+                LATE_EVENTS.labels(PROCESS, "sessions").inc(behind)
                 first = step.late[0]
                 log.warning("partition %d: %d events behind the watermark (%d) stored raw, not in sessions; "
-                            "first: session %s at %d", p, len(step.late), part.watermark_ms if part else -1,
+                            "first: session %s at %d", p, behind, part.watermark_ms if part else -1,
                             first.session_id, first.ts_ms)
             if step.skipped:
                 SESSION_REPLAY_SKIPPED.inc(step.skipped)

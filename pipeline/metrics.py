@@ -39,6 +39,9 @@ LATE_EVENTS = Counter("pulse_late_events_total",
                       ["process", "stage"])
 ACTIVE_SESSIONS = Gauge("pulse_active_sessions", "Open sessions held by this worker", ["partition"])
 SESSION_OUTPUTS = Counter("pulse_session_outputs_total", "Rows emitted by sessionization", ["table"])
+SESSION_BUFFER_OVERFLOW = Counter("pulse_session_buffer_overflow_total",
+                                  "Events stored raw but not sessionized: their session already held "
+                                  "PULSE_SESSIONS_MAX_BUFFERED_EVENTS events ahead of the watermark")
 SESSION_REPLAY_SKIPPED = Counter("pulse_session_replay_skipped_total",
                                  "Replayed events skipped because the restored session state already held them")
 ISSUE_TRANSITIONS = Counter("pulse_issue_transitions_total", "Issue status changes by the status entered", ["kind"])

@@ -294,6 +294,10 @@ class SessionSettings(BaseSettings):
     max_duration_s: float = Field(86400, gt=0, description="PULSE_SESSIONS_MAX_DURATION_S: a session ends at this age")
     bounce_max_s: float = Field(10, ge=0, description="PULSE_SESSIONS_BOUNCE_MAX_S: one pageview and shorter than this = bounce")
     allowed_lateness_s: float = Field(60, ge=0, description="PULSE_SESSIONS_ALLOWED_LATENESS_S: out-of-order tolerance (watermark lag)")
+    max_buffered_events: int = Field(
+        400, ge=10, le=5000, description="PULSE_SESSIONS_MAX_BUFFERED_EVENTS: events one session may hold ahead of the "
+        "watermark (they travel in its changelog record, which must stay below Kafka's 1 MB); more within the allowed "
+        "lateness are stored raw but not sessionized (pulse_session_buffer_overflow_total)")
     rage_min_clicks: int = Field(3, ge=2, description="PULSE_SESSIONS_RAGE_MIN_CLICKS")
     rage_max_gap_ms: int = Field(1000, ge=1, description="PULSE_SESSIONS_RAGE_MAX_GAP_MS: between consecutive clicks (inclusive)")
     rage_max_distance_px: float = Field(30, ge=0, description="PULSE_SESSIONS_RAGE_MAX_DISTANCE_PX: Manhattan, inclusive")
@@ -310,7 +314,8 @@ class SessionSettings(BaseSettings):
         return SessionRules(idle_ms=int(self.idle_timeout_s * 1000), max_ms=int(self.max_duration_s * 1000),
                             bounce_max_ms=int(self.bounce_max_s * 1000),
                             rage=RageClickRule(self.rage_min_clicks, self.rage_max_gap_ms, self.rage_max_distance_px),
-                            dead=DeadClickRule(self.dead_click_window_ms))
+                            dead=DeadClickRule(self.dead_click_window_ms),
+                            max_buffered_events=self.max_buffered_events)
 
     @property
     def lateness_ms(self) -> int:

@@ -55,6 +55,7 @@ class Step:
     emitted: Emitted = field(default_factory=Emitted)
     late: list[SessionEvent] = field(default_factory=list)
     skipped: int = 0  # replayed events already inside the state
+    overflowed: int = 0  # of ``late``: refused because their session held max_buffered_events already
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)  # apply in this order
 
 
@@ -187,7 +188,9 @@ class PartitionSessions:
             if offset > marks.get(topic, -1):
                 marks[topic] = offset
                 self._dirty_partition = True
+        overflowed = self.sessionizer.overflowed
         step.late = self.sessionizer.add(accepted)
+        step.overflowed = self.sessionizer.overflowed - overflowed
         for e in step.late:  # late events are not in any state, but their offsets are processed
             self.sessionizer.dirty.add(e.session_id)
         step.emitted = self.sessionizer.advance(self.event_time_ms(lagging) - self.lateness_ms)

@@ -37,6 +37,9 @@ class SessionRules:
     bounce_max_ms: int = 10_000
     rage: RageClickRule = RageClickRule()
     dead: DeadClickRule = DeadClickRule()
+    # events one session may hold ahead of the watermark: each is in the session's changelog record,
+    # which must stay far below Kafka's 1 MB (a buffered event is ~80 B, ~1.5 KB at worst)
+    max_buffered_events: int = 400
 
 
 @dataclass(slots=True)  # not frozen: built per event on the hot path (frozen __init__ is slow); never mutated
@@ -187,17 +190,30 @@ class Sessionizer:
         # ~1.6 entries per open session, ~160 B each.)
         self._deadlines: list[tuple[int, str]] = []
         self.dirty: set[str] = set()  # sessions whose state changed since the caller last took them
+        self.overflowed = 0  # events refused since start: their session already held max_buffered_events
 
     # ---------------------------------------------------------------- input
     def add(self, events: list[SessionEvent]) -> list[SessionEvent]:
-        """Buffer events; returns the late ones (at or behind the watermark), not applied."""
+        """Buffer events; returns the ones not applied: late (at or behind the watermark), or beyond
+        ``max_buffered_events`` of their session ahead of the watermark (a bot or a loop, not a person:
+        400 events within the allowed lateness; counted in ``overflowed``). Both stay in the raw tables."""
         late = []
+        limit = self.rules.max_buffered_events
+        pending = self._pending
         for e in events:
             if e.ts_ms <= self.watermark_ms:
                 late.append(e)
+                continue
+            buffered = pending.get(e.session_id)
+            if buffered is None:
+                pending[e.session_id] = [e]
+            elif len(buffered) >= limit:
+                self.overflowed += 1
+                late.append(e)
+                continue
             else:
-                self._pending.setdefault(e.session_id, []).append(e)
-                self.dirty.add(e.session_id)
+                buffered.append(e)
+            self.dirty.add(e.session_id)
         return late
 
     def advance(self, watermark_ms: int) -> Emitted:

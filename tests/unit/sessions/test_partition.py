@@ -328,3 +328,33 @@ def test_at_most_one_record_per_touched_session_per_batch(seed: int) -> None:
             assert CHUNK_SEP not in key
             # small: the session (~300 B, the first buffered event in full) and < 160 B per further buffered event
             assert value is None or len(value) <= 600 + 160 * len(buffered.get(split_key(key)[1], ()))
+
+
+def test_a_session_flooding_events_keeps_its_state_record_bounded() -> None:
+    """Buffered events travel in their session's changelog record: a loop sending thousands of events
+    within the allowed lateness would pass Kafka's 1 MB. Past max_buffered_events they are refused
+    (counted; still stored raw), the session's record stays small, and other sessions are untouched."""
+    from pipeline.sessions.sessionizer import SessionEvent, SessionRules
+
+    rules = SessionRules(max_buffered_events=50)
+    part = PartitionSessions(0, rules, lateness_ms=60_000)
+    t0 = 1_800_000_000_000
+    long_page = "/" + "p" * 500
+
+    def event(sid: str, i: int) -> Sourced:
+        return Sourced("raw.actions", i, SessionEvent(sid, t0 + i, f"{sid}-{i}", "pageview", f"{long_page}{i}",
+                                                      "shop", "", "", "ua"))
+
+    flood = [event("bot", i) for i in range(5_000)]
+    person = [event("person", 5_000 + i) for i in range(3)]
+    step = part.process(flood + person, {"raw.actions": 5_002})
+    assert step.overflowed == 5_000 - 50 and len(step.late) == step.overflowed
+    assert {e.session_id for e in step.late} == {"bot"}
+    records = dict(step.writes)
+    bot = next(v for k, v in records.items() if k.endswith("bot"))
+    assert bot is not None and len(bot) < 50 * 600, len(bot)
+    assert all(len(v) < 1_000_000 for v in records.values() if v is not None)
+    # once applied, the buffered events are sessionized as usual (the person's session has all three)
+    done = part.advance_to(t0 + 10_000_000).emitted
+    pageviews = {s.session_id: s.pageviews for s in done.sessions}
+    assert pageviews == {"bot": 50, "person": 3}, pageviews
