@@ -298,6 +298,9 @@ class SessionSettings(BaseSettings):
         400, ge=10, le=5000, description="PULSE_SESSIONS_MAX_BUFFERED_EVENTS: events one session may hold ahead of the "
         "watermark (they travel in its changelog record, which must stay below Kafka's 1 MB); more within the allowed "
         "lateness are stored raw but not sessionized (pulse_session_buffer_overflow_total)")
+    max_buffered_chars: int = Field(
+        256 * 1024, ge=16 * 1024, le=512 * 1024, description="PULSE_SESSIONS_MAX_BUFFERED_CHARS: the same bound on "
+        "the length of those events' text (pages, selectors, user agent; an upper bound of what they add to the record)")
     rage_min_clicks: int = Field(3, ge=2, description="PULSE_SESSIONS_RAGE_MIN_CLICKS")
     rage_max_gap_ms: int = Field(1000, ge=1, description="PULSE_SESSIONS_RAGE_MAX_GAP_MS: between consecutive clicks (inclusive)")
     rage_max_distance_px: float = Field(30, ge=0, description="PULSE_SESSIONS_RAGE_MAX_DISTANCE_PX: Manhattan, inclusive")
@@ -315,7 +318,8 @@ class SessionSettings(BaseSettings):
                             bounce_max_ms=int(self.bounce_max_s * 1000),
                             rage=RageClickRule(self.rage_min_clicks, self.rage_max_gap_ms, self.rage_max_distance_px),
                             dead=DeadClickRule(self.dead_click_window_ms),
-                            max_buffered_events=self.max_buffered_events)
+                            max_buffered_events=self.max_buffered_events,
+                            max_buffered_chars=self.max_buffered_chars)
 
     @property
     def lateness_ms(self) -> int:

@@ -262,6 +262,7 @@ class PartitionSessions:
         self._dirty_partition = False
         if not self._session_marks:  # everything closed: give the peak-sized tables back
             self._session_marks, sz._active, sz._pending, sz._deadlines = {}, {}, {}, []
+            sz._pending_chars = {}
 
 
 def process_isolating(fresh: Callable[[], "PartitionSessions"], events: list[Sourced], processed_upto: Mapping[str, int],

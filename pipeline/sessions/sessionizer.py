@@ -37,9 +37,11 @@ class SessionRules:
     bounce_max_ms: int = 10_000
     rage: RageClickRule = RageClickRule()
     dead: DeadClickRule = DeadClickRule()
-    # events one session may hold ahead of the watermark: each is in the session's changelog record,
-    # which must stay far below Kafka's 1 MB (a buffered event is ~80 B, ~1.5 KB at worst)
+    # what one session may hold ahead of the watermark: those events are in the session's changelog
+    # record, which must stay far below Kafka's 1 MB (a buffered event is ~80 B, but its page and
+    # selector may be 16 KB each): a count, and their text's length (``buffered_cost``)
     max_buffered_events: int = 400
+    max_buffered_chars: int = 256 * 1024
 
 
 @dataclass(slots=True)  # not frozen: built per event on the hot path (frozen __init__ is slow); never mutated
@@ -176,6 +178,16 @@ class _Session:
         self.detector: RageClickDetector | None = None  # made at the first click: many sessions have none
 
 
+def buffered_cost(e: SessionEvent) -> int:
+    """An upper bound of what a buffered event adds to its session's changelog record, in characters
+    (the record writes repeated strings once, so usually far less)."""
+    cost = 48 + len(e.event_id) + len(e.page) + len(e.project) + len(e.user_id) + len(e.release) + len(e.user_agent)
+    c = e.click
+    if c is not None:
+        cost += 64 + len(c.selector) + len(c.page)
+    return cost + (len(e.form) if e.form else 0)
+
+
 class Sessionizer:
     """Active sessions of one partition. ``add`` buffers, ``advance`` releases and closes."""
 
@@ -190,7 +202,8 @@ class Sessionizer:
         # ~1.6 entries per open session, ~160 B each.)
         self._deadlines: list[tuple[int, str]] = []
         self.dirty: set[str] = set()  # sessions whose state changed since the caller last took them
-        self.overflowed = 0  # events refused since start: their session already held max_buffered_events
+        self.overflowed = 0  # events refused since start: their session held its buffering bound already
+        self._pending_chars: dict[str, int] = {}  # buffered_cost of _pending[sid], kept while it has events
 
     # ---------------------------------------------------------------- input
     def add(self, events: list[SessionEvent]) -> list[SessionEvent]:
@@ -198,22 +211,30 @@ class Sessionizer:
         ``max_buffered_events`` of their session ahead of the watermark (a bot or a loop, not a person:
         400 events within the allowed lateness; counted in ``overflowed``). Both stay in the raw tables."""
         late = []
-        limit = self.rules.max_buffered_events
-        pending = self._pending
+        limit, max_chars = self.rules.max_buffered_events, self.rules.max_buffered_chars
+        pending, chars = self._pending, self._pending_chars
         for e in events:
             if e.ts_ms <= self.watermark_ms:
                 late.append(e)
                 continue
-            buffered = pending.get(e.session_id)
+            sid = e.session_id
+            cost = buffered_cost(e)
+            buffered = pending.get(sid)
             if buffered is None:
-                pending[e.session_id] = [e]
-            elif len(buffered) >= limit:
-                self.overflowed += 1
-                late.append(e)
-                continue
+                pending[sid] = [e]
+                chars[sid] = cost
             else:
+                held = chars.get(sid)
+                if held is None:  # buffered by a restore or a redo: counted once, here
+                    held = sum(map(buffered_cost, buffered))
+                if len(buffered) >= limit or held + cost > max_chars:
+                    chars[sid] = held
+                    self.overflowed += 1
+                    late.append(e)
+                    continue
                 buffered.append(e)
-            self.dirty.add(e.session_id)
+                chars[sid] = held + cost
+            self.dirty.add(sid)
         return late
 
     def advance(self, watermark_ms: int) -> Emitted:
@@ -224,6 +245,7 @@ class Sessionizer:
         self.watermark_ms = watermark_ms
         for sid in [s for s, evs in self._pending.items() if any(e.ts_ms <= watermark_ms for e in evs)]:
             evs = self._pending.pop(sid)
+            self._pending_chars.pop(sid, None)  # counted again from what is left when it is next needed
             ready = sorted((e for e in evs if e.ts_ms <= watermark_ms), key=lambda e: (e.ts_ms, e.event_id))
             rest = [e for e in evs if e.ts_ms > watermark_ms]
             if rest:

@@ -358,3 +358,18 @@ def test_a_session_flooding_events_keeps_its_state_record_bounded() -> None:
     done = part.advance_to(t0 + 10_000_000).emitted
     pageviews = {s.session_id: s.pageviews for s in done.sessions}
     assert pageviews == {"bot": 50, "person": 3}, pageviews
+
+
+def test_events_with_huge_pages_are_bounded_by_their_length_too() -> None:
+    """Pages and selectors may be 16 KB each (the contract's bound): a few hundred such events would
+    pass 1 MB although under the count. The text bound refuses them first; the record stays below it."""
+    from pipeline.sessions.sessionizer import SessionEvent, SessionRules
+
+    part = PartitionSessions(0, SessionRules(max_buffered_chars=256 * 1024), lateness_ms=60_000)
+    t0 = 1_800_000_000_000
+    huge = [Sourced("raw.actions", i, SessionEvent("s", t0 + i, f"e{i}", "pageview", "/" + str(i) * 16_000, "shop"))
+            for i in range(100)]
+    step = part.process(huge, {"raw.actions": 99})
+    kept = 100 - step.overflowed
+    assert 10 <= kept <= 17 and step.overflowed == len(step.late), kept
+    assert max(len(v) for _, v in step.writes if v is not None) < 300 * 1024
