@@ -32,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -71,6 +72,21 @@ class _Listener(ConsumerRebalanceListener):
         self.runner.on_assigned(set(assigned))
 
 
+@dataclass
+class RebalanceStats:
+    """What assignments cost this worker (``/health`` -> ``ingest.rebalance``)."""
+
+    assignments: int = 0
+    partitions_kept: int = 0
+    partitions_rebuilt: int = 0
+    session_partitions_kept: int = 0
+    session_partitions_restored: int = 0  # changelog partitions read to rebuild sessions
+    last_kept: list[str] = field(default_factory=list)
+    last_rebuilt: list[str] = field(default_factory=list)
+    last_pause_s: float | None = None  # from the revocation until processing could resume
+    last_restore_s: float | None = None
+
+
 class IngestRunner:
     """Owns the raw consumer, its producer, the dedup memory and the session state."""
 
@@ -98,9 +114,7 @@ class IngestRunner:
         self.aside_parts: dict[int, Any] = {}
         self.offsets_reader: AIOKafkaConsumer | None = None
         self.revoked_at: float | None = None
-        self.rebalance = {"assignments": 0, "partitions_kept": 0, "partitions_rebuilt": 0,
-                          "session_partitions_kept": 0, "session_partitions_restored": 0,
-                          "last_kept": [], "last_rebuilt": [], "last_pause_s": None, "last_restore_s": None}
+        self.rebalance = RebalanceStats()
 
     # ------------------------------------------------------------ life cycle
     async def run(self) -> None:
@@ -228,16 +242,16 @@ class IngestRunner:
     def _account_assignment(self, plan: AssignmentPlan, restored: list[int], began: float) -> None:
         now = time.monotonic()
         r = self.rebalance
-        r["assignments"] += 1  # type: ignore[operator]
-        r["partitions_kept"] += len(plan.keep)  # type: ignore[operator]
-        r["partitions_rebuilt"] += len(plan.rebuild)  # type: ignore[operator]
-        r["session_partitions_kept"] += len(plan.keep_sessions)  # type: ignore[operator]
-        r["session_partitions_restored"] += len(restored)  # type: ignore[operator]
-        r["last_kept"] = sorted(f"{tp[0]}:{tp[1]}" for tp in plan.keep)
-        r["last_rebuilt"] = sorted(f"{tp[0]}:{tp[1]}" for tp in plan.rebuild)
-        r["last_restore_s"] = round(now - began, 3)
+        r.assignments += 1
+        r.partitions_kept += len(plan.keep)
+        r.partitions_rebuilt += len(plan.rebuild)
+        r.session_partitions_kept += len(plan.keep_sessions)
+        r.session_partitions_restored += len(restored)
+        r.last_kept = sorted(f"{tp[0]}:{tp[1]}" for tp in plan.keep)
+        r.last_rebuilt = sorted(f"{tp[0]}:{tp[1]}" for tp in plan.rebuild)
+        r.last_restore_s = round(now - began, 3)
         if self.revoked_at is not None:
-            r["last_pause_s"] = round(now - self.revoked_at, 3)
+            r.last_pause_s = round(now - self.revoked_at, 3)
         if self.revoked_at is not None or plan.keep:
             log.warning("ingest: assignment of %d partitions: kept %d as they were (sessions %s), rebuilt %d "
                         "(sessions %s) in %.2f s; %s since the revocation", len(plan.keep) + len(plan.rebuild),
@@ -419,4 +433,4 @@ class IngestRunner:
                 "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in
                                               (self.consumer.assignment() if self.consumer else ())),
                 "largest_record_bytes": self.sender.largest_record if self.sender else 0,
-                "sessions": self.sessions.health(), "rebalance": dict(self.rebalance)}
+                "sessions": self.sessions.health(), "rebalance": asdict(self.rebalance)}

@@ -18,6 +18,11 @@ if
 If any of these fails for one raw topic of a session partition, the whole partition (every raw
 topic of it, and its sessions) is rebuilt: sessions and dedup stay one consistent picture.
 Everything set aside and not kept is dropped.
+
+Why that is enough: kept state stands exactly for "input up to our commit processed, state as we
+last wrote it", which is what a rebuild from the changelog would give. A holder in between that
+processed input but died before writing state or committing left nothing but outputs, which the
+replay from our commit re-emits identically (collapsed downstream), as after any crash.
 """
 
 from __future__ import annotations
