@@ -103,7 +103,7 @@ def make_app(settings: Settings) -> faust.App:
             "last_error": state.last_error,
             "sessions": ingest["sessions"],
             "ingest": {"group": ingest["group"], "ready": ingest["ready"],
-                       "largest_record_bytes": ingest["largest_record_bytes"]},
+                       "largest_record_bytes": ingest["largest_record_bytes"], "rebalance": ingest["rebalance"]},
             "issues": {"batches": state.issue_batches, "last_batch_at": state.last_issue_batch_at},
             "ready": agents_ready and ingest["ready"],
             "uptime_s": round(time.time() - state.started_at, 3),

@@ -19,8 +19,11 @@ One batch, in this order (what makes a SIGKILL at any point harmless):
 Between polls the runner lets quiet partitions follow the wall clock (no timer to fall behind).
 
 Partitions: on revocation the runner finishes its batch (it holds the lock the listener waits
-for) and drops the partitions' sessions; on assignment it reads their changelog to the end and
-rebuilds them before their first message is processed.
+for) and sets the partitions' sessions aside, noting the offsets it last committed and where their
+changelog ends. On assignment (aiokafka's rebalances are eager: every partition is revoked and
+assigned again) it keeps what comes back unchanged (``pipeline/ingest/rebalance.py``: nobody
+committed input or wrote state of it meanwhile) and rebuilds the rest before their first message
+is processed: reads their changelog to the end, and their recent input for the dedup memory.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -45,6 +49,7 @@ from agents.sessions import SessionStore
 from agents.state import WorkerState
 from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import RecentIds
+from pipeline.ingest.rebalance import AssignmentPlan, SetAside, plan_assignment
 from pipeline.ingest.process import ProcessedBatch, RawMessage, dead_letter_for, process_batch, range_messages
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
@@ -68,6 +73,21 @@ class _Listener(ConsumerRebalanceListener):
         self.runner.on_assigned(set(assigned))
 
 
+@dataclass
+class RebalanceStats:
+    """What assignments cost this worker (``/health`` -> ``ingest.rebalance``)."""
+
+    assignments: int = 0
+    partitions_kept: int = 0
+    partitions_rebuilt: int = 0
+    session_partitions_kept: int = 0
+    session_partitions_restored: int = 0  # changelog partitions read to rebuild sessions
+    last_kept: list[str] = field(default_factory=list)
+    last_rebuilt: list[str] = field(default_factory=list)
+    last_pause_s: float | None = None  # from the revocation until processing could resume
+    last_restore_s: float | None = None
+
+
 class IngestRunner:
     """Owns the raw consumer, its producer, the dedup memory and the session state."""
 
@@ -89,6 +109,14 @@ class IngestRunner:
         self.last_clock_at = 0.0
         self.last_trim_at = time.monotonic()
         self.done: dict[TopicPartition, int] = {}  # next offset to process, per raw partition held
+        # What a rebalance may keep: the offset this runner last committed per raw partition held
+        # (None: unknown, e.g. a failed commit), and what the last revocation set aside.
+        self.our_commits: dict[TopicPartition, int | None] = {}
+        self.aside = SetAside()
+        self.aside_parts: dict[int, Any] = {}
+        self.offsets_reader: AIOKafkaConsumer | None = None
+        self.revoked_at: float | None = None
+        self.rebalance = RebalanceStats()
 
     # ------------------------------------------------------------ life cycle
     async def run(self) -> None:
@@ -101,7 +129,12 @@ class IngestRunner:
             auto_offset_reset="earliest", max_poll_records=w.batch_size, fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=2 * 1024 * 1024, session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
             partition_assignment_strategy=(RangePartitionAssignor,), group_instance_id=w.group_instance_id() + "-ingest")
+        # Reads changelog end offsets at rebalances (its own client: no I/O on the group's consumer
+        # while it is in the middle of a rebalance).
+        self.offsets_reader = AIOKafkaConsumer(bootstrap_servers=k.bootstrap_servers, group_id=None,
+                                               enable_auto_commit=False, request_timeout_ms=10_000)
         await producer.start()
+        await self.offsets_reader.start()
         self.sender = BatchSender(producer)
         try:
             self.consumer.subscribe(list(k.raw_topics), listener=_Listener(self))
@@ -128,16 +161,41 @@ class IngestRunner:
                 self.ready = False
                 await self.consumer.stop()
         finally:
+            await self.offsets_reader.stop()
             await producer.stop()
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Wait for the batch in flight (it commits), then drop the partitions' state."""
+        """Wait for the batch in flight (it commits), then set the partitions' state aside with what
+        the next assignment needs to tell whether it is still good (see ``plan_assignment``)."""
         async with self.lock:
             self.ready = False
-            self.sessions.forget({tp.partition for tp in revoked if tp.topic in self.session_topics})
+            self.revoked_at = time.monotonic()
+            # Only the very next assignment may take back what was set aside: a second revocation
+            # before the loop restored the first assignment drops the older state.
+            self.sessions.forget(self.aside_parts)
+            self.aside_parts = self.sessions.set_aside({tp.partition for tp in revoked
+                                                        if tp.topic in self.session_topics})
+            keep = self.settings.worker.keep_state_on_rebalance
+            ends = await self._changelog_ends(set(self.aside_parts)) if keep and self.aside_parts else {}
+            self.aside = SetAside(committed={tp: self.our_commits.get(tp) for tp in revoked} if keep else {},
+                                  changelog_ends=ends)
             self.to_restore -= revoked
             for tp in revoked:
                 self.done.pop(tp, None)
+                self.our_commits.pop(tp, None)
+
+    async def _changelog_ends(self, partitions: set[int]) -> dict[int, int]:
+        """End offsets of these changelog partitions; {} when they cannot be read (then nothing is kept)."""
+        assert self.offsets_reader is not None
+        if not partitions:
+            return {}
+        tps = [TopicPartition(self.sessions.changelog, p) for p in sorted(partitions)]
+        try:
+            ends = await asyncio.wait_for(self.offsets_reader.end_offsets(tps), timeout=15)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            log.warning("ingest: could not read the changelog end offsets (%r); rebuilding every partition", exc)
+            return {}
+        return {tp.partition: end for tp, end in ends.items()}
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """No I/O here (aiokafka keeps fetching meanwhile): the loop restores before processing."""
@@ -149,10 +207,14 @@ class IngestRunner:
         if not self.to_restore:
             return set(), set()
         assert self.consumer is not None
+        began = time.monotonic()
         new, self.to_restore = self.to_restore, set()
-        moved = await self._start_where_the_old_group_stopped(new)
-        await self._rebuild_dedup(new)
-        partitions = sorted({tp.partition for tp in new if tp.topic in self.session_topics}
+        committed = {tp: await self.consumer.committed(tp) for tp in new}
+        plan = await self._plan(new, committed)
+        rebuild = set(plan.rebuild)
+        moved = await self._start_where_the_old_group_stopped(rebuild, committed)
+        await self._rebuild_dedup(rebuild, committed)
+        partitions = sorted({tp.partition for tp in rebuild if tp.topic in self.session_topics}
                             - set(self.sessions.parts))
         started = time.monotonic()
         records = await read_to_end(self.settings.kafka.bootstrap_servers, self.sessions.changelog, partitions)
@@ -160,10 +222,45 @@ class IngestRunner:
             self.sessions.restore(p, records[p].items())
         if partitions:
             log.warning("ingest: restored session partitions %s in %.2f s", partitions, time.monotonic() - started)
+        for tp in new:
+            self.our_commits[tp] = committed[tp]  # what the state now stands for
+        for tp in plan.keep:
+            self.done[tp] = committed[tp]  # type: ignore[assignment] - kept ones have an offset
+        self._account_assignment(plan, partitions, began)
         self.ready = bool(self.consumer.assignment())
         return new, moved
 
-    async def _rebuild_dedup(self, new: set[TopicPartition]) -> None:
+    async def _plan(self, new: set[TopicPartition], committed: dict[TopicPartition, int | None]) -> AssignmentPlan:
+        """Decide what of the state set aside is kept; put it back, forget the rest."""
+        aside, aside_parts = self.aside, self.aside_parts
+        self.aside, self.aside_parts = SetAside(), {}
+        back = set(aside.changelog_ends) & {tp.partition for tp in new if tp.topic in self.session_topics}
+        ends = await self._changelog_ends(back) if back else {}
+        plan = plan_assignment(aside, new, committed, ends, self.session_topics)
+        self.sessions.put_back({p: aside_parts[p] for p in plan.keep_sessions})
+        self.sessions.forget(set(aside_parts) - plan.keep_sessions)  # not in the store: metrics only
+        return plan
+
+    def _account_assignment(self, plan: AssignmentPlan, restored: list[int], began: float) -> None:
+        now = time.monotonic()
+        r = self.rebalance
+        r.assignments += 1
+        r.partitions_kept += len(plan.keep)
+        r.partitions_rebuilt += len(plan.rebuild)
+        r.session_partitions_kept += len(plan.keep_sessions)
+        r.session_partitions_restored += len(restored)
+        r.last_kept = sorted(f"{tp[0]}:{tp[1]}" for tp in plan.keep)
+        r.last_rebuilt = sorted(f"{tp[0]}:{tp[1]}" for tp in plan.rebuild)
+        r.last_restore_s = round(now - began, 3)
+        if self.revoked_at is not None:
+            r.last_pause_s = round(now - self.revoked_at, 3)
+        if self.revoked_at is not None or plan.keep:
+            log.warning("ingest: assignment of %d partitions: kept %d as they were (sessions %s), rebuilt %d "
+                        "(sessions %s) in %.2f s; %s since the revocation", len(plan.keep) + len(plan.rebuild),
+                        len(plan.keep), sorted(plan.keep_sessions), len(plan.rebuild), restored, now - began,
+                        f"{now - self.revoked_at:.2f} s" if self.revoked_at is not None else "-")
+
+    async def _rebuild_dedup(self, new: set[TopicPartition], committed: dict[TopicPartition, int | None]) -> None:
         """The dedup memory is the process's: a partition that moved here (or a restart) would let an
         SDK retry of an event the previous holder stored through again. Read back the last
         ``PULSE_WORKER_DEDUP_REBUILD_S`` of each new partition before its committed offset and
@@ -173,11 +270,7 @@ class IngestRunner:
         w = self.settings.worker
         if w.dedup_rebuild_s <= 0:
             return
-        ends = {}
-        for tp in new:
-            committed = await self.consumer.committed(tp)
-            if committed:
-                ends[(tp.topic, tp.partition)] = committed
+        ends = {(tp.topic, tp.partition): committed[tp] for tp in new if committed.get(tp)}
         if not ends:
             return
         started = time.monotonic()
@@ -186,11 +279,12 @@ class IngestRunner:
         log.warning("ingest: dedup memory rebuilt from %d messages (%d event ids) of the last %.0f s of %d "
                     "partitions in %.2f s", len(values), added, w.dedup_rebuild_s, len(ends), time.monotonic() - started)
 
-    async def _start_where_the_old_group_stopped(self, new: set[TopicPartition]) -> set[TopicPartition]:
+    async def _start_where_the_old_group_stopped(self, new: set[TopicPartition],
+                                                 committed: dict[TopicPartition, int | None]) -> set[TopicPartition]:
         """Upgrading from the Faust ingest agent: a raw partition this group never committed starts
         at the old group's (the app id's) committed offset instead of the beginning of the log."""
         assert self.consumer is not None
-        fresh = [tp for tp in new if await self.consumer.committed(tp) is None]
+        fresh = [tp for tp in new if committed.get(tp) is None]
         if not fresh:
             return set()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers)
@@ -302,8 +396,12 @@ class IngestRunner:
             await self.consumer.commit(offsets)
         except CommitFailedError as exc:
             # The partitions moved on in a rebalance: the new owner replays from the last commit,
-            # and every output of the replay is dropped or collapsed downstream.
+            # and every output of the replay is dropped or collapsed downstream. This state is
+            # ahead of the group's offset now: never keep it.
             log.warning("commit failed after a rebalance (%s); the new owner replays the batch", exc)
+            self.our_commits.update(dict.fromkeys(offsets))
+        else:
+            self.our_commits.update(offsets)
 
     async def _follow_clock(self) -> None:
         """Between polls, at most every ``timer_interval_s``: quiet partitions close idle sessions."""
@@ -345,4 +443,4 @@ class IngestRunner:
                 "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in
                                               (self.consumer.assignment() if self.consumer else ())),
                 "largest_record_bytes": self.sender.largest_record if self.sender else 0,
-                "sessions": self.sessions.health()}
+                "sessions": self.sessions.health(), "rebalance": asdict(self.rebalance)}

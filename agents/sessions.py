@@ -82,6 +82,21 @@ class SessionStore:
             self.last_input.pop(p, None)
             ACTIVE_SESSIONS.labels(str(p)).set(0)
 
+    def set_aside(self, partitions: Iterable[int]) -> dict[int, PartitionSessions]:
+        """Take revoked partitions out of the store (no clock, no steps) without losing them: the
+        runner puts them back with ``put_back`` if the same partitions return unchanged."""
+        aside = {p: self.parts.pop(p) for p in list(partitions) if p in self.parts}
+        for p in aside:
+            self.last_input.pop(p, None)
+        return aside
+
+    def put_back(self, parts: dict[int, PartitionSessions]) -> None:
+        now = time.monotonic()
+        for p, part in parts.items():
+            self.parts[p] = part
+            self.last_input[p] = now
+            ACTIVE_SESSIONS.labels(str(p)).set(part.active_sessions)
+
     # ------------------------------------------------------------ steps
     def step_batch(self, out: ProcessedBatch, highwater: Highwater) -> tuple[list[tuple[int, Step]], list[int]]:
         """One step per raw partition of the batch (every partition must have been restored), and the

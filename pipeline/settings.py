@@ -260,6 +260,10 @@ class WorkerSettings(BaseSettings):
                                    "batch) the worker hands the C allocator's free pages back to the OS "
                                    "(glibc malloc_trim): without it the garbage of past batches stays in RSS, "
                                    "about 3.5 KB per open session; 0 turns it off")
+    keep_state_on_rebalance: bool = Field(
+        True, description="PULSE_WORKER_KEEP_STATE_ON_REBALANCE: a raw partition assigned back to the same worker "
+        "at a rebalance keeps its sessions and dedup memory when nobody committed its input or wrote its session "
+        "state meanwhile (else it is rebuilt); false rebuilds every partition at every rebalance")
     data_dir: Path = Field(Path(".pulse/worker"), description="PULSE_WORKER_DATA_DIR: Faust table state")
     web_port: int = Field(6066, ge=0, le=65535, description="PULSE_WORKER_WEB_PORT: /health and /metrics")
     web_host: str = Field("127.0.0.1", description="PULSE_WORKER_WEB_HOST: bind address of /health and /metrics "

@@ -256,6 +256,20 @@ async def drive(settings: Any, procs: PipelineProcs, procs_b: PipelineProcs, b_p
                 raw = [p for p in doc["assigned_partitions"] if p.rsplit(":", 1)[0] in settings.kafka.raw_topics]
                 timeline["B ready"] = round(time.monotonic() - t0, 1)
                 timeline["B raw partitions"] = len(raw)
+                await watch_a_after_join()
+                return
+            await asyncio.sleep(1.0)
+
+    async def watch_a_after_join() -> None:
+        """Worker A once ready again after B joined: its pause, and what it kept or re-read."""
+        while time.monotonic() < t0 + B_LEAVES_AT - 2:
+            doc = await asyncio.to_thread(health, settings.worker.web_port)
+            if doc and doc.get("ready"):
+                timeline["both ready"] = round(time.monotonic() - t0, 1)
+                r = doc.get("ingest", {}).get("rebalance", {})
+                timeline["A pause at B join s"] = r.get("last_pause_s")
+                timeline["A session partitions kept"] = r.get("session_partitions_kept", -1)
+                timeline["A session partitions restored"] = r.get("session_partitions_restored", -1)
                 return
             await asyncio.sleep(1.0)
 
