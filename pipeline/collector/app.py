@@ -52,8 +52,8 @@ from pipeline.api.health import add_health_routes
 from pipeline.api.issues import add_issue_routes
 from pipeline.api.metrics import add_metric_routes
 from pipeline.api.report import add_report_routes
-from pipeline.collector.body import (BODY_LIMITS, CLIENT_CLOSED_REQUEST, GZIP_MAGIC, BodyLimits, Problem, SlowBodies,
-                                     client_gone, decompress_gzip, read_body)
+from pipeline.collector.body import (BODY_LIMITS, CLIENT_CLOSED_REQUEST, CONTENT_ENCODINGS, BodyLimits, Problem,
+                                     SlowBodies, client_gone, decompress, read_body)
 from pipeline.collector.intake import RateLimited, intake, setup_intake
 from pipeline.collector.sdk import add_sdk_routes
 from pipeline.dashboard.routes import add_dashboard_routes
@@ -158,13 +158,14 @@ async def post_events(request: web.Request) -> web.Response:
         return _json(401, {"error": "missing or unknown project key (header X-Pulse-Key or query parameter key)"})
 
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("identity", "", "gzip", "x-gzip"):
-        return _problem(Problem(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none"))
+    if encoding not in ("identity", "", *CONTENT_ENCODINGS):
+        return _problem(Problem(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate, br, zstd "
+                                     "or none"))
     body = await read_body(request, settings.max_body_bytes)
     if isinstance(body, Problem):
         return _problem(body)
-    if encoding in ("gzip", "x-gzip") and body[:2] == GZIP_MAGIC:
-        body = decompress_gzip(body, settings.max_body_bytes)
+    if encoding not in ("identity", ""):
+        body = decompress(body, encoding, settings.max_body_bytes)
         if isinstance(body, Problem):
             return _problem(body)
     _EVENTS_BODY_BYTES.observe(len(body))

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from pipeline.ingest.compression import GZIP_MAGIC, InflateError, inflate_gzip
+from pipeline.ingest.compression import CONTENT_ENCODINGS, GZIP_MAGIC, InflateError, inflate, inflate_gzip
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "GZIP_MAGIC", "BodyLimits", "Problem", "SlowBodies", "client_gone",
-           "decompress_gzip", "read_body"]
+           "decompress", "decompress_gzip", "read_body", "CONTENT_ENCODINGS"]
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before the answer"; never sent
 
@@ -76,6 +76,15 @@ def client_gone(request: web.Request) -> bool:
 
 
 # ------------------------------------------------------------------ pure steps (bytes -> items)
+
+
+def decompress(data: bytes, encoding: str, limit: int) -> bytes | Problem:
+    """``Content-Encoding`` undone with a cap (``pipeline/ingest/compression.py``); a bad, oversized or
+    unknown encoding is a Problem (400 / 413 / 415)."""
+    try:
+        return inflate(data, encoding, limit)
+    except InflateError as exc:
+        return Problem(exc.status, str(exc))
 
 
 def decompress_gzip(data: bytes, limit: int) -> bytes | Problem:

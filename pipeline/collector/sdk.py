@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pipeline.collector.body import GZIP_MAGIC, Problem, decompress_gzip, read_body
+from pipeline.collector.body import Problem, decompress, read_body
 from pipeline.collector.intake import RateLimited, intake
 from pipeline.contract import DeadLetter, reason_kind
 from pipeline.ingest import posthog, sentry
@@ -66,11 +66,9 @@ async def _body(request: web.Request, settings: Settings) -> bytes | Problem:
     if isinstance(body, Problem):
         return body
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("gzip", "x-gzip") and body[:2] == GZIP_MAGIC:
-        return decompress_gzip(body, settings.collector.max_body_bytes)
-    if encoding not in ("", "identity", "gzip", "x-gzip"):
-        return Problem(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
-    return body
+    if encoding in ("", "identity"):
+        return body
+    return decompress(body, encoding, settings.collector.max_body_bytes)
 
 
 async def _send(request: web.Request, events: list[dict[str, Any]], project: str, now: datetime,
