@@ -50,6 +50,7 @@ from pipeline.ingest.producer import prepare_events  # noqa: E402
 from pipeline.kafka_admin import ensure_topics, wait_for_broker  # noqa: E402
 from pipeline.localbroker import LocalBroker  # noqa: E402
 from pipeline.settings import KafkaSettings  # noqa: E402
+from pipeline.supervise import child_pids  # noqa: E402
 
 KEY = "bench-key"
 
@@ -299,13 +300,7 @@ async def run_python(pool: list[BenchRequest], port: int, duration_s: float, con
 
 def process_tree(pid: int) -> list[int]:
     """The collector and its worker processes (PULSE_COLLECTOR_PROCESSES > 1)."""
-    out = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
+    return [pid, *child_pids(pid)]
 
 
 def tree_cpu(pid: int) -> float:

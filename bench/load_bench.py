@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate_load import LoadPlan, collector_requests, generate_load  # noqa: E402
+from pipeline.supervise import child_pids  # noqa: E402
 
 RAW_TABLES = ("errors", "vitals", "actions", "api_calls")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -67,23 +68,13 @@ def log(msg: str) -> None:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its live children (the worker may run helpers)."""
     total = 0.0
-    for p in [pid, *children(pid)]:
+    for p in [pid, *child_pids(pid)]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / CLK_TCK
     return total
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
 
 
 def memory(pid: int) -> dict[str, int]:

@@ -18,6 +18,18 @@ from pathlib import Path
 from typing import Any
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (Linux ``/proc``; empty once it is gone): the
+    collector's forked processes, for the benches and tests that measure or stop them."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 class ChildProcesses:
     def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
         """``env``: the children's whole environment (default: this process's)."""

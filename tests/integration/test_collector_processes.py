@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from pipeline.settings import Settings
+from pipeline.supervise import child_pids
 from tests.conftest import settings_env
 from tests.integration.kafka_read import events_of, read_topics
 
@@ -26,14 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 REQUESTS = 41  # odd: the two processes cannot answer the same number, so their counts tell them apart
 
 
-def children_of(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
 
 
 def start(settings: Settings, processes: int) -> subprocess.Popen[bytes]:
@@ -46,7 +39,7 @@ async def wait_healthy(base: str, proc: subprocess.Popen[bytes], processes: int)
     """Healthy on fresh connections (either process may answer) and all processes forked."""
     deadline = time.monotonic() + 90
     healthy = 0
-    while healthy < 10 or len(children_of(proc.pid)) < processes - 1:
+    while healthy < 10 or len(child_pids(proc.pid)) < processes - 1:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         assert time.monotonic() < deadline, "collector processes did not become healthy"
         try:
@@ -69,7 +62,7 @@ async def test_two_processes_share_the_port_and_stop_together(settings: Settings
     proc = start(settings, 2)
     try:
         await wait_healthy(base, proc, 2)
-        [child] = children_of(proc.pid)
+        [child] = child_pids(proc.pid)
         ids: list[str] = []
         for i in range(REQUESTS):  # a new connection each: the kernel spreads them over both processes
             batch = [{"event_id": str(uuid.uuid4()), "type": "vital", "timestamp": "2026-11-23T10:00:00Z",
@@ -102,7 +95,7 @@ async def test_two_processes_share_the_port_and_stop_together(settings: Settings
     proc = start(settings, 2)
     try:
         await wait_healthy(base, proc, 2)
-        [child] = children_of(proc.pid)
+        [child] = child_pids(proc.pid)
         os.kill(child, signal.SIGKILL)  # one process dies: the collector exits whole, for its supervisor
         assert proc.wait(30) == 1
     finally:
