@@ -99,6 +99,7 @@ def test_browser_sdks_error_rage_and_dead_click(kafka_bootstrap: str, tmp_path: 
         page = f"{site}/index.html?collector={collector}&key={key}"
         driven = subprocess.run(["node", str(BROWSER_DIR / "drive.mjs"), page, str(CHROMIUM)], capture_output=True,
                                 text=True, timeout=180, cwd=BROWSER_DIR)
+        print(driven.stdout)  # what PostHog captured and what moved on the page: shown if a later check fails
         assert driven.returncode == 0 and "driven" in driven.stdout, driven.stdout[-2000:] + driven.stderr[-2000:]
 
         [[etype, message, sdk, release, culprit]] = wait_for(
