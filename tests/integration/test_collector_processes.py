@@ -126,5 +126,6 @@ async def test_two_processes_share_the_port_and_stop_together(settings: Settings
         [child] = child_pids(proc.pid)
         os.kill(child, signal.SIGKILL)  # one process dies: the collector exits whole, for its supervisor
         assert proc.wait(30) == 1
+        assert not (metrics_base / f"pulse-collector-metrics-{proc.pid}").exists()  # its files went too
     finally:
         stop(proc)
