@@ -94,9 +94,13 @@ def topics_create() -> None:
 @app.command()
 def collector() -> None:
     """HTTP collector: POST /api/v1/events, /health, /metrics."""
+    from pipeline.collector import shared_metrics
+
+    settings = load_settings()
+    shared_metrics.enable(settings)  # before the app (and prometheus_client) is imported
     from pipeline.collector.app import run_collector
 
-    run_collector(load_settings())
+    run_collector(settings)
 
 
 @app.command()

@@ -1,7 +1,16 @@
 """Every Prometheus metric, declared once. Processes label themselves with ``process``.
 
 Append new metrics here (never redefine one elsewhere); /metrics on each process serves the
-default registry.
+default registry, except a collector of several processes: it serves the merge of every process's
+values (``pipeline/collector/shared_metrics.py``), counters and histograms summed.
+
+Every gauge names its ``multiprocess_mode``: how the values of several processes combine in that
+merge (prometheus-client's default, ``all``, would add a ``pid`` label, one series per process). Only
+the collector runs in multiprocess mode, and the one gauge it sets is ``pulse_consumer_group_lag``;
+elsewhere the mode is ignored, but each gauge says what it would mean, so that a gauge the collector
+starts to set is not summed or split by pid by accident. ``*mostrecent``: the newest value set by any
+process (for facts that any process measures, or whoever owns a partition now reports);
+``live*``: a stopped process's value is dropped (``mark_process_dead``).
 """
 
 from __future__ import annotations
@@ -27,8 +36,12 @@ ROWS_INSERTED = Counter("pulse_clickhouse_rows_inserted_total", "Rows inserted i
 INSERT_FAILURES = Counter("pulse_clickhouse_insert_failures_total", "Failed inserts (retried)", ["table"])
 CONSUMER_GROUP_LAG = Gauge("pulse_consumer_group_lag",
                            "Messages behind the end offset per consumer group and partition, measured by the collector "
-                           "from committed offsets (also for a stuck or stopped consumer)", ["group", "topic", "partition"])
-CONSUMER_LAG = Gauge("pulse_consumer_lag", "Messages behind the high watermark", ["process", "topic", "partition"])
+                           "from committed offsets (also for a stuck or stopped consumer)", ["group", "topic", "partition"],
+                           # every collector process measures the same broker-side fact each health interval:
+                           # the newest measurement is the answer (a sum would be N times the lag)
+                           multiprocess_mode="mostrecent")
+CONSUMER_LAG = Gauge("pulse_consumer_lag", "Messages behind the high watermark", ["process", "topic", "partition"],
+                     multiprocess_mode="livemostrecent")  # the partition's current owner reports it
 HTTP_REQUEST_SECONDS = Histogram("pulse_http_request_seconds", "HTTP request latency, delivery to Kafka included",
                                  ["process", "endpoint"])
 HTTP_BODY_BYTES = Histogram("pulse_http_body_bytes", "Request body size after decompression", ["process", "endpoint"],
@@ -37,7 +50,8 @@ LATE_EVENTS = Counter("pulse_late_events_total",
                       "Late events by stage. sessions: behind the watermark, stored raw but not sessionized; "
                       "rollups: arrived after their window + allowed lateness, still counted in their minute",
                       ["process", "stage"])
-ACTIVE_SESSIONS = Gauge("pulse_active_sessions", "Open sessions held by this worker", ["partition"])
+ACTIVE_SESSIONS = Gauge("pulse_active_sessions", "Open sessions held by this worker", ["partition"],
+                        multiprocess_mode="livemostrecent")  # the partition's current owner reports it
 SESSION_OUTPUTS = Counter("pulse_session_outputs_total", "Rows emitted by sessionization", ["table"])
 SESSION_BUFFER_OVERFLOW = Counter("pulse_session_buffer_overflow_total",
                                   "Events stored raw but not sessionized: their session already held "
@@ -58,11 +72,13 @@ ALERT_CONTEXT_EVICTED = Counter("pulse_alert_context_evicted_total",
 ALERT_STATE_OVERSIZE = Counter("pulse_alert_state_oversize_total",
                                "Alert state records not written because they exceeded PULSE_ALERTS_MAX_STATE_BYTES "
                                "(or PULSE_KAFKA_MAX_REQUEST_BYTES)", ["partition"])
-ALERT_STATE_BYTES = Gauge("pulse_alert_state_bytes", "Size of the last alert state record per partition", ["partition"])
+ALERT_STATE_BYTES = Gauge("pulse_alert_state_bytes", "Size of the last alert state record per partition", ["partition"],
+                          multiprocess_mode="mostrecent")  # the last record written, by whichever process
 NOTIFICATIONS = Counter("pulse_notifications_total",
                         "Notification send attempts by receiver, intent kind and outcome (delivered, retry, failed)",
                         ["receiver", "kind", "outcome"])
 NOTIFIER_RECORDS = Counter("pulse_notifier_records_total",
                            "Alert-topic records read by the notifier: applied, skipped (offset already stored), invalid",
                            ["outcome"])
-OUTBOX = Gauge("pulse_notifier_outbox", "Notifier outbox entries by status", ["status"])
+OUTBOX = Gauge("pulse_notifier_outbox", "Notifier outbox entries by status", ["status"],
+               multiprocess_mode="livemostrecent")  # one outbox: the newest count of it, not a sum

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -192,6 +193,11 @@ class CollectorSettings(BaseSettings):
         1, ge=1, le=64, description="PULSE_COLLECTOR_PROCESSES: collector processes serving the one port (SO_REUSEPORT; "
         "the kernel spreads connections over them). One process takes roughly one core; rate limits and "
         "max_slow_bodies are split evenly between the processes")
+    metrics_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()),
+        description="PULSE_COLLECTOR_METRICS_DIR: with PULSE_COLLECTOR_PROCESSES > 1, where each run makes its "
+        "directory of per-process metric files (pulse-collector-metrics-<pid>: emptied at start, removed at exit) so "
+        "that every scrape of /metrics sums all processes; default: the system temp directory ($TMPDIR or /tmp)")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="PULSE_COLLECTOR_EVENT_LOOP: auto = uvloop when installed (a third less CPU per request), "
         "else asyncio's own loop")

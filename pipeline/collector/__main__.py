@@ -13,6 +13,9 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - pydantic ValidationError and friends: one clear message
         print(f"pulse collector: {describe_settings_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
+    from pipeline.collector import shared_metrics
+
+    shared_metrics.enable(settings)  # before the app (and prometheus_client) is imported
     from pipeline.collector.app import run_collector
 
     run_collector(settings)

@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from pipeline.api.common import SETTINGS as API_SETTINGS
 from pipeline.api.common import ApiError, json_response
@@ -52,6 +53,7 @@ from pipeline.api.health import add_health_routes
 from pipeline.api.issues import add_issue_routes
 from pipeline.api.metrics import add_metric_routes
 from pipeline.api.report import add_report_routes
+from pipeline.collector import shared_metrics
 from pipeline.collector.body import (BODY_LIMITS, CLIENT_CLOSED_REQUEST, CONTENT_ENCODINGS, BodyLimits, Problem,
                                      SlowBodies, client_gone, decompress, read_body)
 from pipeline.collector.intake import RateLimited, intake, setup_intake
@@ -88,6 +90,7 @@ _EVENTS_BODY_BYTES = HTTP_BODY_BYTES.labels(PROCESS, EVENTS_PATH)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PRODUCER_KEY = web.AppKey("producer", EventProducer)
+SCRAPE_REGISTRY_KEY = web.AppKey("scrape_registry", CollectorRegistry)
 
 
 def parse_events(body: bytes, content_type: str) -> list[Any] | Problem:
@@ -227,7 +230,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """Prometheus text: with several processes, every process's counts summed (``shared_metrics``)."""
+    return web.Response(body=generate_latest(request.app[SCRAPE_REGISTRY_KEY]),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @web.middleware
@@ -282,6 +287,7 @@ def make_app(settings: Settings, producer: EventProducer) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[PRODUCER_KEY] = producer
     app[HEALTH_STATE_KEY] = _BrokerCheck()
+    app[SCRAPE_REGISTRY_KEY] = shared_metrics.scrape_registry()
     app[BODY_LIMITS] = BodyLimits(settings.collector.max_body_bytes, settings.collector.body_timeout_s,
                                   settings.collector.slow_body_after_s, SlowBodies(settings.collector.max_slow_bodies))
     app.router.add_post(EVENTS_PATH, post_events)
@@ -381,6 +387,7 @@ async def _watch_children(children: list[int], stop: asyncio.Event, failed: list
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 children.remove(pid)
+                shared_metrics.process_exited(pid)
                 failed.append(f"collector process {pid} exited ({os.waitstatus_to_exitcode(status)})")
                 log.error("%s; stopping the collector", failed[-1])
                 stop.set()
@@ -405,6 +412,7 @@ async def _serve_with_children(settings: Settings, stop: asyncio.Event, children
                 pass
         for pid in children:
             await asyncio.to_thread(os.waitpid, pid, 0)
+            shared_metrics.process_exited(pid)
 
 
 def run_collector(settings: Settings) -> None:
@@ -413,7 +421,9 @@ def run_collector(settings: Settings) -> None:
     With ``PULSE_COLLECTOR_PROCESSES`` = N > 1 this process forks N - 1 more before any event loop
     or thread exists; all N bind the port with SO_REUSEPORT (the kernel spreads connections), each
     with its own Kafka producer and 1/N of the rate limits and slow-body slots. When one dies the
-    others stop too (exit status 1), so a supervisor restarts the collector whole.
+    others stop too (exit status 1), so a supervisor restarts the collector whole. Every process's
+    /metrics shows the sum over all of them: the entry point must call ``shared_metrics.enable``
+    before importing this module (see there); without it several processes are refused.
     """
     processes = settings.collector.processes
     loop_kind = settings.collector.event_loop
@@ -422,6 +432,9 @@ def run_collector(settings: Settings) -> None:
         return
     if settings.collector.port == 0:
         raise SystemExit("pulse collector: PULSE_COLLECTOR_PROCESSES > 1 needs a fixed PULSE_COLLECTOR_PORT (not 0)")
+    if not shared_metrics.active():
+        raise SystemExit("pulse collector: PULSE_COLLECTOR_PROCESSES > 1 needs shared metrics: call "
+                         "pipeline.collector.shared_metrics.enable(settings) before importing pipeline.collector.app")
     mine = share_of_limits(settings, processes)
     children: list[int] = []
     parent = os.getpid()
@@ -441,7 +454,10 @@ def run_collector(settings: Settings) -> None:
                 os._exit(code)
         children.append(pid)
     failed: list[str] = []
-    run_service(lambda stop: _serve_with_children(mine, stop, children, failed), log_level=logging.INFO,
-                event_loop=loop_kind)
+    try:
+        run_service(lambda stop: _serve_with_children(mine, stop, children, failed), log_level=logging.INFO,
+                    event_loop=loop_kind)
+    finally:
+        shared_metrics.remove_run_dir()
     if failed:
         raise SystemExit(1)

@@ -54,6 +54,26 @@ SENTRY_CORS = {
 }
 POSTHOG_PATHS = ("/capture/", "/batch/", "/e/", "/i/v0/e/", "/track/", "/engage/")
 SENTRY_PATHS = ("/api/{project_id}/envelope/", "/api/{project_id}/store/")
+# The ``type`` label of pulse_sdk_items_total comes from the client (an envelope item's type, a
+# PostHog event name): only these values are kept, the rest is counted as "other" / "$other", so a
+# client cannot grow the metric's series (nor a collector process's metric file) without bound.
+SENTRY_ITEM_TYPES = frozenset({
+    *sentry.TRANSLATORS, "attachment", "user_report", "feedback", "client_report", "profile", "profile_chunk",
+    "replay_event", "replay_recording", "replay_video", "check_in", "statsd", "metric_meta", "log", "otel_log",
+    "security", "raw_security", "unreal_report", "form_data", "nel"})
+POSTHOG_EVENTS = frozenset({
+    *posthog.TRANSLATED_EVENTS, "$snapshot", "$set", "$set_once", "$groupidentify", "$create_alias", "$screen",
+    "$feature_flag_called", "$opt_in", "$merge_dangerously", "$survey_shown", "$survey_sent", "$survey_dismissed",
+    "$web_experiment_applied"})
+
+
+def sdk_item_label(sdk: str, name: str) -> str:
+    """The bounded ``type`` label for one SDK item (see SENTRY_ITEM_TYPES)."""
+    if sdk == "sentry":
+        return name if name in SENTRY_ITEM_TYPES else "other"
+    if not name.startswith("$"):
+        return "custom"
+    return name if name in POSTHOG_EVENTS else "$other"
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -146,7 +166,7 @@ async def sentry_envelope(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
     translation = sentry.translate_envelope(env, project=project, received_at=now)
     for item_type, n in translation.counts.items():
-        SDK_ITEMS.labels("sentry", item_type).inc(n)
+        SDK_ITEMS.labels("sentry", sdk_item_label("sentry", item_type)).inc(n)
     return await _sentry_answer(request, translation, project, now, "http:sentry-envelope", body)
 
 
@@ -209,7 +229,7 @@ async def _posthog_answer(request: web.Request, decoded: posthog.PosthogBatch | 
     translation = posthog.translate_batch(decoded, project=project, received_at=now,
                                           dead_click_window_ms=settings.sessions.dead_click_window_ms)
     for name, n in translation.counts.items():
-        SDK_ITEMS.labels("posthog", name if name.startswith("$") else "custom").inc(n)
+        SDK_ITEMS.labels("posthog", sdk_item_label("posthog", name)).inc(n)
     refused = await _send(request, translation.events, project, now, "http:posthog", translation.problems,
                           lambda: orjson.dumps(decoded.events, default=str))  # gzip/base64 bodies made readable
     if refused is not None:

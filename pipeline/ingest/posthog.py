@@ -662,6 +662,8 @@ _HANDLERS: dict[str, Callable[[_Source], list[dict[str, Any]]]] = {
     "$web_vitals": _web_vitals,
     "$identify": _identify,
 }
+TRANSLATED_EVENTS = frozenset(_HANDLERS)
+"""The ``$`` event names that become native events (any other name without ``$`` is a custom action)."""
 
 
 # ------------------------------------------------------------------ elements (autocapture)
