@@ -8,15 +8,20 @@ consumer (group ``<app id>-ingest``, range assignment so a session's actions and
 one worker) inside the Faust worker process, which still hosts the issue and alert agents and the
 web pages.
 
-One batch, in this order (what makes a SIGKILL at any point harmless):
-1. ``process_batch`` (pure): rows, dead letters, issue occurrences, alert partials, session input;
-   a message that fails becomes a dead letter, its neighbours go on;
-2. sessionization (pure ``PartitionSessions``): rows, UX signals and state records;
-3. send every output (rows as one record per table and raw partition, with each line's raw offset
+One poll is one batch of the ingest stage, run by the worker's one stage runner (``agents/stage.py``),
+in this order (what makes a SIGKILL at any point harmless):
+1. the step (``IngestRunner.step``, no I/O): ``process_batch`` (rows, dead letters, issue
+   occurrences, alert partials, session input; a message it cannot take becomes a dead letter, its
+   neighbours go on), then sessionization (``PartitionSessions``: rows, UX signals, state records);
+2. send every output (rows as one record per table and raw partition, with each line's raw offset
    so the sink drops exactly what a replay repeats) and wait until Kafka has all of them;
-4. write the session state records to the changelog and wait;
-5. commit the raw offsets.
-Between polls the runner lets quiet partitions follow the wall clock (no timer to fall behind).
+3. write the session state records to the changelog and wait;
+4. commit the raw offsets;
+5. advance memory: the batch's event ids join the dedup memory (``StagedIds``), metrics.
+A step that raises (a message breaks sessionization, say) is reset (staged ids dropped, touched
+session partitions read back from their changelog) and redone in halves by the runner, so only the
+message at fault becomes a dead letter. Between polls the runner lets quiet partitions follow the
+wall clock (no timer to fall behind), through the same runner's delivery order.
 
 Partitions: on revocation the runner finishes its batch (it holds the lock the listener waits
 for) and sets the partitions' sessions aside, noting the offsets it last committed and where their

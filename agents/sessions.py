@@ -1,9 +1,10 @@
 """Session state in the worker: pure ``PartitionSessions`` per owned raw partition, made durable
 through a compacted changelog topic that the ingest runner writes and reads itself.
 
-The ingest runner (``agents/ingest.py``) calls ``step_batch`` once per batch (validation happened
+The ingest stage (``agents/ingest.py``) calls ``step_batch`` once per batch (validation happened
 already), so sessionization costs no extra decode and no extra hop per event. The order inside a
-batch is what makes a SIGKILL harmless (see ``pipeline/sessions/partition.py``):
+batch, kept by the stage runner (``agents/stage.py``), is what makes a SIGKILL harmless (see
+``pipeline/sessions/partition.py``):
 
 1. compute the step (pure): rows, UX signals, and the state records to write;
 2. send rows and signals and wait until Kafka confirmed them;
