@@ -8,20 +8,21 @@ consumer (group ``<app id>-ingest``, range assignment so a session's actions and
 one worker) inside the Faust worker process, which still hosts the issue and alert agents and the
 web pages.
 
-One poll is one batch of the ingest stage, run by the worker's one stage runner (``agents/stage.py``),
-in this order (what makes a SIGKILL at any point harmless):
-1. the step (``IngestRunner.step``, no I/O): ``process_batch`` (rows, dead letters, issue
-   occurrences, alert partials, session input; a message it cannot take becomes a dead letter, its
-   neighbours go on), then sessionization (``PartitionSessions``: rows, UX signals, state records);
-2. send every output (rows as one record per table and raw partition, with each line's raw offset
+One batch, in this order (what makes a SIGKILL at any point harmless):
+1. ``process_batch`` (pure): rows, dead letters, issue occurrences, alert partials, session input;
+   a message that fails becomes a dead letter, its neighbours go on;
+2. sessionization (pure ``PartitionSessions``): rows, UX signals and state records;
+3. send every output (rows as one record per table and raw partition, with each line's raw offset
    so the sink drops exactly what a replay repeats) and wait until Kafka has all of them;
-3. write the session state records to the changelog and wait;
-4. commit the raw offsets;
-5. advance memory: the batch's event ids join the dedup memory (``StagedIds``), metrics.
-A step that raises (a message breaks sessionization, say) is reset (staged ids dropped, touched
-session partitions read back from their changelog) and redone in halves by the runner, so only the
-message at fault becomes a dead letter. Between polls the runner lets quiet partitions follow the
-wall clock (no timer to fall behind), through the same runner's delivery order.
+4. write the session state records to the changelog and wait;
+5. commit the raw offsets;
+6. advance memory: the batch's event ids join the dedup memory (``StagedIds``), metrics.
+1-2 are the ingest stage's step (``IngestRunner.step``, no I/O), which returns its outputs and
+state records as values; 3-6 and the error boundary are the worker's one stage runner's
+(``agents/stage.py``). A step that raises (a message breaks sessionization, say) is reset (staged
+ids dropped, touched session partitions read back from their changelog) and redone in halves, so
+only the message at fault becomes a dead letter. Between polls the runner lets quiet partitions
+follow the wall clock (no timer to fall behind), delivered in the same order.
 
 Partitions: on revocation the runner finishes its batch (it holds the lock the listener waits
 for) and sets the partitions' sessions aside, noting the offsets it last committed and where their
@@ -115,7 +116,6 @@ class IngestRunner:
         self.last_clock_at = 0.0
         self.last_trim_at = time.monotonic()
         self.processed: dict[TopicPartition, int] = {}  # next offset to process, per raw partition held
-        self.unwritten: set[int] = set()  # session partitions a step changed, until its state is written
         self.runner = StageRunner("ingest", self.send_all, self.step, self.reset, self.dead_letter, state,
                                   commit=self.commit)
         # What a rebalance may keep: the offset this runner last committed per raw partition held
@@ -342,16 +342,16 @@ class IngestRunner:
         dedup memory and metrics advance in ``done``, after the commit."""
         out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
                             self.rollup_rules, self.noise_rules, downstream=True, time_window=self.time_window)
-        self.unwritten.update(out.session_events, out.session_upto)  # what step_batch changes
         steps = self.sessions.step_batch(out, self.highwater)
-        outputs = self._outputs(out, messages, now) + self.sessions.sends_for(steps)
+        outputs = self._outputs(out, messages, now)
+        outputs += self.sessions.sends_for(steps)
         return StageOutput(outputs=outputs, state=self.sessions.changelog_sends(steps),
                            done=[lambda: self._written(out, steps)])
 
     def _written(self, out: ProcessedBatch, steps: list[tuple[int, Step]]) -> None:
         """The batch is on Kafka and committed: its event ids join the dedup memory, metrics count it."""
         self.dedup.keep()
-        self.unwritten.clear()
+        self.sessions.unwritten.clear()
         self.sessions.account(steps)
         self._account(out)
 
@@ -359,7 +359,8 @@ class IngestRunner:
         """A step failed: forget what it changed in memory. The dedup memory drops the batch's ids;
         the session partitions it touched are read back from their changelog as last written."""
         self.dedup.drop()
-        partitions, self.unwritten = sorted(self.unwritten), set()
+        partitions = sorted(self.sessions.unwritten)
+        self.sessions.unwritten.clear()
         if not partitions:
             return
         records = await read_to_end(self.settings.kafka.bootstrap_servers, self.sessions.changelog, partitions)

@@ -63,6 +63,7 @@ class SessionStore:
         self.changelog = changelog_topic(settings)
         self.parts: dict[int, PartitionSessions] = {}
         self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
+        self.unwritten: set[int] = set()  # partitions ``step_batch`` changed since the runner last wrote state
 
     # ------------------------------------------------------------ partitions
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> PartitionSessions:
@@ -108,6 +109,7 @@ class SessionStore:
         for p in sorted(set(out.session_events) | set(out.session_upto)):
             part, upto = self.parts[p], out.session_upto.get(p, {})
             self.last_input[p] = now
+            self.unwritten.add(p)
             steps.append((p, part.process(out.session_events.get(p, []), upto,
                                           self.lagging_topics(p, part, upto, highwater))))
         return steps

@@ -5,8 +5,8 @@
     .venv/bin/python bench/ingest_replay.py --profile /tmp/replay.prof     # cProfile of the whole replay
 
 Does per poll what ``IngestRunner.step`` (agents/ingest.py, run by ``agents/stage.py``) does, minus the
-network: ``process_batch`` (decode, validate, dedup, rows, rollups, issue records, session input) and
-the dedup memory's ``keep``, ``SessionStore.step_batch``,
+network: ``process_batch`` (decode, validate, dedup, rows, rollups, issue records, session input),
+``SessionStore.step_batch``,
 the runner's outputs (storage range messages, issue occurrences, alert partials, dead letters), the
 session sends and changelog records, and the producer's record-batch encoding with the configured
 compression (aiokafka's ``BatchBuilder``, as ``agents/output.py`` fills it). Messages come from
@@ -106,7 +106,6 @@ def main() -> int:
         t0 = clock()
         out = process_batch(messages, runner.dedup, k.partitions, now, runner.session_topics, runner.rollup_rules,
                             runner.noise_rules, downstream=True, time_window=runner.time_window)
-        runner.dedup.keep()  # the batch's ids join the dedup memory (the runner does it after the commit)
         t1 = clock()
         steps = runner.sessions.step_batch(out, highwater)
         t2 = clock()
@@ -121,6 +120,7 @@ def main() -> int:
         stages["encode"] += t4 - t3
         rows.update(out.rows_out)
         dead += len(out.dead_letters)
+        runner.dedup.keep()  # the batch's ids join the dedup memory (the runner does it after the commit)
     total = clock() - started
     if profiler:
         profiler.disable()
