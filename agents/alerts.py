@@ -205,8 +205,9 @@ class AlertAgent:
         self.storage_topic, self.dead_letter_topic = kafka.topic_storage, kafka.topic_dead_letter
         self.parts: dict[int, PartitionAlerts] = {}
         self.lock = asyncio.Lock()
-        self.runner = StageRunner("alert agent", CompleteBatches(app, kafka.bootstrap_servers), send_all, self.step,
-                                  reset=self._forget, dead_letter=self._dead_letter, state=state)
+        self.runner = StageRunner("alert agent", send_all, self.step,
+                                  reset=self._forget, dead_letter=self._dead_letter, state=state,
+                                  complete=CompleteBatches(app, kafka.bootstrap_servers))
         self.start_positions = StartPositions(app)
         self.table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions,
                                on_recover=self._on_recovered)

@@ -3,7 +3,9 @@
 ``make_app(settings)`` builds a fresh app (no module-global app: settings are injected), attaches
 the ingest runner (``agents/ingest.py``, its own consumer: the hot path), the issue and alert agents
 (Faust agents: low-volume streams with tables) and the web pages, and returns it. Run it with
-``agents.worker.run_worker``.
+``agents.worker.run_worker``. This is the wiring module: it imports the stages, none of them imports
+it (what they share, ``WorkerState``, is in ``agents/state.py``; checked by
+tests/unit/test_agents_imports.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.alerts import AlertAgent
+from agents.delivery import make_send_all
+from agents.ingest import IngestRunner
+from agents.issues import IssueAgent
+from agents.skips import FaustBooks
 from agents.state import WorkerState
 from pipeline.settings import Settings
 
@@ -25,12 +32,6 @@ log = logging.getLogger(__name__)
 def make_app(settings: Settings) -> faust.App:
     """The worker app for ``settings``: ingest runner on the raw topics, issue and alert agents,
     /health and /metrics."""
-    from agents.alerts import AlertAgent
-    from agents.delivery import make_send_all
-    from agents.ingest import IngestRunner
-    from agents.issues import IssueAgent
-    from agents.skips import FaustBooks
-
     kafka, worker = settings.kafka, settings.worker
     app = faust.App(
         worker.app_id,

@@ -56,17 +56,21 @@ def make_send_all(app: faust.App) -> SendAll:
     return send_all
 
 
-async def deliver_all(sends: list[Send], send_all: SendAll, what: str) -> None:
-    """Send and wait until every send is confirmed, retrying whatever failed (the agent pauses
-    meanwhile): for outputs that must be on Kafka before the state that produced them is written.
-    Failed sends are sent again in their original order."""
+async def deliver_all(sends: list[Send], send_all: SendAll, what: str,
+                      note_error: Callable[[str], None] | None = None) -> None:
+    """Send and wait until every send is confirmed, retrying whatever failed (the stage pauses
+    meanwhile; nothing is committed, so a long outage is a pause, not a loss): for outputs that must
+    be on Kafka before the state that produced them is written. Failed sends are sent again in their
+    original order; ``note_error`` hears of each failed round (for /health)."""
     pending, delay = sends, 0.5
     while pending:
         errors = await send_all(pending)
         failed = [s for s, err in zip(pending, errors) if err is not None]
         if failed:
-            log.error("could not deliver %d %s (%r); retrying in %.1fs",
-                      len(failed), what, next(e for e in errors if e is not None), delay)
+            first = next(e for e in errors if e is not None)
+            if note_error is not None:
+                note_error(f"could not deliver {len(failed)} {what}: {first!r}")
+            log.error("could not deliver %d %s (%r); retrying in %.1fs", len(failed), what, first, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         pending = failed

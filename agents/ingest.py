@@ -15,8 +15,14 @@ One batch, in this order (what makes a SIGKILL at any point harmless):
 3. send every output (rows as one record per table and raw partition, with each line's raw offset
    so the sink drops exactly what a replay repeats) and wait until Kafka has all of them;
 4. write the session state records to the changelog and wait;
-5. commit the raw offsets.
-Between polls the runner lets quiet partitions follow the wall clock (no timer to fall behind).
+5. commit the raw offsets;
+6. advance memory: the batch's event ids join the dedup memory (``StagedIds``), metrics.
+1-2 are the ingest stage's step (``IngestRunner.step``, no I/O), which returns its outputs and
+state records as values; 3-6 and the error boundary are the worker's one stage runner's
+(``agents/stage.py``). A step that raises (a message breaks sessionization, say) is reset (staged
+ids dropped, touched session partitions read back from their changelog) and redone in halves, so
+only the message at fault becomes a dead letter. Between polls the runner lets quiet partitions
+follow the wall clock (no timer to fall behind), delivered in the same order.
 
 Partitions: on revocation the runner finishes its batch (it holds the lock the listener waits
 for) and sets the partitions' sessions aside, noting the offsets it last committed and where their
@@ -46,9 +52,10 @@ from agents.delivery import Send, dead_letter_send
 from agents.issues import occurrence_sends
 from agents.output import BatchSender
 from agents.sessions import SessionStore
+from agents.stage import StageOutput, StageRunner
 from agents.state import WorkerState
 from pipeline.contract import reason_kind
-from pipeline.ingest.dedup import RecentIds
+from pipeline.ingest.dedup import StagedIds
 from pipeline.ingest.rebalance import AssignmentPlan, SetAside, plan_assignment
 from pipeline.ingest.process import ProcessedBatch, RawMessage, dead_letter_for, process_batch, range_messages
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
@@ -96,7 +103,7 @@ class IngestRunner:
         self.state = state
         k, w = settings.kafka, settings.worker
         self.sessions = SessionStore(settings)
-        self.dedup = RecentIds(w.dedup_capacity)
+        self.dedup = StagedIds(w.dedup_capacity)
         self.session_topics = frozenset(k.session_topics)
         self.rollup_rules = settings.rollups.rules()
         self.noise_rules = settings.issues.noise_rules()
@@ -108,7 +115,9 @@ class IngestRunner:
         self.ready = False
         self.last_clock_at = 0.0
         self.last_trim_at = time.monotonic()
-        self.done: dict[TopicPartition, int] = {}  # next offset to process, per raw partition held
+        self.processed: dict[TopicPartition, int] = {}  # next offset to process, per raw partition held
+        self.runner = StageRunner("ingest", self.send_all, self.step, self.reset, self.dead_letter, state,
+                                  commit=self.commit)
         # What a rebalance may keep: the offset this runner last committed per raw partition held
         # (None: unknown, e.g. a failed commit), and what the last revocation set aside.
         self.our_commits: dict[TopicPartition, int | None] = {}
@@ -181,7 +190,7 @@ class IngestRunner:
                                   changelog_ends=ends)
             self.to_restore -= revoked
             for tp in revoked:
-                self.done.pop(tp, None)
+                self.processed.pop(tp, None)
                 self.our_commits.pop(tp, None)
 
     async def _changelog_ends(self, partitions: set[int]) -> dict[int, int]:
@@ -225,7 +234,7 @@ class IngestRunner:
         for tp in new:
             self.our_commits[tp] = committed[tp]  # what the state now stands for
         for tp in plan.keep:
-            self.done[tp] = committed[tp]  # type: ignore[assignment] - kept ones have an offset
+            self.processed[tp] = committed[tp]  # type: ignore[assignment] - kept ones have an offset
         self._account_assignment(plan, partitions, began)
         self.ready = bool(self.consumer.assignment())
         return new, moved
@@ -312,25 +321,66 @@ class IngestRunner:
             return None
 
     async def handle(self, data: dict[TopicPartition, Sequence[Any]]) -> None:
-        assert self.consumer is not None
+        """One poll's records through the stage runner (``agents/stage.py``): step, outputs, state, commit."""
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
         messages = [RawMessage(tp.topic, tp.partition, r.offset, r.key, r.value if r.value is not None else b"",
                                r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
                     for tp, records in data.items() for r in records]
+        await self.runner.run_messages(messages, now)
+        self.state.batches += 1
+        self.state.messages += len(messages)
+        self.state.last_batch_at = time.time()
+        BATCH_SIZE.labels(PROCESS).observe(len(messages))
+        BATCH_SECONDS.labels(PROCESS).observe(time.perf_counter() - started)
+        self._trim()
+
+    def step(self, messages: list[RawMessage], now: datetime) -> StageOutput:
+        """The ingest stage: ``process_batch`` (pure; a message it cannot take is a dead letter), then
+        sessionization (which raises if a message breaks it: the runner then narrows the batch down
+        to that message), then the outputs. Returns what to send and the session state records; the
+        dedup memory and metrics advance in ``done``, after the commit."""
         out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
                             self.rollup_rules, self.noise_rules, downstream=True, time_window=self.time_window)
-        steps, failures = self.sessions.step_batch(out, self.highwater)
-        if failures:
-            steps += await self._isolate(failures, out, messages, now)
+        steps = self.sessions.step_batch(out, self.highwater)
         outputs = self._outputs(out, messages, now)
-        await self._deliver(outputs + self.sessions.sends_for(steps), "outputs")
-        await self._write_state(steps)
-        offsets = {tp: records[-1].offset + 1 for tp, records in data.items()}
+        outputs += self.sessions.sends_for(steps)
+        return StageOutput(outputs=outputs, state=self.sessions.changelog_sends(steps),
+                           done=[lambda: self._written(out, steps)])
+
+    def _written(self, out: ProcessedBatch, steps: list[tuple[int, Step]]) -> None:
+        """The batch is on Kafka and committed: its event ids join the dedup memory, metrics count it."""
+        self.dedup.keep()
+        self.sessions.unwritten.clear()
+        self.sessions.account(steps)
+        self._account(out)
+
+    async def reset(self) -> None:
+        """A step failed: forget what it changed in memory. The dedup memory drops the batch's ids;
+        the session partitions it touched are read back from their changelog as last written."""
+        self.dedup.drop()
+        partitions = sorted(self.sessions.unwritten)
+        self.sessions.unwritten.clear()
+        if not partitions:
+            return
+        records = await read_to_end(self.settings.kafka.bootstrap_servers, self.sessions.changelog, partitions)
+        for p in partitions:
+            if p in self.sessions.parts:
+                self.sessions.restore(p, records[p].items())
+
+    def dead_letter(self, message: RawMessage, reason: str, now: datetime) -> Send:
+        """A message the stage failed on, as the worker's dead letter (its raw value kept for a replay)."""
+        self.state.last_error = f"ingest failed on {message.topic}:{message.partition}:{message.offset}: {reason}"
+        dl = dead_letter_for(message, f"worker error: {reason}", now)
+        DEAD_LETTERS.labels(PROCESS, "worker", reason_kind(dl.reason)).inc()
+        return dead_letter_send(self.settings.kafka.topic_dead_letter, dl)
+
+    async def commit(self, messages: list[RawMessage]) -> None:
+        """Commit the raw offsets after ``messages`` (they are in input order: the last one per partition counts)."""
+        last = {(m.topic, m.partition): m.offset for m in messages}
+        offsets = {TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()}
         await self._commit(offsets)
-        self.done.update(offsets)
-        self._account(out, len(messages), started)
-        self._trim()
+        self.processed.update(offsets)
 
     def _trim(self) -> None:
         """The batch's garbage back to the OS, at most every ``trim_interval_s`` (see ``release_free_memory``)."""
@@ -338,22 +388,6 @@ class IngestRunner:
         if interval > 0 and time.monotonic() - self.last_trim_at >= interval:
             release_free_memory()
             self.last_trim_at = time.monotonic()
-
-    async def _isolate(self, partitions: list[int], out: ProcessedBatch, messages: list[RawMessage],
-                       now: datetime) -> list[tuple[int, Step]]:
-        """Partitions whose sessionization raised: redo them from the state last written, one
-        message at a time; a message that still fails becomes a dead letter, its neighbours go on."""
-        records = await read_to_end(self.settings.kafka.bootstrap_servers, self.sessions.changelog, partitions)
-        by_offset = {(m.topic, m.offset, m.partition): m for m in messages}
-        steps: list[tuple[int, Step]] = []
-        for p in partitions:
-            part_steps, failed = self.sessions.isolate(p, records[p].items(), out, self.highwater)
-            steps += part_steps
-            for topic, offset, error in failed:
-                self.state.last_error = f"sessionization failed on {topic}:{p}:{offset}: {error}"
-                out.dead_letters.append(dead_letter_for(by_offset[(topic, offset, p)],
-                                                        f"worker error: sessionization failed: {error}", now))
-        return sorted(steps, key=lambda s: s[0])
 
     def _outputs(self, out: ProcessedBatch, messages: list[RawMessage], now: datetime) -> list[Send]:
         k, w = self.settings.kafka, self.settings.worker
@@ -367,26 +401,9 @@ class IngestRunner:
         sends += [dead_letter_send(k.topic_dead_letter, dl) for dl in out.dead_letters]
         return sends
 
-    async def _write_state(self, steps: list[tuple[int, Step]]) -> None:
-        if steps:
-            await self._deliver(self.sessions.changelog_sends(steps), "session state")
-            self.sessions.account(steps)
-
-    async def _deliver(self, sends: list[Send], what: str) -> None:
-        """Send and wait until Kafka has every record; what failed is sent again (in order) until
-        it is there. Nothing is committed meanwhile, so a long outage is a pause, not a loss."""
+    async def send_all(self, sends: list[Send]) -> list[BaseException | None]:
         assert self.sender is not None
-        delay = 0.5
-        while sends:
-            errors = await self.sender.send_all(sends)
-            failed = [s for s, err in zip(sends, errors) if err is not None]
-            if failed:
-                first = next(e for e in errors if e is not None)
-                self.state.last_error = f"could not deliver {len(failed)} {what}: {first!r}"
-                log.error("could not deliver %d %s (%r); retrying in %.1fs", len(failed), what, first, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            sends = failed
+        return await self.sender.send_all(sends)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
@@ -411,17 +428,18 @@ class IngestRunner:
         self.last_clock_at = now
         steps = self.sessions.quiet_steps(int(time.time() * 1000), self.highwater)
         if steps:
-            await self._deliver(self.sessions.sends_for(steps), "session outputs")
-            await self._write_state(steps)
+            await self.runner.deliver(StageOutput(outputs=self.sessions.sends_for(steps),
+                                                  state=self.sessions.changelog_sends(steps),
+                                                  done=[lambda: self.sessions.account(steps)]))
         self._report_lag()
 
     def _report_lag(self) -> None:
-        for tp, done in self.done.items():
+        for tp, upto in self.processed.items():
             high = self.highwater(tp.topic, tp.partition)
             if high is not None:
-                CONSUMER_LAG.labels(PROCESS, tp.topic, str(tp.partition)).set(max(high - done, 0))
+                CONSUMER_LAG.labels(PROCESS, tp.topic, str(tp.partition)).set(max(high - upto, 0))
 
-    def _account(self, out: ProcessedBatch, n_messages: int, started: float) -> None:
+    def _account(self, out: ProcessedBatch) -> None:
         for type_, n in out.events_in.items():
             EVENTS_IN.labels(PROCESS, type_).inc(n)
         for table, n in out.rows_out.items():
@@ -432,11 +450,6 @@ class IngestRunner:
             LATE_EVENTS.labels(PROCESS, "rollups").inc(out.late_rollup_events)
         if out.duplicates:
             DUPLICATES_DROPPED.labels(PROCESS, "event_id").inc(out.duplicates)
-        self.state.batches += 1
-        self.state.messages += n_messages
-        self.state.last_batch_at = time.time()
-        BATCH_SIZE.labels(PROCESS).observe(n_messages)
-        BATCH_SECONDS.labels(PROCESS).observe(time.perf_counter() - started)
 
     def health(self) -> dict[str, Any]:
         return {"group": self.settings.worker.ingest_group(), "ready": self.ready,

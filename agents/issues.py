@@ -98,8 +98,9 @@ class IssueAgent:
                                key_serializer="raw", value_serializer="raw", internal=False)
         app.agent(self.topic, name="issue_status")(self._run)
         # the step reads only what was last written, so a failed step leaves nothing to forget
-        self.runner = StageRunner("issue agent", CompleteBatches(app, kafka.bootstrap_servers), send_all, self.step,
-                                  reset=lambda: None, dead_letter=self._dead_letter, state=state)
+        self.runner = StageRunner("issue agent", send_all, self.step,
+                                  reset=lambda: None, dead_letter=self._dead_letter, state=state,
+                                  complete=CompleteBatches(app, kafka.bootstrap_servers))
 
     async def _run(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.2):

@@ -1,9 +1,10 @@
 """Session state in the worker: pure ``PartitionSessions`` per owned raw partition, made durable
 through a compacted changelog topic that the ingest runner writes and reads itself.
 
-The ingest runner (``agents/ingest.py``) calls ``step_batch`` once per batch (validation happened
+The ingest stage (``agents/ingest.py``) calls ``step_batch`` once per batch (validation happened
 already), so sessionization costs no extra decode and no extra hop per event. The order inside a
-batch is what makes a SIGKILL harmless (see ``pipeline/sessions/partition.py``):
+batch, kept by the stage runner (``agents/stage.py``), is what makes a SIGKILL harmless (see
+``pipeline/sessions/partition.py``):
 
 1. compute the step (pure): rows, UX signals, and the state records to write;
 2. send rows and signals and wait until Kafka confirmed them;
@@ -32,7 +33,7 @@ from agents.delivery import Send, row_sends
 from pipeline.ingest.process import ProcessedBatch
 from pipeline.metrics import (ACTIVE_SESSIONS, LATE_EVENTS, SESSION_BUFFER_OVERFLOW, SESSION_OUTPUTS,
                               SESSION_REPLAY_SKIPPED)
-from pipeline.sessions.partition import PartitionSessions, Step, process_isolating, split_key
+from pipeline.sessions.partition import PartitionSessions, Step, split_key
 from pipeline.sessions.rows import rows_by_table, signals
 from pipeline.settings import Settings
 
@@ -62,6 +63,7 @@ class SessionStore:
         self.changelog = changelog_topic(settings)
         self.parts: dict[int, PartitionSessions] = {}
         self.last_input: dict[int, float] = {}  # partition -> monotonic time of its last message
+        self.unwritten: set[int] = set()  # partitions ``step_batch`` changed since the runner last wrote state
 
     # ------------------------------------------------------------ partitions
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> PartitionSessions:
@@ -98,37 +100,19 @@ class SessionStore:
             ACTIVE_SESSIONS.labels(str(p)).set(part.active_sessions)
 
     # ------------------------------------------------------------ steps
-    def step_batch(self, out: ProcessedBatch, highwater: Highwater) -> tuple[list[tuple[int, Step]], list[int]]:
-        """One step per raw partition of the batch (every partition must have been restored), and the
-        partitions whose step raised: their state may be half-changed, see ``isolate``."""
-        steps, failures = [], []
+    def step_batch(self, out: ProcessedBatch, highwater: Highwater) -> list[tuple[int, Step]]:
+        """One step per raw partition of the batch (every partition must have been restored). A step
+        that raises leaves its partition half-changed: the runner's ``reset`` restores it from the
+        changelog and the batch is redone in smaller parts (``agents/stage.py``)."""
+        steps = []
         now = time.monotonic()
         for p in sorted(set(out.session_events) | set(out.session_upto)):
             part, upto = self.parts[p], out.session_upto.get(p, {})
             self.last_input[p] = now
-            try:
-                step = part.process(out.session_events.get(p, []), upto, self.lagging_topics(p, part, upto, highwater))
-            except Exception:  # noqa: BLE001 - the runner isolates the message at fault
-                log.exception("partition %d: sessionization failed; isolating the message at fault", p)
-                failures.append(p)
-                continue
-            steps.append((p, step))
-        return steps, failures
-
-    def isolate(self, partition: int, records: Iterable[tuple[bytes, bytes]], out: ProcessedBatch,
-                highwater: Highwater) -> tuple[list[tuple[int, Step]], list[tuple[str, int, str]]]:
-        """Redo a failed partition's batch from its state as last written (``records``, read from the
-        changelog), one raw message at a time: returns its steps and the messages left out."""
-        items = [(split_key(k.decode())[1], v) for k, v in records]
-        upto = out.session_upto.get(partition, {})
-
-        def fresh() -> PartitionSessions:
-            return PartitionSessions.restore(partition, items, self.rules, self.lateness_ms)
-
-        lagging = self.lagging_topics(partition, fresh(), upto, highwater)
-        part, steps, failed = process_isolating(fresh, out.session_events.get(partition, []), upto, lagging)
-        self.parts[partition] = part
-        return [(partition, step) for step in steps], failed
+            self.unwritten.add(p)
+            steps.append((p, part.process(out.session_events.get(p, []), upto,
+                                          self.lagging_topics(p, part, upto, highwater))))
+        return steps
 
     def lagging_topics(self, partition: int, part: PartitionSessions, upto: dict[str, int],
                        highwater: Highwater) -> list[str]:

@@ -36,11 +36,14 @@ class RecentIds:
         key = event_id.int if type(event_id) is UUID else event_id
         if key in self._current or key in self._previous:
             return False
+        self._add(key)
+        return True
+
+    def _add(self, key: Hashable) -> None:
         current = self._current
         current.add(key)
         if len(current) >= self.capacity:
             self._previous, self._current = current, set()
-        return True
 
     def remember(self, raw_values: Iterable[bytes]) -> int:
         """Mark the event ids of raw messages (one event or an array) as seen, without judging them:
@@ -61,8 +64,48 @@ class RecentIds:
                     key = UUID(event_id)
                 except ValueError:
                     continue
-                new += self.first_time(key)
+                new += RecentIds.first_time(self, key)
         return new
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
+
+
+class StagedIds(RecentIds):
+    """``RecentIds`` for a runner that may redo a batch: the ids a batch sees for the first time are
+    held apart (still caught as duplicates within the batch) until ``keep()``, once the batch is
+    committed; ``drop()`` forgets them, so a batch redone after a failure is not taken for its own
+    duplicate. Same cost per id as ``RecentIds.first_time``; ``keep`` is one set union per batch.
+
+    >>> ids = StagedIds(capacity=10)
+    >>> ids.first_time("a"), ids.first_time("a")
+    (True, False)
+    >>> ids.drop(); ids.first_time("a")
+    True
+    >>> ids.keep(); ids.drop(); ids.first_time("a")
+    False
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self._staged: dict[Hashable, None] = {}  # in arrival order, for the rotation in ``keep``
+
+    def first_time(self, event_id: Hashable) -> bool:
+        key = event_id.int if type(event_id) is UUID else event_id
+        if key in self._current or key in self._previous or key in self._staged:
+            return False
+        self._staged[key] = None
+        return True
+
+    def keep(self) -> None:
+        """The staged ids become remembered ones (the generations rotate as with ``first_time``)."""
+        staged, self._staged = self._staged, {}
+        if len(self._current) + len(staged) < self.capacity:
+            self._current.update(staged)
+            return
+        for key in staged:
+            if key not in self._current and key not in self._previous:
+                self._add(key)
+
+    def drop(self) -> None:
+        self._staged = {}

@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pipeline.sessions.codec import decode_chunk, decode_partition, decode_session, encode_partition, encode_session
@@ -264,32 +264,3 @@ class PartitionSessions:
             self._session_marks, sz._active, sz._pending, sz._deadlines = {}, {}, {}, []
             sz._pending_chars = {}
 
-
-def process_isolating(fresh: Callable[[], "PartitionSessions"], events: list[Sourced], processed_upto: Mapping[str, int],
-                      lagging: Collection[str] = ()) -> tuple[PartitionSessions, list[Step], list[tuple[str, int, str]]]:
-    """The error boundary of one partition's batch: when ``PartitionSessions.process`` raised on
-    the whole batch, its state may be half-changed, so start again from ``fresh()`` (the state as
-    last written) and take the batch one raw message at a time; a message whose events raise is left
-    out, and a fresh state replays the messages taken so far before going on. Returns the state, the
-    steps to emit and write in order, and ``(topic, offset, error)`` per message left out (the
-    caller dead-letters them). Only failures pay: the fast path is one ``process`` call."""
-    by_message: dict[tuple[str, int], list[Sourced]] = {}
-    for src in events:
-        by_message.setdefault((src.topic, src.offset), []).append(src)
-    order = sorted(by_message, key=lambda m: m[1])
-    failed: list[tuple[str, int, str]] = []
-    taken: list[Sourced] = []
-    part = fresh()
-    steps: list[Step] = []
-    for topic, offset in order:
-        chunk = by_message[(topic, offset)]
-        try:
-            steps.append(part.process(chunk, {topic: offset}, lagging))
-            taken += chunk
-        except Exception as exc:  # noqa: BLE001 - the boundary: one message, not its neighbours
-            failed.append((topic, offset, f"{type(exc).__name__}: {exc}"))
-            part = fresh()
-            steps = [part.process(taken, {}, lagging)] if taken else []
-    upto = {t: o for t, o in processed_upto.items()}
-    steps.append(part.process([], upto, lagging))  # messages without session events count as processed
-    return part, steps, failed

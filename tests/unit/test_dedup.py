@@ -49,3 +49,29 @@ def test_remember_marks_the_ids_of_raw_messages_as_seen() -> None:
     assert added == 2
     assert ids.first_time(uuid.UUID(a)) is False and ids.first_time(uuid.UUID(b)) is False  # any spelling
     assert ids.first_time(uuid.UUID(c)) is True
+
+
+def test_staged_ids_are_duplicates_within_the_batch_and_remembered_only_when_kept() -> None:
+    from pipeline.ingest.dedup import StagedIds
+
+    ids = StagedIds(capacity=100)
+    assert ids.first_time("a") is True and ids.first_time("a") is False  # a duplicate inside the batch
+    ids.drop()  # the batch failed: it is redone, and its ids are new again
+    assert ids.first_time("a") is True
+    ids.keep()
+    assert ids.first_time("a") is False
+    ids.drop()
+    assert ids.first_time("a") is False  # kept ones survive a later drop
+
+
+def test_staged_ids_keep_the_capacity_bounds() -> None:
+    from pipeline.ingest.dedup import StagedIds
+
+    ids = StagedIds(capacity=3)
+    seen = [f"e{i}" for i in range(50)]
+    for i in range(0, 50, 5):  # batches of 5, larger than the capacity
+        assert all(ids.first_time(k) for k in seen[i:i + 5])
+        ids.keep()
+        assert len(ids) <= 6
+        assert all(ids.first_time(old) is False for old in seen[i + 2:i + 5])  # the last 3
+    assert ids.first_time("e0") is True

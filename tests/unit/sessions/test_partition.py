@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.contract import EVENT_ADAPTER
 from pipeline.sessions.events import session_event
-from pipeline.sessions.partition import CHUNK_SEP, PartitionSessions, Sourced, Step, process_isolating, split_key
+from pipeline.sessions.partition import CHUNK_SEP, PartitionSessions, Sourced, Step, split_key
 from pipeline.sessions.rows import rows_by_table
 from pipeline.simulate_sessions import generate_session_scenario
 
@@ -216,47 +216,6 @@ def test_new_events_meet_restored_ones_at_the_same_millisecond() -> None:
                                          lateness_ms=60_000)
     restored.process([sess(2)], {"raw.actions": 2})
     assert restored.advance_to(2_000_000_000_000).emitted.sessions  # sorted and closed without a TypeError
-
-
-def test_a_message_that_breaks_sessionization_is_left_out_and_its_neighbours_are_kept() -> None:
-    """The error boundary: the batch that raised is redone from the written state one message at a
-    time; the faulty message is reported, every other message lands as if it had been alone."""
-    import dataclasses
-
-    msgs, _ = messages(seed=5)
-    first, batch = msgs[:10], msgs[10:30]
-    written = PartitionSessions(0)
-    store: dict[str, bytes] = {}
-
-    def apply(step: Step) -> None:
-        for key, value in step.writes:
-            if value is None:
-                store.pop(key, None)
-            else:
-                store[key] = value
-
-    apply(feed(written, first))
-    bad_topic, bad_offset, bad_events = batch[7]
-    poisoned = [Sourced(s.topic, s.offset, dataclasses.replace(s.event, ts_ms=None)) for s in bad_events]  # type: ignore[arg-type]
-    events = [s for topic, offset, evs in batch for s in (poisoned if offset == bad_offset and topic == bad_topic else evs)]
-    upto: dict[str, int] = {}
-    for topic, offset, _ in batch:
-        upto[topic] = max(upto.get(topic, -1), offset)
-
-    def fresh() -> PartitionSessions:
-        return PartitionSessions.restore(0, [(split_key(k)[1], v) for k, v in store.items()])
-
-    with pytest.raises(TypeError):
-        fresh().process(events, upto)
-    part, steps, failed = process_isolating(fresh, events, upto)
-    assert failed == [(bad_topic, bad_offset, failed[0][2])] and "TypeError" in failed[0][2]
-    # The same as a run that never saw the faulty message.
-    expected = fresh()
-    good = [s for s in events if not (s.topic == bad_topic and s.offset == bad_offset)]
-    expected_rows = rows(expected.process(good, upto)) + rows(expected.advance_to(FOREVER))
-    got_rows = [r for step in steps for r in rows(step)] + rows(part.advance_to(FOREVER))
-    assert collapse(got_rows) == collapse(expected_rows)
-    assert part.marks == expected.marks
 
 
 LAYOUT_2 = Path(__file__).parent / "fixtures" / "layout2_changelog.json"
