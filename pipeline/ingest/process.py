@@ -31,7 +31,8 @@ from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE
                                DeadLetter, encode_line_runs, encode_source_range)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.normalize import epoch_us, event_to_row, page_of
+from pipeline.common import epoch_us, page_of
+from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows

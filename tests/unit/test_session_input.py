@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from pipeline.contract import EVENT_BATCH_ADAPTER
-from pipeline.ingest.normalize import epoch_us, page_of
+from pipeline.common import epoch_us, page_of
 from pipeline.ingest.session_input import session_input
 from pipeline.sessions.events import session_event
 from pipeline.simulate_load import generate_load
