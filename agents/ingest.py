@@ -50,7 +50,8 @@ from agents.state import WorkerState
 from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.rebalance import AssignmentPlan, SetAside, plan_assignment
-from pipeline.ingest.process import ProcessedBatch, RawMessage, dead_letter_for, process_batch, range_messages
+from pipeline.ingest.process import (WORKER_PROCESSORS, ProcessedBatch, RawMessage, dead_letter_for, process_batch,
+                                     range_messages)
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
 from pipeline.rollups.minute import alert_partial_messages
@@ -319,7 +320,7 @@ class IngestRunner:
                                r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
                     for tp, records in data.items() for r in records]
         out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
-                            self.rollup_rules, self.noise_rules, downstream=True, time_window=self.time_window)
+                            self.rollup_rules, self.noise_rules, WORKER_PROCESSORS, time_window=self.time_window)
         steps, failures = self.sessions.step_batch(out, self.highwater)
         if failures:
             steps += await self._isolate(failures, out, messages, now)

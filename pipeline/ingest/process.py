@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
@@ -27,17 +27,17 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from pipeline.common import epoch_us, page_of
 from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
                                DeadLetter, encode_line_runs, encode_source_range)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
-from pipeline.common import epoch_us, page_of
 from pipeline.ingest.normalize import event_to_row
+from pipeline.ingest.session_input import session_input
 from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
 from pipeline.rollups.minute import RollupRules, is_late_ms, rollup_rows_timed
-from pipeline.ingest.session_input import session_input
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
@@ -121,21 +121,15 @@ def _decode(msg: RawMessage, now: datetime) -> Decoded:
     return decode_message(raw, step=STEP, source=msg.source, now=now)
 
 
-def _received_at(msg: RawMessage, now: datetime) -> datetime:
-    if msg.timestamp_ms is None or msg.timestamp_ms < 0:
-        return now
-    return datetime.fromtimestamp(msg.timestamp_ms / 1000, tz=timezone.utc)
-
-
 @dataclass(frozen=True, slots=True)
-class _Rules:
-    """A batch's constants, worked out once instead of per message or per event."""
+class BatchRules:
+    """A batch's constants, worked out once instead of per message or per event; processors read
+    their configuration (rollup rules, session topics) here."""
 
     storage_partitions: int
     session_topics: frozenset[str]
     rollups: RollupRules | None
     noise_rules: NoiseRules
-    downstream: bool
     time_window: EventTimeWindow | None
     past_us: int = 0  # the time window in exact microseconds (datetime arithmetic is exact too)
     future_us: int = 0
@@ -143,36 +137,148 @@ class _Rules:
 
     @classmethod
     def of(cls, storage_partitions: int, now: datetime, session_topics: frozenset[str], rollups: RollupRules | None,
-           noise_rules: NoiseRules, downstream: bool, time_window: EventTimeWindow | None) -> "_Rules":
+           noise_rules: NoiseRules, time_window: EventTimeWindow | None) -> "BatchRules":
         past_us = future_us = 0
         if time_window is not None:
             past_us = timedelta(days=time_window.max_past_days) // _MICROSECOND
             future_us = timedelta(seconds=time_window.max_future_s) // _MICROSECOND
-        return cls(storage_partitions, session_topics, rollups, noise_rules, downstream, time_window, past_us,
-                   future_us, epoch_us(now) // 1000)
+        return cls(storage_partitions, session_topics, rollups, noise_rules, time_window, past_us, future_us,
+                   epoch_us(now) // 1000)
 
 
 _MICROSECOND = timedelta(microseconds=1)
 
 
+@dataclass(slots=True)
+class FirstTime:
+    """One raw message's valid events not seen before, decoded once: what every processor reads.
+
+    ``items`` holds one ``(table, row, event time in exact epoch ms, page)`` tuple per event, in
+    message order (the shape ``rollup_rows_timed`` reads; the one projection of an event all
+    processors share); ``events`` the validated events themselves, for what the row lacks
+    (sessions). Processors append storage lines to ``tables`` (one storage message per table) and
+    everything else to the batch's ``ProcessedBatch``. Empty when all of a message's events were
+    duplicates: processors still run, and add nothing."""
+
+    msg: RawMessage
+    arrived_ms: int  # the message's Kafka timestamp, else the batch's ``now``
+    rules: BatchRules
+    items: list[tuple[str, dict[str, Any], int, str]]
+    events: list[Any]
+    tables: dict[str, list[bytes]] = field(default_factory=dict)
+
+
+Processor = Callable[[FirstTime, ProcessedBatch], None]
+
+
+def store_rows(m: FirstTime, out: ProcessedBatch) -> None:
+    """The raw rows (``errors``, ``vitals``, ...) as JSONEachRow lines, one storage message per table."""
+    tables = m.tables
+    dumps = orjson.dumps
+    for table, row, _, _ in m.items:
+        lines = tables.get(table)
+        if lines is None:
+            lines = tables[table] = []
+        lines.append(dumps(row))
+
+
+def _roll_up_minutes(m: FirstTime, out: ProcessedBatch) -> list[dict[str, Any]]:
+    """Minute partials of the message's first-time events (metrics have their own) as
+    ``rollups_minute`` lines, with the same origin as the rows, so the sink drops a replay of both
+    alike (see pipeline/rollups/minute.py); counts the late events. Returns the partials."""
+    rollups = m.rules.rollups
+    items = m.items
+    if rollups is None or not items:
+        return []
+    arrived_ms = m.arrived_ms
+    late = 0
+    has_metrics = False
+    for table, _, ts_ms, _ in items:
+        if is_late_ms(ts_ms, arrived_ms, rollups):
+            late += 1
+        if table == "metrics":
+            has_metrics = True
+    out.late_rollup_events += late
+    timed = [item for item in items if item[0] != "metrics"] if has_metrics else items
+    if not timed:
+        return []
+    partials = rollup_rows_timed(timed, rollups)
+    m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+    return partials
+
+
+def roll_up_minutes(m: FirstTime, out: ProcessedBatch) -> None:
+    """Minute rollup partials for storage only (``rollups_minute``)."""
+    _roll_up_minutes(m, out)
+
+
+def roll_up_minutes_with_alerts(m: FirstTime, out: ProcessedBatch) -> None:
+    """``roll_up_minutes``, and the same partials for alert evaluation (``out.alert_rows``; the
+    runner merges them per series, agents/alerts.py)."""
+    out.alert_rows += _roll_up_minutes(m, out)
+
+
+def roll_up_metrics(m: FirstTime, out: ProcessedBatch) -> None:
+    """Minute partials of the message's custom metrics (``metrics_minute``, pipeline/rollups/metrics.py)."""
+    rollups = m.rules.rollups
+    if rollups is None:
+        return
+    rows = [row for table, row, _, _ in m.items if table == "metrics"]
+    if rows:
+        partials = metric_rollup_rows(rows, rollups.window_s)
+        m.tables[METRIC_ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+
+
+def record_issue_occurrences(m: FirstTime, out: ProcessedBatch) -> None:
+    """First-time, non-noise errors per fingerprint, for issue status (``out.issue_records``, agents/issues.py)."""
+    errors = [row for table, row, _, _ in m.items if table == "errors"]
+    if errors:
+        msg = m.msg
+        out.issue_records += occurrence_records(errors, msg.topic, msg.partition, msg.offset)
+
+
+def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
+    """The session view of first-time events of the session topics, with their origin
+    (``out.session_events``, per raw partition; ``pipeline/sessions``). The highest offset per
+    session topic is noted for every message, decodable or not, before any processor runs."""
+    msg = m.msg
+    if msg.topic not in m.rules.session_topics:
+        return
+    sourced = out.session_events.setdefault(msg.partition, [])
+    topic, offset = msg.topic, msg.offset
+    for event, (_, _, ts_ms, page) in zip(m.events, m.items):
+        sess = session_input(event, ts_ms, page)
+        if sess is not None:
+            sourced.append(Sourced(topic, offset, sess))
+
+
+# What the step makes when nobody else reads its output (benches, the report test): rows, rollups
+# and (for ``session_topics``) session input.
+DEFAULT_PROCESSORS: tuple[Processor, ...] = (store_rows, roll_up_minutes, roll_up_metrics, collect_session_input)
+# The worker's (agents/ingest.py): also the alert partials and the issue occurrences its other agents read.
+WORKER_PROCESSORS: tuple[Processor, ...] = (store_rows, roll_up_minutes_with_alerts, roll_up_metrics,
+                                            record_issue_occurrences, collect_session_input)
+
+
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
                     out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
                     rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                    downstream: bool = False, time_window: EventTimeWindow | None = None) -> None:
+                    processors: Sequence[Processor] = DEFAULT_PROCESSORS,
+                    time_window: EventTimeWindow | None = None) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
     seen, so a failure while building leaves the dedup state untouched. With ``time_window``, an
     event time outside it (around the message's Kafka timestamp) is rejected or clamped as the
     collector does: producers that write straight to Kafka are held to the same window."""
-    rules = _Rules.of(storage_partitions, now, session_topics, rollups, noise_rules, downstream, time_window)
-    _process(msg, dedup, now, out, rules)
+    rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
+    _process(msg, dedup, now, out, rules, tuple(processors))
 
 
-def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: _Rules) -> None:
-    """``process_message`` with the batch's constants worked out. Each event is decoded once and
-    its time (exact epoch microseconds) computed once; the storage row, the rollup partials, the
-    lateness, the issue records and the session input are all made from those."""
-    for_sessions = msg.topic in rules.session_topics
-    if for_sessions:
+def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: BatchRules,
+             processors: tuple[Processor, ...]) -> None:
+    """``process_message`` with the batch's constants worked out: decode the message once, compute
+    each event's time (exact epoch microseconds), row and page once, drop duplicates, then hand the
+    first-time events to each processor in turn and turn their lines into storage messages."""
+    if msg.topic in rules.session_topics:
         upto = out.session_upto.setdefault(msg.partition, {})
         if msg.offset > upto.get(msg.topic, -1):
             upto[msg.topic] = msg.offset
@@ -198,64 +304,34 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
                 times = [epoch_us(e.timestamp) for e in events]
                 break
     noise_rules = rules.noise_rules
-    built: list[tuple[Any, str, dict[str, Any], Any, int, str]] = []
-    types: list[str] = []
+    items: list[tuple[str, dict[str, Any], int, str]] = []
     pages: dict[tuple[str, str], str] = {}  # page_of per (route, url): a flush stays on a page or two
+    events_in = out.events_in
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
         route_url = (row["route"], row["url"])
         page = pages.get(route_url)
         if page is None:
             page = pages[route_url] = page_of(*route_url)
-        ts_ms = ts_us // 1000
-        sess = session_input(event, ts_ms, page) if for_sessions else None
-        built.append((row["event_id"], table, row, sess, ts_ms, page))  # the validated UUID: dedup key
-        types.append(event.type)
-    by_table: dict[str, list[bytes]] = {}
+        items.append((table, row, ts_us // 1000, page))
+    # Every row is built: only now are ids marked as seen (by the validated UUID, the row's event_id).
     first_time = dedup.first_time
-    dumps = orjson.dumps
-    sourced: list[Sourced] | None = out.session_events.setdefault(msg.partition, []) if for_sessions else None
-    fresh: list[tuple[str, dict[str, Any], int, str]] = []
-    for event_id, table, row, sess, ts_ms, page in built:
-        if not first_time(event_id):
-            out.duplicates += 1
-            continue
-        fresh.append((table, row, ts_ms, page))
-        if sess is not None and sourced is not None:
-            sourced.append(Sourced(msg.topic, msg.offset, sess))
-        lines = by_table.get(table)
-        if lines is None:
-            lines = by_table[table] = []
-        lines.append(dumps(row))
+    seen_first = [first_time(e.event_id) for e in events]
+    if all(seen_first):
+        fresh = FirstTime(msg, arrived_ms, rules, items, events)
+    else:
+        out.duplicates += seen_first.count(False)
+        fresh = FirstTime(msg, arrived_ms, rules, [i for i, new in zip(items, seen_first) if new],
+                          [e for e, new in zip(events, seen_first) if new])
     out.dead_letters.extend(decoded.dead_letters)
-    events_in = out.events_in
-    for type_ in types:
-        events_in[type_] += 1
-    rollups = rules.rollups
-    if rollups is not None and fresh:
-        # Minute partials of this message's first-time events: same origin, so a replay is dropped
-        # by the sink like the raw rows (see pipeline/rollups/minute.py).
-        late = 0
-        for _, _, ts_ms, _ in fresh:
-            if is_late_ms(ts_ms, arrived_ms, rollups):
-                late += 1
-        out.late_rollup_events += late
-        timed = fresh if "metrics" not in by_table else [f for f in fresh if f[0] != "metrics"]  # own rollup
-        if timed:
-            partials = rollup_rows_timed(timed, rollups)
-            by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
-            if rules.downstream:
-                out.alert_rows += partials
-        if "metrics" in by_table:
-            metric_partials = metric_rollup_rows((row for table, row, _, _ in fresh if table == "metrics"), rollups.window_s)
-            by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
-    if rules.downstream and "errors" in by_table:
-        out.issue_records += occurrence_records((row for table, row, _, _ in fresh if table == "errors"),
-                                                msg.topic, msg.partition, msg.offset)
+    for event in events:
+        events_in[event.type] += 1
+    for processor in processors:
+        processor(fresh, out)
     source = msg.source
     partition = msg.partition % rules.storage_partitions
     rows_out = out.rows_out
-    for table, lines in by_table.items():
+    for table, lines in fresh.tables.items():
         out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines)))
         rows_out[table] += len(lines)
 
@@ -284,17 +360,20 @@ def _in_time_window(events: list[Any], received_at: datetime, window: EventTimeW
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
                   now: datetime, session_topics: frozenset[str] = frozenset(),
                   rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                  downstream: bool = False, time_window: EventTimeWindow | None = None) -> ProcessedBatch:
+                  processors: Sequence[Processor] = DEFAULT_PROCESSORS,
+                  time_window: EventTimeWindow | None = None) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
-    into a dead letter carrying the exception text; the others continue. Valid first-time events
-    of ``session_topics`` are also handed out for sessionization (``out.session_events``). With
-    ``downstream``, the worker's other agents get theirs: first-time errors per fingerprint for issue
-    status (``out.issue_records``) and minute partials per project for alerting (``out.alert_rows``)."""
+    into a dead letter carrying the exception text; the others continue. ``processors`` choose what
+    first-time events become besides dead letters and counts: the default makes rows, rollups (with
+    ``rollups``) and session input (for ``session_topics``); the worker's ``WORKER_PROCESSORS`` also
+    the issue occurrences (``out.issue_records``) and alert partials (``out.alert_rows``) its other
+    agents read."""
     out = ProcessedBatch()
-    rules = _Rules.of(storage_partitions, now, session_topics, rollups, noise_rules, downstream, time_window)
+    rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
+    chosen = tuple(processors)
     for msg in messages:
         try:
-            _process(msg, dedup, now, out, rules)
+            _process(msg, dedup, now, out, rules, chosen)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out
