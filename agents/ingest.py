@@ -9,8 +9,9 @@ one worker) inside the Faust worker process, which still hosts the issue and ale
 web pages.
 
 One batch, in this order (what makes a SIGKILL at any point harmless):
-1. ``process_batch`` (pure): rows, dead letters, issue occurrences, alert partials, session input;
-   a message that fails becomes a dead letter, its neighbours go on;
+1. ``process_batch`` (pure) with ``WORKER_PROCESSORS``: each message decoded once, then rows,
+   minute and metric rollups with the alert partials, issue occurrences and session input from its
+   first-time events; dead letters; a message that fails becomes a dead letter, its neighbours go on;
 2. sessionization (pure ``PartitionSessions``): rows, UX signals and state records;
 3. send every output (rows as one record per table and raw partition, with each line's raw offset
    so the sink drops exactly what a replay repeats) and wait until Kafka has all of them;

@@ -1,17 +1,26 @@
 """Raw messages -> storage messages and dead letters: the worker's whole ingest step. Pure: no I/O, no clock.
 
-One raw message (one event or a JSON array of one session's events) becomes at most one storage
-message per table its valid, not-yet-seen events map to, plus a dead letter per invalid event (or
-one for the whole message when it cannot be decoded). A storage message carries its rows as
-JSONEachRow bytes and names its origin (``topic:partition:offset``); it goes to storage partition
-``raw partition % storage partitions``, so for one (raw topic, raw partition, table) the sink sees
-source offsets in increasing order in one partition and can drop replays by offset.
+Each raw message is decoded once (one event or a JSON array of one session's events); each valid
+event's time (exact epoch microseconds), storage row and page are computed once, before any id is
+marked as seen; then the events not seen before (``FirstTime``: one ``(table, row, time, page)``
+tuple per event, the projection every processor shares) go through the caller's processors in turn,
+as snuba's per-dataset message processors do: ``store_rows`` (raw rows), ``roll_up_minutes`` or
+``roll_up_minutes_with_alerts`` (minute partials, and the same for alerting), ``roll_up_metrics``,
+``record_issue_occurrences`` and ``collect_session_input``. ``DEFAULT_PROCESSORS`` and
+``WORKER_PROCESSORS`` (agents/ingest.py) name the two sets in use. An invalid event becomes a dead
+letter (or the whole message, when it cannot be decoded).
+
+A message becomes at most one storage message per table its processors wrote lines for; it
+carries its rows as JSONEachRow bytes and names its origin (``topic:partition:offset``); it goes to
+storage partition ``raw partition % storage partitions``, so for one (raw topic, raw partition,
+table) the sink sees source offsets in increasing order in one partition and can drop replays by offset.
 
 Example::
 
     dedup = RecentIds(capacity=500_000)
     msg = RawMessage("pulse.raw.vitals", 0, 42, b"s-1", b'{"event_id": ...}', timestamp_ms=1_700_000_000_000)
-    out = process_batch([msg], dedup, storage_partitions=4, now=datetime.now(timezone.utc))
+    out = process_batch([msg], dedup, storage_partitions=4, now=datetime.now(timezone.utc),
+                        processors=WORKER_PROCESSORS)
     out.storage[0].table, out.storage[0].source  # ('vitals', 'pulse.raw.vitals:0:42')
 """
 
@@ -33,11 +42,11 @@ from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
-from pipeline.ingest.session_input import session_input
 from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, is_late_ms, rollup_rows_timed
+from pipeline.rollups.minute import RollupRules, rollup_rows_timed
+from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
@@ -149,13 +158,17 @@ class BatchRules:
 _MICROSECOND = timedelta(microseconds=1)
 
 
+Item = tuple[str, dict[str, Any], int, str]  # (table, row, event time in exact epoch ms, page)
+
+
 @dataclass(slots=True)
 class FirstTime:
     """One raw message's valid events not seen before, decoded once: what every processor reads.
 
     ``items`` holds one ``(table, row, event time in exact epoch ms, page)`` tuple per event, in
     message order (the shape ``rollup_rows_timed`` reads; the one projection of an event all
-    processors share); ``events`` the validated events themselves, for what the row lacks
+    processors share), ``by_table`` the same tuples per table (in message order, tables in order of
+    first appearance); ``events`` the validated events themselves, for what the row lacks
     (sessions). Processors append storage lines to ``tables`` (one storage message per table) and
     everything else to the batch's ``ProcessedBatch``. Empty when all of a message's events were
     duplicates: processors still run, and add nothing."""
@@ -163,9 +176,10 @@ class FirstTime:
     msg: RawMessage
     arrived_ms: int  # the message's Kafka timestamp, else the batch's ``now``
     rules: BatchRules
-    items: list[tuple[str, dict[str, Any], int, str]]
+    items: list[Item]
+    by_table: dict[str, list[Item]]
     events: list[Any]
-    tables: dict[str, list[bytes]] = field(default_factory=dict)
+    tables: dict[str, list[bytes]]
 
 
 Processor = Callable[[FirstTime, ProcessedBatch], None]
@@ -175,47 +189,45 @@ def store_rows(m: FirstTime, out: ProcessedBatch) -> None:
     """The raw rows (``errors``, ``vitals``, ...) as JSONEachRow lines, one storage message per table."""
     tables = m.tables
     dumps = orjson.dumps
-    for table, row, _, _ in m.items:
-        lines = tables.get(table)
-        if lines is None:
-            lines = tables[table] = []
-        lines.append(dumps(row))
+    for table, items in m.by_table.items():
+        tables[table] = [dumps(items[0][1])] if len(items) == 1 else [dumps(item[1]) for item in items]
 
 
-def _roll_up_minutes(m: FirstTime, out: ProcessedBatch) -> list[dict[str, Any]]:
-    """Minute partials of the message's first-time events (metrics have their own) as
-    ``rollups_minute`` lines, with the same origin as the rows, so the sink drops a replay of both
-    alike (see pipeline/rollups/minute.py); counts the late events. Returns the partials."""
-    rollups = m.rules.rollups
-    items = m.items
-    if rollups is None or not items:
-        return []
-    arrived_ms = m.arrived_ms
-    late = 0
-    has_metrics = False
-    for table, _, ts_ms, _ in items:
-        if is_late_ms(ts_ms, arrived_ms, rollups):
-            late += 1
-        if table == "metrics":
-            has_metrics = True
-    out.late_rollup_events += late
-    timed = [item for item in items if item[0] != "metrics"] if has_metrics else items
-    if not timed:
-        return []
-    partials = rollup_rows_timed(timed, rollups)
-    m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
-    return partials
+def _minute_rollups(alert_partials: bool) -> Processor:
+    """The minute rollup processor, handing its partials to alert evaluation too or not (one
+    function either way: it runs once per message)."""
+
+    def roll_up(m: FirstTime, out: ProcessedBatch) -> None:
+        rollups = m.rules.rollups
+        items = m.items
+        if rollups is None or not items:
+            return
+        # ``is_late_ms`` inlined (a call per event): late = arrived after its window's end + lateness
+        window_ms, not_after = rollups.window_s * 1000, m.arrived_ms - rollups.lateness_ms
+        late = 0
+        for _, _, ts_ms, _ in items:
+            if not_after > ts_ms - ts_ms % window_ms + window_ms:
+                late += 1
+        out.late_rollup_events += late
+        timed = [item for item in items if item[0] != "metrics"] if "metrics" in m.by_table else items
+        if timed:
+            partials = rollup_rows_timed(timed, rollups)
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+            if alert_partials:
+                out.alert_rows += partials
+
+    return roll_up
 
 
-def roll_up_minutes(m: FirstTime, out: ProcessedBatch) -> None:
-    """Minute rollup partials for storage only (``rollups_minute``)."""
-    _roll_up_minutes(m, out)
-
-
-def roll_up_minutes_with_alerts(m: FirstTime, out: ProcessedBatch) -> None:
-    """``roll_up_minutes``, and the same partials for alert evaluation (``out.alert_rows``; the
-    runner merges them per series, agents/alerts.py)."""
-    out.alert_rows += _roll_up_minutes(m, out)
+roll_up_minutes = _minute_rollups(alert_partials=False)
+roll_up_minutes.__name__ = roll_up_minutes.__qualname__ = "roll_up_minutes"
+roll_up_minutes.__doc__ = """Minute partials of the message's first-time events (metrics have their own) as
+``rollups_minute`` lines, with the same origin as the rows, so the sink drops a replay of both
+alike (see pipeline/rollups/minute.py); counts the late events."""
+roll_up_minutes_with_alerts = _minute_rollups(alert_partials=True)
+roll_up_minutes_with_alerts.__name__ = roll_up_minutes_with_alerts.__qualname__ = "roll_up_minutes_with_alerts"
+roll_up_minutes_with_alerts.__doc__ = """``roll_up_minutes``, and the same partials for alert evaluation
+(``out.alert_rows``; the runner merges them per series, agents/alerts.py)."""
 
 
 def roll_up_metrics(m: FirstTime, out: ProcessedBatch) -> None:
@@ -223,18 +235,18 @@ def roll_up_metrics(m: FirstTime, out: ProcessedBatch) -> None:
     rollups = m.rules.rollups
     if rollups is None:
         return
-    rows = [row for table, row, _, _ in m.items if table == "metrics"]
-    if rows:
-        partials = metric_rollup_rows(rows, rollups.window_s)
+    metrics = m.by_table.get("metrics")
+    if metrics:
+        partials = metric_rollup_rows([item[1] for item in metrics], rollups.window_s)
         m.tables[METRIC_ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
 
 
 def record_issue_occurrences(m: FirstTime, out: ProcessedBatch) -> None:
     """First-time, non-noise errors per fingerprint, for issue status (``out.issue_records``, agents/issues.py)."""
-    errors = [row for table, row, _, _ in m.items if table == "errors"]
+    errors = m.by_table.get("errors")
     if errors:
         msg = m.msg
-        out.issue_records += occurrence_records(errors, msg.topic, msg.partition, msg.offset)
+        out.issue_records += occurrence_records([item[1] for item in errors], msg.topic, msg.partition, msg.offset)
 
 
 def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
@@ -247,7 +259,7 @@ def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
     sourced = out.session_events.setdefault(msg.partition, [])
     topic, offset = msg.topic, msg.offset
     for event, (_, _, ts_ms, page) in zip(m.events, m.items):
-        sess = session_input(event, ts_ms, page)
+        sess = session_view(event, ts_ms, page, str(event.event_id))  # None for vitals, API calls, metrics
         if sess is not None:
             sourced.append(Sourced(topic, offset, sess))
 
@@ -270,11 +282,11 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     event time outside it (around the message's Kafka timestamp) is rejected or clamped as the
     collector does: producers that write straight to Kafka are held to the same window."""
     rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
-    _process(msg, dedup, now, out, rules, tuple(processors))
+    _process(msg, dedup, now, out, rules, tuple(processors), {})
 
 
 def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: BatchRules,
-             processors: tuple[Processor, ...]) -> None:
+             processors: tuple[Processor, ...], pages: dict[tuple[str, str], str]) -> None:
     """``process_message`` with the batch's constants worked out: decode the message once, compute
     each event's time (exact epoch microseconds), row and page once, drop duplicates, then hand the
     first-time events to each processor in turn and turn their lines into storage messages."""
@@ -304,28 +316,38 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
                 times = [epoch_us(e.timestamp) for e in events]
                 break
     noise_rules = rules.noise_rules
-    items: list[tuple[str, dict[str, Any], int, str]] = []
-    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url): a flush stays on a page or two
-    events_in = out.events_in
+    items: list[Item] = []
+    by_table: dict[str, list[Item]] = {}
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
         route_url = (row["route"], row["url"])
-        page = pages.get(route_url)
+        page = pages.get(route_url)  # the batch's: its sessions stay on a few pages
         if page is None:
             page = pages[route_url] = page_of(*route_url)
-        items.append((table, row, ts_us // 1000, page))
+        item = (table, row, ts_us // 1000, page)
+        items.append(item)
+        same_table = by_table.get(table)
+        if same_table is None:
+            by_table[table] = [item]
+        else:
+            same_table.append(item)
     # Every row is built: only now are ids marked as seen (by the validated UUID, the row's event_id).
     first_time = dedup.first_time
-    seen_first = [first_time(e.event_id) for e in events]
-    if all(seen_first):
-        fresh = FirstTime(msg, arrived_ms, rules, items, events)
-    else:
-        out.duplicates += seen_first.count(False)
-        fresh = FirstTime(msg, arrived_ms, rules, [i for i, new in zip(items, seen_first) if new],
-                          [e for e, new in zip(events, seen_first) if new])
-    out.dead_letters.extend(decoded.dead_letters)
+    events_in = out.events_in
+    is_new = []
     for event in events:
-        events_in[event.type] += 1
+        is_new.append(first_time(event.event_id))
+        events_in[event.type] += 1  # duplicates included
+    if False not in is_new:
+        fresh = FirstTime(msg, arrived_ms, rules, items, by_table, events, {})
+    else:
+        out.duplicates += is_new.count(False)
+        items = [item for item, new in zip(items, is_new) if new]
+        by_table = {}
+        for item in items:
+            by_table.setdefault(item[0], []).append(item)
+        fresh = FirstTime(msg, arrived_ms, rules, items, by_table, [e for e, new in zip(events, is_new) if new], {})
+    out.dead_letters.extend(decoded.dead_letters)
     for processor in processors:
         processor(fresh, out)
     source = msg.source
@@ -371,9 +393,10 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     out = ProcessedBatch()
     rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
     chosen = tuple(processors)
+    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url), for this batch only (bounded by it)
     for msg in messages:
         try:
-            _process(msg, dedup, now, out, rules, chosen)
+            _process(msg, dedup, now, out, rules, chosen, pages)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out
