@@ -42,7 +42,7 @@ from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
 from pipeline.ingest.normalize import event_to_row
-from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
+from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
 from pipeline.rollups.minute import RollupRules, rollup_rows_timed
@@ -114,20 +114,22 @@ class ProcessedBatch:
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
 
 
-def _decode(msg: RawMessage, now: datetime) -> Decoded:
-    """The fast path validates an object or array straight from bytes (pydantic's JSON parser, no
-    intermediate dicts); anything that fails goes through ``decode_message``, which gives the
-    same reasons as the collector and isolates each bad event of an array."""
+def _decode(msg: RawMessage, now: datetime) -> tuple[list[Any], Sequence[DeadLetter]]:
+    """(valid events, dead letters). The fast path validates an object or array straight from bytes
+    (pydantic's JSON parser, no intermediate dicts) and makes no ``Decoded`` (three lists, once per
+    message); anything that fails goes through ``decode_message``, which gives the same reasons as
+    the collector and isolates each bad event of an array."""
     raw = msg.value
     first = raw[:1]
     try:
         if first == b"[":
-            return Decoded(events=EVENT_BATCH_ADAPTER.validate_json(raw))
+            return EVENT_BATCH_ADAPTER.validate_json(raw), ()
         if first == b"{":
-            return Decoded(events=[EVENT_ADAPTER.validate_json(raw)])
+            return [EVENT_ADAPTER.validate_json(raw)], ()
     except ValidationError:
         pass
-    return decode_message(raw, step=STEP, source=msg.source, now=now)
+    decoded = decode_message(raw, step=STEP, source=msg.source, now=now)
+    return decoded.events, decoded.dead_letters
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,10 +296,9 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         upto = out.session_upto.setdefault(msg.partition, {})
         if msg.offset > upto.get(msg.topic, -1):
             upto[msg.topic] = msg.offset
-    decoded = _decode(msg, now)
-    events = decoded.events
+    events, dead_letters = _decode(msg, now)
     if not events:
-        out.dead_letters.extend(decoded.dead_letters)
+        out.dead_letters.extend(dead_letters)
         return
     arrived_ms = msg.timestamp_ms
     if arrived_ms is None or arrived_ms < 0:
@@ -347,7 +348,7 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         for item in items:
             by_table.setdefault(item[0], []).append(item)
         fresh = FirstTime(msg, arrived_ms, rules, items, by_table, [e for e, new in zip(events, is_new) if new], {})
-    out.dead_letters.extend(decoded.dead_letters)
+    out.dead_letters.extend(dead_letters)
     for processor in processors:
         processor(fresh, out)
     source = msg.source
