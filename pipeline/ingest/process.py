@@ -173,7 +173,8 @@ class FirstTime:
     first appearance); ``events`` the validated events themselves, for what the row lacks
     (sessions). Processors append storage lines to ``tables`` (one storage message per table) and
     everything else to the batch's ``ProcessedBatch``. Empty when all of a message's events were
-    duplicates: processors still run, and add nothing."""
+    duplicates: processors still run, and add nothing. A processor that raises makes its message a
+    dead letter (its ids stay marked as seen, as they did when rollups failed before processors)."""
 
     msg: RawMessage
     arrived_ms: int  # the message's Kafka timestamp, else the batch's ``now``
@@ -266,6 +267,7 @@ def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
             sourced.append(Sourced(topic, offset, sess))
 
 
+# Processors run in the order given; it decides only the order of a message's storage messages.
 # What the step makes when nobody else reads its output (benches, the report test): rows, rollups
 # and (for ``session_topics``) session input.
 DEFAULT_PROCESSORS: tuple[Processor, ...] = (store_rows, roll_up_minutes, roll_up_metrics, collect_session_input)
