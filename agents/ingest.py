@@ -9,8 +9,9 @@ one worker) inside the Faust worker process, which still hosts the issue and ale
 web pages.
 
 One batch, in this order (what makes a SIGKILL at any point harmless):
-1. ``process_batch`` (pure): rows, dead letters, issue occurrences, alert partials, session input;
-   a message that fails becomes a dead letter, its neighbours go on;
+1. ``process_batch`` (pure) with ``WORKER_PROCESSORS``: each message decoded once, then rows,
+   minute and metric rollups with the alert partials, issue occurrences and session input from its
+   first-time events; dead letters; a message that fails becomes a dead letter, its neighbours go on;
 2. sessionization (pure ``PartitionSessions``): rows, UX signals and state records;
 3. send every output (rows as one record per table and raw partition, with each line's raw offset
    so the sink drops exactly what a replay repeats) and wait until Kafka has all of them;
@@ -57,7 +58,8 @@ from agents.state import WorkerState
 from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import StagedIds
 from pipeline.ingest.rebalance import AssignmentPlan, SetAside, plan_assignment
-from pipeline.ingest.process import ProcessedBatch, RawMessage, dead_letter_for, process_batch, range_messages
+from pipeline.ingest.process import (WORKER_PROCESSORS, ProcessedBatch, RawMessage, dead_letter_for, process_batch,
+                                     range_messages)
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
 from pipeline.rollups.minute import alert_partial_messages
@@ -341,7 +343,7 @@ class IngestRunner:
         to that message), then the outputs. Returns what to send and the session state records; the
         dedup memory and metrics advance in ``done``, after the commit."""
         out = process_batch(messages, self.dedup, self.settings.kafka.partitions, now, self.session_topics,
-                            self.rollup_rules, self.noise_rules, downstream=True, time_window=self.time_window)
+                            self.rollup_rules, self.noise_rules, WORKER_PROCESSORS, time_window=self.time_window)
         steps = self.sessions.step_batch(out, self.highwater)
         outputs = self._outputs(out, messages, now)
         outputs += self.sessions.sends_for(steps)

@@ -35,7 +35,7 @@ from aiokafka.record.default_records import DefaultRecordBatch  # noqa: E402
 
 from agents.ingest import IngestRunner  # noqa: E402
 from agents.state import WorkerState  # noqa: E402
-from pipeline.ingest.process import RawMessage, process_batch  # noqa: E402
+from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate_load import TOPIC_KINDS, generate_load  # noqa: E402
 
@@ -105,7 +105,7 @@ def main() -> int:
         now = datetime.now(timezone.utc)
         t0 = clock()
         out = process_batch(messages, runner.dedup, k.partitions, now, runner.session_topics, runner.rollup_rules,
-                            runner.noise_rules, downstream=True, time_window=runner.time_window)
+                            runner.noise_rules, WORKER_PROCESSORS, time_window=runner.time_window)
         t1 = clock()
         steps = runner.sessions.step_batch(out, highwater)
         t2 = clock()

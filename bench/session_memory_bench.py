@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from agents.sessions import SessionStore  # noqa: E402
 from pipeline.ingest.dedup import RecentIds  # noqa: E402
-from pipeline.ingest.process import RawMessage, process_batch  # noqa: E402
+from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch  # noqa: E402
 from pipeline.runtime import release_free_memory  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate_load import generate_load  # noqa: E402
@@ -92,7 +92,7 @@ def main() -> None:
     for _ in range(polls):
         chunk = [RawMessage(*m) for m in pickle.load(spool)]
         out = process_batch(chunk, dedup, k.partitions, now, frozenset(k.session_topics), settings.rollups.rules(),
-                            settings.issues.noise_rules(), downstream=True)
+                            settings.issues.noise_rules(), WORKER_PROCESSORS)
         touched = {(p, e.event.session_id) for p, evs in out.session_events.items() for e in evs}
         before = {p: set(part.sessionizer._active) for p, part in store.parts.items()}
         buffered = {(p, sid): len(evs) for p, part in store.parts.items() for sid, evs in part.sessionizer._pending.items()}

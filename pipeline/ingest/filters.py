@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.grouping.noise import EXTENSION_SCHEMES
-from pipeline.ingest.useragent import browser_and_os
+from pipeline.common import browser_and_os
 
 # Oldest major version still "modern" per family (older ones lack ES2017 and are rarely real users).
 LEGACY_BELOW: dict[str, int] = {"Chrome": 70, "Chrome Mobile": 70, "Firefox": 65, "Firefox Mobile": 65,

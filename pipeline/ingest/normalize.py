@@ -8,9 +8,8 @@ several times faster than ``isoformat``/``str`` would, and ClickHouse parses the
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -18,29 +17,6 @@ from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, MetricEvent, Vi
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules, group_error, noise_reason
 
 TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls", "metric": "metrics"}
-
-
-def page_of(route: str | None, url: str | None) -> str:
-    """The page an event belongs to: its route pattern (``/product/:id``), else its URL's path.
-    Sessions and rollups both group by it, so both call this."""
-    if route:
-        return route
-    if url:
-        try:
-            return urlsplit(url).path or "/"
-        except ValueError:
-            return ""
-    return ""
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def epoch_us(ts: datetime) -> int:
-    """Exact integer microseconds since the epoch of an aware datetime (no float rounding): the
-    worker computes it once per event and derives the minute, the lateness and the time window check."""
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:

@@ -1,24 +1,33 @@
 """Raw messages -> storage messages and dead letters: the worker's whole ingest step. Pure: no I/O, no clock.
 
-One raw message (one event or a JSON array of one session's events) becomes at most one storage
-message per table its valid, not-yet-seen events map to, plus a dead letter per invalid event (or
-one for the whole message when it cannot be decoded). A storage message carries its rows as
-JSONEachRow bytes and names its origin (``topic:partition:offset``); it goes to storage partition
-``raw partition % storage partitions``, so for one (raw topic, raw partition, table) the sink sees
-source offsets in increasing order in one partition and can drop replays by offset.
+Each raw message is decoded once (one event or a JSON array of one session's events); each valid
+event's time (exact epoch microseconds), storage row and page are computed once, before any id is
+marked as seen; then the events not seen before (``FirstTime``: one ``(table, row, time, page)``
+tuple per event, the projection every processor shares) go through the caller's processors in turn,
+as snuba's per-dataset message processors do: ``store_rows`` (raw rows), ``roll_up_minutes`` or
+``roll_up_minutes_with_alerts`` (minute partials, and the same for alerting), ``roll_up_metrics``,
+``record_issue_occurrences`` and ``collect_session_input``. ``DEFAULT_PROCESSORS`` and
+``WORKER_PROCESSORS`` (agents/ingest.py) name the two sets in use. An invalid event becomes a dead
+letter (or the whole message, when it cannot be decoded).
+
+A message becomes at most one storage message per table its processors wrote lines for; it
+carries its rows as JSONEachRow bytes and names its origin (``topic:partition:offset``); it goes to
+storage partition ``raw partition % storage partitions``, so for one (raw topic, raw partition,
+table) the sink sees source offsets in increasing order in one partition and can drop replays by offset.
 
 Example::
 
     dedup = RecentIds(capacity=500_000)
     msg = RawMessage("pulse.raw.vitals", 0, 42, b"s-1", b'{"event_id": ...}', timestamp_ms=1_700_000_000_000)
-    out = process_batch([msg], dedup, storage_partitions=4, now=datetime.now(timezone.utc))
+    out = process_batch([msg], dedup, storage_partitions=4, now=datetime.now(timezone.utc),
+                        processors=WORKER_PROCESSORS)
     out.storage[0].table, out.storage[0].source  # ('vitals', 'pulse.raw.vitals:0:42')
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
@@ -27,16 +36,17 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from pipeline.common import epoch_us, page_of
 from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
                                DeadLetter, encode_line_runs, encode_source_range)
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.normalize import epoch_us, event_to_row, page_of
-from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, decode_message
+from pipeline.ingest.normalize import event_to_row
+from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, is_late_ms, rollup_rows_timed
-from pipeline.ingest.session_input import session_input
+from pipeline.rollups.minute import RollupRules, rollup_rows_timed
+from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
 STEP = "worker"
@@ -104,37 +114,33 @@ class ProcessedBatch:
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
 
 
-def _decode(msg: RawMessage, now: datetime) -> Decoded:
-    """The fast path validates an object or array straight from bytes (pydantic's JSON parser, no
-    intermediate dicts); anything that fails goes through ``decode_message``, which gives the
-    same reasons as the collector and isolates each bad event of an array."""
+def _decode(msg: RawMessage, now: datetime) -> tuple[list[Any], Sequence[DeadLetter]]:
+    """(valid events, dead letters). The fast path validates an object or array straight from bytes
+    (pydantic's JSON parser, no intermediate dicts) and makes no ``Decoded`` (three lists, once per
+    message); anything that fails goes through ``decode_message``, which gives the same reasons as
+    the collector and isolates each bad event of an array."""
     raw = msg.value
     first = raw[:1]
     try:
         if first == b"[":
-            return Decoded(events=EVENT_BATCH_ADAPTER.validate_json(raw))
+            return EVENT_BATCH_ADAPTER.validate_json(raw), ()
         if first == b"{":
-            return Decoded(events=[EVENT_ADAPTER.validate_json(raw)])
+            return [EVENT_ADAPTER.validate_json(raw)], ()
     except ValidationError:
         pass
-    return decode_message(raw, step=STEP, source=msg.source, now=now)
-
-
-def _received_at(msg: RawMessage, now: datetime) -> datetime:
-    if msg.timestamp_ms is None or msg.timestamp_ms < 0:
-        return now
-    return datetime.fromtimestamp(msg.timestamp_ms / 1000, tz=timezone.utc)
+    decoded = decode_message(raw, step=STEP, source=msg.source, now=now)
+    return decoded.events, decoded.dead_letters
 
 
 @dataclass(frozen=True, slots=True)
-class _Rules:
-    """A batch's constants, worked out once instead of per message or per event."""
+class BatchRules:
+    """A batch's constants, worked out once instead of per message or per event; processors read
+    their configuration (rollup rules, session topics) here."""
 
     storage_partitions: int
     session_topics: frozenset[str]
     rollups: RollupRules | None
     noise_rules: NoiseRules
-    downstream: bool
     time_window: EventTimeWindow | None
     past_us: int = 0  # the time window in exact microseconds (datetime arithmetic is exact too)
     future_us: int = 0
@@ -142,43 +148,159 @@ class _Rules:
 
     @classmethod
     def of(cls, storage_partitions: int, now: datetime, session_topics: frozenset[str], rollups: RollupRules | None,
-           noise_rules: NoiseRules, downstream: bool, time_window: EventTimeWindow | None) -> "_Rules":
+           noise_rules: NoiseRules, time_window: EventTimeWindow | None) -> "BatchRules":
         past_us = future_us = 0
         if time_window is not None:
             past_us = timedelta(days=time_window.max_past_days) // _MICROSECOND
             future_us = timedelta(seconds=time_window.max_future_s) // _MICROSECOND
-        return cls(storage_partitions, session_topics, rollups, noise_rules, downstream, time_window, past_us,
-                   future_us, epoch_us(now) // 1000)
+        return cls(storage_partitions, session_topics, rollups, noise_rules, time_window, past_us, future_us,
+                   epoch_us(now) // 1000)
 
 
 _MICROSECOND = timedelta(microseconds=1)
 
 
+Item = tuple[str, dict[str, Any], int, str]  # (table, row, event time in exact epoch ms, page)
+
+
+@dataclass(slots=True)
+class FirstTime:
+    """One raw message's valid events not seen before, decoded once: what every processor reads.
+
+    ``items`` holds one ``(table, row, event time in exact epoch ms, page)`` tuple per event, in
+    message order (the shape ``rollup_rows_timed`` reads; the one projection of an event all
+    processors share), ``by_table`` the same tuples per table (in message order, tables in order of
+    first appearance); ``events`` the validated events themselves, for what the row lacks
+    (sessions). Processors append storage lines to ``tables`` (one storage message per table) and
+    everything else to the batch's ``ProcessedBatch``. Empty when all of a message's events were
+    duplicates: processors still run, and add nothing. A processor that raises makes its message a
+    dead letter (its ids stay marked as seen, as they did when rollups failed before processors)."""
+
+    msg: RawMessage
+    arrived_ms: int  # the message's Kafka timestamp, else the batch's ``now``
+    rules: BatchRules
+    items: list[Item]
+    by_table: dict[str, list[Item]]
+    events: list[Any]
+    tables: dict[str, list[bytes]]
+
+
+Processor = Callable[[FirstTime, ProcessedBatch], None]
+
+
+def store_rows(m: FirstTime, out: ProcessedBatch) -> None:
+    """The raw rows (``errors``, ``vitals``, ...) as JSONEachRow lines, one storage message per table."""
+    tables = m.tables
+    dumps = orjson.dumps
+    for table, items in m.by_table.items():
+        tables[table] = [dumps(items[0][1])] if len(items) == 1 else [dumps(item[1]) for item in items]
+
+
+def _minute_rollups(alert_partials: bool) -> Processor:
+    """The minute rollup processor, handing its partials to alert evaluation too or not (one
+    function either way: it runs once per message)."""
+
+    def roll_up(m: FirstTime, out: ProcessedBatch) -> None:
+        rollups = m.rules.rollups
+        items = m.items
+        if rollups is None or not items:
+            return
+        # ``is_late_ms`` inlined (a call per event): late = arrived after its window's end + lateness
+        window_ms, not_after = rollups.window_s * 1000, m.arrived_ms - rollups.lateness_ms
+        late = 0
+        for _, _, ts_ms, _ in items:
+            if not_after > ts_ms - ts_ms % window_ms + window_ms:
+                late += 1
+        out.late_rollup_events += late
+        timed = [item for item in items if item[0] != "metrics"] if "metrics" in m.by_table else items
+        if timed:
+            partials = rollup_rows_timed(timed, rollups)
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+            if alert_partials:
+                out.alert_rows += partials
+
+    return roll_up
+
+
+roll_up_minutes = _minute_rollups(alert_partials=False)
+roll_up_minutes.__name__ = roll_up_minutes.__qualname__ = "roll_up_minutes"
+roll_up_minutes.__doc__ = """Minute partials of the message's first-time events (metrics have their own) as
+``rollups_minute`` lines, with the same origin as the rows, so the sink drops a replay of both
+alike (see pipeline/rollups/minute.py); counts the late events."""
+roll_up_minutes_with_alerts = _minute_rollups(alert_partials=True)
+roll_up_minutes_with_alerts.__name__ = roll_up_minutes_with_alerts.__qualname__ = "roll_up_minutes_with_alerts"
+roll_up_minutes_with_alerts.__doc__ = """``roll_up_minutes``, and the same partials for alert evaluation
+(``out.alert_rows``; the runner merges them per series, agents/alerts.py)."""
+
+
+def roll_up_metrics(m: FirstTime, out: ProcessedBatch) -> None:
+    """Minute partials of the message's custom metrics (``metrics_minute``, pipeline/rollups/metrics.py)."""
+    rollups = m.rules.rollups
+    if rollups is None:
+        return
+    metrics = m.by_table.get("metrics")
+    if metrics:
+        partials = metric_rollup_rows([item[1] for item in metrics], rollups.window_s)
+        m.tables[METRIC_ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+
+
+def record_issue_occurrences(m: FirstTime, out: ProcessedBatch) -> None:
+    """First-time, non-noise errors per fingerprint, for issue status (``out.issue_records``, agents/issues.py)."""
+    errors = m.by_table.get("errors")
+    if errors:
+        msg = m.msg
+        out.issue_records += occurrence_records([item[1] for item in errors], msg.topic, msg.partition, msg.offset)
+
+
+def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
+    """The session view of first-time events of the session topics, with their origin
+    (``out.session_events``, per raw partition; ``pipeline/sessions``). The highest offset per
+    session topic is noted for every message, decodable or not, before any processor runs."""
+    msg = m.msg
+    if msg.topic not in m.rules.session_topics:
+        return
+    sourced = out.session_events.setdefault(msg.partition, [])
+    topic, offset = msg.topic, msg.offset
+    for event, (_, _, ts_ms, page) in zip(m.events, m.items):
+        sess = session_view(event, ts_ms, page, str(event.event_id))  # None for vitals, API calls, metrics
+        if sess is not None:
+            sourced.append(Sourced(topic, offset, sess))
+
+
+# Processors run in the order given; it decides only the order of a message's storage messages.
+# What the step makes when nobody else reads its output (benches, the report test): rows, rollups
+# and (for ``session_topics``) session input.
+DEFAULT_PROCESSORS: tuple[Processor, ...] = (store_rows, roll_up_minutes, roll_up_metrics, collect_session_input)
+# The worker's (agents/ingest.py): also the alert partials and the issue occurrences its other agents read.
+WORKER_PROCESSORS: tuple[Processor, ...] = (store_rows, roll_up_minutes_with_alerts, roll_up_metrics,
+                                            record_issue_occurrences, collect_session_input)
+
+
 def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, now: datetime,
                     out: ProcessedBatch, session_topics: frozenset[str] = frozenset(),
                     rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                    downstream: bool = False, time_window: EventTimeWindow | None = None) -> None:
+                    processors: Sequence[Processor] = DEFAULT_PROCESSORS,
+                    time_window: EventTimeWindow | None = None) -> None:
     """Append what one raw message becomes to ``out``. Rows are built before any id is marked as
     seen, so a failure while building leaves the dedup state untouched. With ``time_window``, an
     event time outside it (around the message's Kafka timestamp) is rejected or clamped as the
     collector does: producers that write straight to Kafka are held to the same window."""
-    rules = _Rules.of(storage_partitions, now, session_topics, rollups, noise_rules, downstream, time_window)
-    _process(msg, dedup, now, out, rules)
+    rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
+    _process(msg, dedup, now, out, rules, tuple(processors), {})
 
 
-def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: _Rules) -> None:
-    """``process_message`` with the batch's constants worked out. Each event is decoded once and
-    its time (exact epoch microseconds) computed once; the storage row, the rollup partials, the
-    lateness, the issue records and the session input are all made from those."""
-    for_sessions = msg.topic in rules.session_topics
-    if for_sessions:
+def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: BatchRules,
+             processors: tuple[Processor, ...], pages: dict[tuple[str, str], str]) -> None:
+    """``process_message`` with the batch's constants worked out: decode the message once, compute
+    each event's time (exact epoch microseconds), row and page once, drop duplicates, then hand the
+    first-time events to each processor in turn and turn their lines into storage messages."""
+    if msg.topic in rules.session_topics:
         upto = out.session_upto.setdefault(msg.partition, {})
         if msg.offset > upto.get(msg.topic, -1):
             upto[msg.topic] = msg.offset
-    decoded = _decode(msg, now)
-    events = decoded.events
+    events, dead_letters = _decode(msg, now)
     if not events:
-        out.dead_letters.extend(decoded.dead_letters)
+        out.dead_letters.extend(dead_letters)
         return
     arrived_ms = msg.timestamp_ms
     if arrived_ms is None or arrived_ms < 0:
@@ -197,64 +319,44 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
                 times = [epoch_us(e.timestamp) for e in events]
                 break
     noise_rules = rules.noise_rules
-    built: list[tuple[Any, str, dict[str, Any], Any, int, str]] = []
-    types: list[str] = []
-    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url): a flush stays on a page or two
+    items: list[Item] = []
+    by_table: dict[str, list[Item]] = {}
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
         route_url = (row["route"], row["url"])
-        page = pages.get(route_url)
+        page = pages.get(route_url)  # the batch's: its sessions stay on a few pages
         if page is None:
             page = pages[route_url] = page_of(*route_url)
-        ts_ms = ts_us // 1000
-        sess = session_input(event, ts_ms, page) if for_sessions else None
-        built.append((row["event_id"], table, row, sess, ts_ms, page))  # the validated UUID: dedup key
-        types.append(event.type)
-    by_table: dict[str, list[bytes]] = {}
+        item = (table, row, ts_us // 1000, page)
+        items.append(item)
+        same_table = by_table.get(table)
+        if same_table is None:
+            by_table[table] = [item]
+        else:
+            same_table.append(item)
+    # Every row is built: only now are ids marked as seen (by the validated UUID, the row's event_id).
     first_time = dedup.first_time
-    dumps = orjson.dumps
-    sourced: list[Sourced] | None = out.session_events.setdefault(msg.partition, []) if for_sessions else None
-    fresh: list[tuple[str, dict[str, Any], int, str]] = []
-    for event_id, table, row, sess, ts_ms, page in built:
-        if not first_time(event_id):
-            out.duplicates += 1
-            continue
-        fresh.append((table, row, ts_ms, page))
-        if sess is not None and sourced is not None:
-            sourced.append(Sourced(msg.topic, msg.offset, sess))
-        lines = by_table.get(table)
-        if lines is None:
-            lines = by_table[table] = []
-        lines.append(dumps(row))
-    out.dead_letters.extend(decoded.dead_letters)
     events_in = out.events_in
-    for type_ in types:
-        events_in[type_] += 1
-    rollups = rules.rollups
-    if rollups is not None and fresh:
-        # Minute partials of this message's first-time events: same origin, so a replay is dropped
-        # by the sink like the raw rows (see pipeline/rollups/minute.py).
-        late = 0
-        for _, _, ts_ms, _ in fresh:
-            if is_late_ms(ts_ms, arrived_ms, rollups):
-                late += 1
-        out.late_rollup_events += late
-        timed = fresh if "metrics" not in by_table else [f for f in fresh if f[0] != "metrics"]  # own rollup
-        if timed:
-            partials = rollup_rows_timed(timed, rollups)
-            by_table[ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
-            if rules.downstream:
-                out.alert_rows += partials
-        if "metrics" in by_table:
-            metric_partials = metric_rollup_rows((row for table, row, _, _ in fresh if table == "metrics"), rollups.window_s)
-            by_table[METRIC_ROLLUP_TABLE] = [dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in metric_partials]
-    if rules.downstream and "errors" in by_table:
-        out.issue_records += occurrence_records((row for table, row, _, _ in fresh if table == "errors"),
-                                                msg.topic, msg.partition, msg.offset)
+    is_new = []
+    for event in events:
+        is_new.append(first_time(event.event_id))
+        events_in[event.type] += 1  # duplicates included
+    if False not in is_new:
+        fresh = FirstTime(msg, arrived_ms, rules, items, by_table, events, {})
+    else:
+        out.duplicates += is_new.count(False)
+        items = [item for item, new in zip(items, is_new) if new]
+        by_table = {}
+        for item in items:
+            by_table.setdefault(item[0], []).append(item)
+        fresh = FirstTime(msg, arrived_ms, rules, items, by_table, [e for e, new in zip(events, is_new) if new], {})
+    out.dead_letters.extend(dead_letters)
+    for processor in processors:
+        processor(fresh, out)
     source = msg.source
     partition = msg.partition % rules.storage_partitions
     rows_out = out.rows_out
-    for table, lines in by_table.items():
+    for table, lines in fresh.tables.items():
         out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines)))
         rows_out[table] += len(lines)
 
@@ -283,17 +385,21 @@ def _in_time_window(events: list[Any], received_at: datetime, window: EventTimeW
 def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_partitions: int,
                   now: datetime, session_topics: frozenset[str] = frozenset(),
                   rollups: RollupRules | None = None, noise_rules: NoiseRules = DEFAULT_NOISE_RULES,
-                  downstream: bool = False, time_window: EventTimeWindow | None = None) -> ProcessedBatch:
+                  processors: Sequence[Processor] = DEFAULT_PROCESSORS,
+                  time_window: EventTimeWindow | None = None) -> ProcessedBatch:
     """Process raw messages in order. An unexpected exception on one message turns that message
-    into a dead letter carrying the exception text; the others continue. Valid first-time events
-    of ``session_topics`` are also handed out for sessionization (``out.session_events``). With
-    ``downstream``, the worker's other agents get theirs: first-time errors per fingerprint for issue
-    status (``out.issue_records``) and minute partials per project for alerting (``out.alert_rows``)."""
+    into a dead letter carrying the exception text; the others continue. ``processors`` choose what
+    first-time events become besides dead letters and counts: the default makes rows, rollups (with
+    ``rollups``) and session input (for ``session_topics``); the worker's ``WORKER_PROCESSORS`` also
+    the issue occurrences (``out.issue_records``) and alert partials (``out.alert_rows``) its other
+    agents read."""
     out = ProcessedBatch()
-    rules = _Rules.of(storage_partitions, now, session_topics, rollups, noise_rules, downstream, time_window)
+    rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
+    chosen = tuple(processors)
+    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url), for this batch only (bounded by it)
     for msg in messages:
         try:
-            _process(msg, dedup, now, out, rules)
+            _process(msg, dedup, now, out, rules, chosen, pages)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out

@@ -29,8 +29,7 @@ from urllib.parse import urlsplit
 
 from orjson import OPT_NON_STR_KEYS, dumps
 
-from pipeline.ingest.normalize import epoch_us, page_of
-from pipeline.ingest.useragent import browser_and_os
+from pipeline.common import browser_and_os, epoch_us, page_of
 from pipeline.rollups.sketch import key_of
 
 # name -> (good <= this, poor > this), the product spec's thresholds (assessed at p75)

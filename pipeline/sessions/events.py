@@ -10,22 +10,14 @@ only chooses the kind (``unresponsive`` vs ``non_interactive``). Rage clicks use
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from sys import intern
 from typing import Any
 
-from pipeline.ingest.normalize import page_of
+from pipeline.common import epoch_ms, page_of
 from pipeline.sessions.clicks import Click
 from pipeline.sessions.sessionizer import SessionEvent
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 SESSION_EVENT_TYPES = ("action", "error")
-
-
-def epoch_ms(ts: datetime) -> int:
-    """Exact integer milliseconds (no float rounding: 999 ms apart stays 999)."""
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def session_event(event: Any, event_id: str | None = None) -> SessionEvent | None:

@@ -14,26 +14,19 @@ A UX signal (topic ``pulse.ux-signals``) is one JSON object per rage click or de
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pipeline.ingest.useragent import browser_and_os
+from pipeline.common import browser_and_os, from_epoch_ms
 from pipeline.sessions.sessionizer import DeadClick, Emitted, PageView, SessionRage, SessionSummary
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
 SESSION_TABLES = ("sessions", "page_views", "rage_clicks", "dead_clicks")
-
-
-def from_ms(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def session_row(s: SessionSummary) -> dict[str, Any]:
     browser, version, os_, device = browser_and_os(s.user_agent)
     return {
         "project": s.project, "session_id": s.session_id, "user_id": s.user_id,
-        "start": from_ms(s.start_ms), "end": from_ms(s.end_ms), "duration_ms": s.duration_ms,
+        "start": from_epoch_ms(s.start_ms), "end": from_epoch_ms(s.end_ms), "duration_ms": s.duration_ms,
         "pageviews": s.pageviews, "clicks": s.clicks, "rage_clicks": s.rage_clicks, "dead_clicks": s.dead_clicks,
         "errors": s.errors, "max_scroll": s.max_scroll, "forms_started": s.forms_started,
         "forms_submitted": s.forms_submitted, "forms_abandoned": s.forms_abandoned,
@@ -44,8 +37,8 @@ def session_row(s: SessionSummary) -> dict[str, Any]:
 
 def page_view_row(p: PageView) -> dict[str, Any]:
     return {
-        "project": p.project, "session_id": p.session_id, "session_start": from_ms(p.session_start_ms),
-        "page": p.page, "start": from_ms(p.start_ms), "end": from_ms(p.end_ms), "visible_ms": p.visible_ms,
+        "project": p.project, "session_id": p.session_id, "session_start": from_epoch_ms(p.session_start_ms),
+        "page": p.page, "start": from_epoch_ms(p.start_ms), "end": from_epoch_ms(p.end_ms), "visible_ms": p.visible_ms,
         "max_scroll": p.max_scroll, "milestones": list(p.milestones), "clicks": p.clicks,
         "rage_clicks": p.rage_clicks, "dead_clicks": p.dead_clicks, "forms_started": p.forms_started,
         "forms_abandoned": p.forms_abandoned,
@@ -54,16 +47,16 @@ def page_view_row(p: PageView) -> dict[str, Any]:
 
 def rage_row(r: SessionRage) -> dict[str, Any]:
     return {
-        "project": r.project, "session_id": r.session_id, "session_start": from_ms(r.session_start_ms),
-        "page": r.rage.page, "selector": r.rage.selector, "first_click": from_ms(r.rage.first_ts_ms),
-        "detected_at": from_ms(r.rage.detected_ts_ms), "clicks": r.rage.clicks,
+        "project": r.project, "session_id": r.session_id, "session_start": from_epoch_ms(r.session_start_ms),
+        "page": r.rage.page, "selector": r.rage.selector, "first_click": from_epoch_ms(r.rage.first_ts_ms),
+        "detected_at": from_epoch_ms(r.rage.detected_ts_ms), "clicks": r.rage.clicks,
     }
 
 
 def dead_row(d: DeadClick) -> dict[str, Any]:
     return {
-        "project": d.project, "session_id": d.session_id, "session_start": from_ms(d.session_start_ms),
-        "event_id": d.event_id, "timestamp": from_ms(d.ts_ms), "page": d.page, "selector": d.selector, "kind": d.kind,
+        "project": d.project, "session_id": d.session_id, "session_start": from_epoch_ms(d.session_start_ms),
+        "event_id": d.event_id, "timestamp": from_epoch_ms(d.ts_ms), "page": d.page, "selector": d.selector, "kind": d.kind,
     }
 
 
@@ -83,10 +76,10 @@ def signals(emitted: Emitted) -> list[dict[str, Any]]:
         out.append({"signal": "rage_click",
                     "signal_id": f"rage:{r.session_id}:{r.rage.first_ts_ms}:{r.rage.selector}",
                     "project": r.project, "session_id": r.session_id, "page": r.rage.page,
-                    "selector": r.rage.selector, "timestamp": from_ms(r.rage.detected_ts_ms), "clicks": r.rage.clicks,
+                    "selector": r.rage.selector, "timestamp": from_epoch_ms(r.rage.detected_ts_ms), "clicks": r.rage.clicks,
                     "kind": None})
     for d in emitted.dead_clicks:
         out.append({"signal": "dead_click", "signal_id": f"dead:{d.event_id}", "project": d.project,
                     "session_id": d.session_id, "page": d.page, "selector": d.selector,
-                    "timestamp": from_ms(d.ts_ms), "clicks": 1, "kind": d.kind})
+                    "timestamp": from_epoch_ms(d.ts_ms), "clicks": 1, "kind": d.kind})
     return out

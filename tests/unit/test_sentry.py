@@ -36,7 +36,7 @@ from pipeline.ingest.sentry import (
     translate_store,
     translate_transaction,
 )
-from pipeline.ingest.useragent import browser_and_os
+from pipeline.common import browser_and_os
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sdk" / "sentry"
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc)

@@ -1,15 +1,22 @@
-"""pipeline/ingest/session_input.py builds the same SessionEvent as pipeline/sessions/events.py, from
-the time and page the worker already computed (issue 14): checked on every kind of simulated event."""
+"""``session_view`` with the time and page the worker already computed (its ``collect_session_input``
+processor, issue 14) builds the same SessionEvent as ``session_event`` computes them itself:
+checked on every kind of simulated event."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
+from pipeline.common import epoch_us, page_of
 from pipeline.contract import EVENT_BATCH_ADAPTER
-from pipeline.ingest.normalize import epoch_us, page_of
-from pipeline.ingest.session_input import session_input
-from pipeline.sessions.events import session_event
+from pipeline.sessions.events import session_event, session_view
 from pipeline.simulate_load import generate_load
+
+
+def session_input(event: Any, ts_ms: int, page: str) -> Any:
+    """What the worker's processor calls: ``session_view`` with the id's string."""
+    return session_view(event, ts_ms, page, str(event.event_id))
 
 
 def test_session_input_equals_session_event_on_simulated_traffic() -> None:
