@@ -115,12 +115,15 @@ async def send_traffic(settings: Settings, *, sessions: int, duration_s: float, 
 
 
 async def send_session_replay(settings: Settings, scenario: SessionScenario, console: Console,
-                              concurrency: int = 8, base_url: str | None = None, key: str | None = None) -> int:
+                              concurrency: int = 1, base_url: str | None = None, key: str | None = None) -> int:
     """POST the session scenario's flushes in send order, as fast as the collector takes them.
 
-    The replay packs hours of event time into seconds, so a flush that has to be retried must not
-    fall behind: while one is retried, no new flush starts (otherwise it would arrive minutes of
-    event time late, behind the worker's watermark, and its session would not add up)."""
+    The replay packs hours of event time into seconds: the worker's 60 s of allowed lateness are
+    ~11 ms of sending. So one request at a time by default (the collector answers after Kafka has
+    the events, so Kafka's order is the send order): with 8 in flight, a request that took a few
+    ms longer landed behind later ones, its events minutes of event time behind the watermark, and
+    its session never added up (seen on a loaded machine: 2 of 161 sessions short). For the same
+    reason a flush that has to be retried must not fall behind: while one is retried, no new one starts."""
     url = (base_url or collector_url(settings)) + "/api/v1/events"
     headers = {"X-Pulse-Key": key or next(iter(settings.collector.project_keys)), "Content-Type": "application/json"}
     limit = asyncio.Semaphore(concurrency)
