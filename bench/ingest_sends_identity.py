@@ -1,0 +1,168 @@
+"""Does the worker's whole ingest step still produce the same records? ``IngestRunner.step`` of a git
+revision and of this checkout, on the same traffic, compared send by send (topic, key, value,
+partition, headers), state records (session changelog) included.
+
+    .venv/bin/python bench/ingest_sends_identity.py                  # against main
+    .venv/bin/python bench/ingest_sends_identity.py --base HEAD~3 --events 40000
+
+``bench/ingest_identity.py`` compares ``process_batch``; this one compares what reaches Kafka: the
+storage range messages, issue occurrences, alert partials, dead letters, session rows, UX signals
+and changelog records of each poll, as ``agents/stage.py`` would hand them to the producer. The
+revision is exported with ``git archive`` and this script runs itself there (``--dump``), importing
+that tree's ``agents`` and ``pipeline``; then here. Traffic (``ingest_identity.traffic``): simulated
+SDK flushes and one event per message (retries, malformed records: dead letters; errors: issue
+occurrences; every event: alert partials), and hand-made metrics, API calls, noise and fingerprinted
+errors, bad events, times out of the window. Configurations: the default settings; small limits
+(``PULSE_WORKER_MAX_RECORD_BYTES`` 16 KB, ``PULSE_ALERTS_PARTIALS_MAX_BYTES`` 4 KB) so storage records
+and partials are cut and a message whose rows pass the limit becomes a dead letter (oversized
+messages are added); one storage partition. Polls are replayed in order with the dedup memory and
+sessions carried over, as the worker does after each commit. A refactoring must print ``IDENTICAL``
+(exit 0); anything else names the first scenario, poll and send that differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+POLL = 2000
+CONFIGS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "small-limits": {"PULSE_WORKER_MAX_RECORD_BYTES": str(16 * 1024), "PULSE_ALERTS_PARTIALS_MAX_BYTES": "4096"},
+    "one-storage-partition": {"PULSE_KAFKA_PARTITIONS": "1", "PULSE_WORKER_MAX_RECORD_BYTES": str(64 * 1024)},
+}
+
+
+def oversized(topics: dict[str, str], now_ms: int) -> list[tuple[str, int, int, bytes | None, bytes, int | None]]:
+    """Messages whose rows alone pass 16 KB (long error messages), between ordinary ones."""
+    import orjson
+
+    out = []
+    for i in range(6):
+        events = [{"event_id": f"00000000-0000-4000-8000-{i:06d}{j:06d}", "type": "error", "project": "shop",
+                   "timestamp": "2026-11-23T09:59:0%dZ" % (j % 10), "session_id": f"s-big{i}", "url": "https://x.io/a",
+                   "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "release": "9",
+                   "error": {"exception_type": "RangeError", "message": f"m{j} " + "x" * 3000}}
+                  for j in range(8 if i % 2 else 2)]
+        out.append((topics["errors"], i % 4, 0, f"s-big{i}".encode(), orjson.dumps(events), now_ms - 1000))
+    return out
+
+
+def canonical_sends(sends: list[Any]) -> bytes:
+    return repr([(t, k, v, p, [(h, bytes(b)) for h, b in hs]) for t, k, v, p, hs in sends]).encode()
+
+
+def dump(path: str, events: int, sessions: int) -> None:
+    """Every (traffic, config) scenario through this tree's ``IngestRunner.step``; pickled per poll."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import ingest_identity as ii  # this checkout's traffic, the tree under test's pipeline
+
+    from collections import Counter
+
+    results: dict[str, list[dict[str, bytes]]] = {}
+    for config, env in CONFIGS.items():
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            from agents.ingest import IngestRunner
+            from agents.state import WorkerState
+            from pipeline.ingest.process import RawMessage
+            from pipeline.settings import Settings
+
+            settings = Settings()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        k = settings.kafka
+        topics = {"errors": k.topic_errors, "vitals": k.topic_vitals, "actions": k.topic_actions}
+        inputs = ii.traffic(events, sessions, topics)
+        big = oversized(topics, ii.NOW_MS)
+        inputs["handmade"] = [m for pair in zip(inputs["handmade"], big + [None] * len(inputs["handmade"]))
+                              for m in pair if m is not None]
+        for name, msgs in inputs.items():
+            offsets: Counter[tuple[str, int]] = Counter()
+            numbered = []
+            for topic, partition, _, key, value, ts in msgs:
+                partition %= k.partitions
+                numbered.append(RawMessage(topic, partition, offsets[(topic, partition)], key, value, ts))
+                offsets[(topic, partition)] += 1
+            runner = IngestRunner(settings, WorkerState())
+            runner.highwater = lambda topic, partition: offsets[(topic, partition)]  # type: ignore[method-assign]
+            for p in range(k.partitions):
+                runner.sessions.restore(p, [])
+            polls = []
+            for i in range(0, len(numbered), POLL):
+                out = runner.step(numbered[i:i + POLL], ii.NOW)
+                polls.append({"outputs": canonical_sends(out.outputs), "state": canonical_sends(out.state),
+                              "sends": repr([len(out.outputs), len(out.state)]).encode()})
+                for done in out.done:
+                    done()
+            results[f"{name}/{config}"] = polls
+    with open(path, "wb") as f:
+        pickle.dump(results, f)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
+    parser.add_argument("--events", type=int, default=20_000, help="simulated events per shape")
+    parser.add_argument("--sessions", type=int, default=1_000)
+    parser.add_argument("--dump", help=argparse.SUPPRESS)  # internal: write this tree's outputs here
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.dump:
+        sys.path.insert(0, args.root)
+        dump(args.dump, args.events, args.sessions)
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="ingest-sends-identity-") as tmp:
+        base_tree = Path(tmp) / "base"
+        base_tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive.stdout, check=True)
+        dumps = {}
+        for label, root in (("base", base_tree), ("this", REPO)):
+            target = Path(tmp) / f"{label}.pickle"
+            subprocess.run([sys.executable, __file__, "--dump", str(target), "--root", str(root),
+                            "--events", str(args.events), "--sessions", str(args.sessions)], check=True, cwd=root)
+            with open(target, "rb") as f:
+                dumps[label] = pickle.load(f)
+    base, this = dumps["base"], dumps["this"]
+    if base.keys() != this.keys():
+        print(f"DIFFERENT: scenarios {sorted(base)} vs {sorted(this)}")
+        return 1
+    total = hashlib.sha256()
+    for scenario, polls in base.items():
+        if len(polls) != len(this[scenario]):
+            print(f"DIFFERENT: {scenario}: {len(polls)} vs {len(this[scenario])} polls")
+            return 1
+        for i, (a, b) in enumerate(zip(polls, this[scenario])):
+            for field_name in a:
+                if a[field_name] != b.get(field_name):
+                    x, y = a[field_name], b.get(field_name, b"")
+                    at = next((j for j, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+                    print(f"DIFFERENT: {scenario} poll {i} {field_name} at byte {at}:\n"
+                          f"  base ...{x[max(0, at - 150):at + 150]!r}\n  this ...{y[max(0, at - 150):at + 150]!r}")
+                    return 1
+                total.update(a[field_name])
+        sends = sum(int(p["sends"][1:-1].split(b",")[0]) for p in polls)
+        state = sum(int(p["sends"][1:-1].split(b",")[1]) for p in polls)
+        size = sum(len(p["outputs"]) for p in polls)
+        print(f"{scenario:36s} {len(polls):3d} polls, {sends:6d} sends ({size / 1e6:.1f} MB), {state:6d} state records")
+    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {total.hexdigest()[:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
