@@ -393,8 +393,8 @@ class IngestRunner:
 
     def _outputs(self, out: ProcessedBatch, messages: list[RawMessage], now: datetime) -> list[Send]:
         k, w = self.settings.kafka, self.settings.worker
-        by_source = {m.source: m for m in messages}
-        storage, too_big = range_messages(out.storage, by_source, w.max_record_bytes, now)
+        # process_batch's storage messages carry their raw message: no lookup by source needed
+        storage, too_big = range_messages(out.storage, None, w.max_record_bytes, now)
         out.dead_letters += too_big
         sends: list[Send] = [(k.topic_storage, s.key, s.value, s.partition_hint, s.headers) for s in storage]
         sends += occurrence_sends(out.issue_records, k.topic_issue_events)

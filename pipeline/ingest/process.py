@@ -27,10 +27,12 @@ Example::
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from operator import itemgetter
+from bisect import bisect_right
+from itertools import accumulate, islice
+from operator import le, lt
 from typing import Any
 
 import orjson
@@ -84,6 +86,9 @@ class StorageMessage:
     value: bytes  # JSONEachRow
     rows: int = 0
     line_sources: bytes | None = None  # HEADER_SOURCE_LINES of a range message
+    # the raw message these rows came from (None for a range message): ``range_messages`` needs its
+    # topic, partition and offset, which ``source`` only holds as text
+    origin: RawMessage | None = field(default=None, repr=False, compare=False)
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
@@ -357,7 +362,7 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
     partition = msg.partition % rules.storage_partitions
     rows_out = out.rows_out
     for table, lines in fresh.tables.items():
-        out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines)))
+        out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines), None, msg))
         rows_out[table] += len(lines)
 
 
@@ -405,60 +410,82 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     return out
 
 
-def range_messages(per_message: list[StorageMessage], by_source: dict[str, RawMessage], max_bytes: int,
+def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage] | None, max_bytes: int,
                    now: datetime) -> tuple[list[StorageMessage], list[DeadLetter]]:
     """A batch's per-message storage output as few records as possible: one per (table, raw topic,
     raw partition), each naming its offset range and every line's offset (the sink drops exactly the
     lines a replay repeats), cut where a record would pass ``max_bytes``. One raw message's lines
     always stay in one record (the sink's mark would otherwise drop the second half); a raw message
     whose rows for one table alone pass ``max_bytes`` becomes a dead letter, and so do its other
-    tables' rows, so that message is either stored whole or not at all."""
-    too_big = {m.source for m in per_message if len(m.value) > max_bytes}
-    dead = [dead_letter_for(by_source[src], f"worker output too large: the rows of this message exceed "
-                            f"PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
-    groups: dict[tuple[str, str, int], list[tuple[int, StorageMessage]]] = {}
+    tables' rows, so that message is either stored whole or not at all. ``by_source`` (raw messages
+    by source) is read only for storage messages that do not carry their ``origin``.
+
+    Written for speed (it runs once per batch over every storage message): one pass to group, the
+    cuts found by bisecting the running sizes, the line sources formatted in C where each raw
+    message gave one line."""
+    groups: dict[tuple[str, str, int], tuple[list[StorageMessage], list[int]]] = {}
+    too_big: dict[str, RawMessage] = {}
     for m in per_message:
-        if too_big and m.source in too_big:
-            continue
-        raw = by_source[m.source]
+        raw = m.origin
+        if raw is None:
+            raw = by_source[m.source]  # type: ignore[index]
+        if len(m.value) > max_bytes:
+            too_big[m.source] = raw
         key = (m.table, raw.topic, raw.partition)
-        items = groups.get(key)
-        if items is None:
-            items = groups[key] = []
-        items.append((raw.offset, m))
+        group = groups.get(key)
+        if group is None:
+            groups[key] = ([m], [raw.offset])
+        else:
+            group[0].append(m)
+            group[1].append(raw.offset)
+    dead = [dead_letter_for(too_big[src], f"worker output too large: the rows of this message exceed "
+                            f"PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
     out: list[StorageMessage] = []
-    for (table, topic, partition), items in groups.items():
-        items.sort(key=itemgetter(0))  # a poll's records are in offset order already: one pass
-        chunk: list[tuple[int, StorageMessage]] = []
-        size = 0
-        for item in items:
-            if chunk and size + len(item[1].value) + 1 > max_bytes:
-                out.append(_range_message(table, topic, partition, chunk))
-                chunk, size = [], 0
-            chunk.append(item)
-            size += len(item[1].value) + 1
-        if chunk:
-            out.append(_range_message(table, topic, partition, chunk))
+    for (table, topic, partition), (items, offsets) in groups.items():
+        if too_big:
+            kept = [i for i, m in enumerate(items) if m.source not in too_big]
+            if not kept:
+                continue
+            items, offsets = [items[i] for i in kept], [offsets[i] for i in kept]
+        if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
+            order = sorted(range(len(items)), key=offsets.__getitem__)
+            items, offsets = [items[i] for i in order], [offsets[i] for i in order]
+        values = [m.value for m in items]
+        ends = [0, *accumulate([len(v) + 1 for v in values])]  # ends[j] - ends[i]: bytes of items i..j-1
+        n, i = len(items), 0
+        while i < n:
+            j = max(bisect_right(ends, ends[i] + max_bytes) - 1, i + 1)  # as many as fit, at least one
+            out.append(_range_message(table, topic, partition, items[i:j], offsets[i:j], values[i:j]))
+            i = j
     return out, dead
 
 
-def _range_message(table: str, topic: str, partition: int, chunk: list[tuple[int, StorageMessage]]) -> StorageMessage:
-    """One record of ``chunk``'s lines; its line sources are one run per raw message, so they are
-    encoded from (offset, rows) pairs, not from a list with one offset per line."""
-    runs: list[tuple[int, int]] = []
-    lines = 0
-    for offset, m in chunk:
-        if m.rows < 1:
-            raise ValueError(f"a storage message without lines from offset {offset}")
-        lines += m.rows
-        if runs and runs[-1][0] == offset:  # the same raw message twice: encode_line_sources merged these too
-            runs[-1] = (offset, runs[-1][1] + m.rows)
+def _range_message(table: str, topic: str, partition: int, chunk: list[StorageMessage], offsets: list[int],
+                   values: list[bytes]) -> StorageMessage:
+    """One record of ``chunk``'s lines (``offsets`` in order); its line sources are one run per raw
+    message, so they are encoded from (offset, rows) pairs, not from a list with one offset per line."""
+    rows = [m.rows for m in chunk]
+    if min(rows) < 1:
+        bad = next(i for i, n in enumerate(rows) if n < 1)
+        raise ValueError(f"a storage message without lines from offset {offsets[bad]}")
+    first, last = offsets[0], offsets[-1]
+    source = encode_source_range(topic, partition, first, last).decode()  # raises on a negative offset
+    if all(map(lt, offsets, islice(offsets, 1, None))):
+        # strictly increasing (each raw message once), non-negative, rows >= 1: what encode_line_runs
+        # checks; then the same text, formatted in C
+        if rows.count(1) == len(rows):
+            line_sources = ("x1,".join(map(str, offsets)) + "x1").encode()
         else:
-            runs.append((offset, m.rows))
-    first = chunk[0]
-    return StorageMessage(table, encode_source_range(topic, partition, chunk[0][0], chunk[-1][0]).decode(), None,
-                          first[1].partition_hint, b"\n".join([m.value for _, m in chunk]), lines,
-                          encode_line_runs(runs))
+            line_sources = ",".join(map("{}x{}".format, offsets, rows)).encode()
+    else:
+        runs: list[tuple[int, int]] = []
+        for offset, lines in zip(offsets, rows):
+            if runs and runs[-1][0] == offset:  # the same raw message twice: encode_line_sources merged these too
+                runs[-1] = (offset, runs[-1][1] + lines)
+            else:
+                runs.append((offset, lines))
+        line_sources = encode_line_runs(runs)
+    return StorageMessage(table, source, None, chunk[0].partition_hint, b"\n".join(values), sum(rows), line_sources)
 
 
 def dead_letter_for(msg: RawMessage, reason: str, now: datetime) -> DeadLetter:
