@@ -399,7 +399,8 @@ class IngestRunner:
         sends: list[Send] = [(k.topic_storage, s.key, s.value, s.partition_hint, s.headers) for s in storage]
         sends += occurrence_sends(out.issue_records, k.topic_issue_events)
         sends += [(k.topic_rollup_partials, key, value, None, [])
-                  for key, value in alert_partial_messages(out.alert_rows, self.settings.alerts.partials_max_bytes)]
+                  for key, value in alert_partial_messages(out.alert_rows, self.settings.alerts.partials_max_bytes,
+                                                             merged=True)]
         sends += [dead_letter_send(k.topic_dead_letter, dl) for dl in out.dead_letters]
         return sends
 

@@ -126,6 +126,8 @@ def canonical(out: Any) -> dict[str, bytes]:
     """Every field of a ProcessedBatch as bytes, order kept (byte-identity includes dict order)."""
     import orjson
 
+    from pipeline.rollups.minute import merge_rollup_rows
+
     opt = orjson.OPT_NON_STR_KEYS
     return {
         "storage": repr([(s.table, s.source, s.key, s.partition_hint, s.value, s.rows, s.line_sources)
@@ -139,7 +141,8 @@ def canonical(out: Any) -> dict[str, bytes]:
                                 for p, evs in out.session_events.items()]).encode(),
         "session_upto": repr(list(out.session_upto.items())).encode(),
         "issue_records": repr(out.issue_records).encode(),
-        "alert_rows": b"\n".join(orjson.dumps(r, option=opt) for r in out.alert_rows),
+        # as the runner sends them, merged per series (since outputs-cpu the step merges as it goes)
+        "alert_rows": b"\n".join(orjson.dumps(r, option=opt) for r in merge_rollup_rows(out.alert_rows)),
         "late_rollup_events": repr(out.late_rollup_events).encode(),
     }
 

@@ -47,7 +47,7 @@ from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, rollup_rows_timed
+from pipeline.rollups.minute import RollupRules, fold_rollup_rows, rollup_rows_timed
 from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
@@ -113,10 +113,16 @@ class ProcessedBatch:
     session_upto: dict[int, dict[str, int]] = field(default_factory=dict)
     # First-time, non-noise errors per fingerprint and raw message, for issue status (agents/issues.py).
     issue_records: list[OccurrenceRecord] = field(default_factory=list)
-    # Minute partial rows of first-time events, for alert evaluation (agents/alerts.py): the runner
-    # merges them per series and sends one message per project per batch (``alert_partial_messages``).
-    alert_rows: list[dict[str, Any]] = field(default_factory=list)
+    # Minute partial rows of first-time events, for alert evaluation (agents/alerts.py), merged per
+    # series as they come (``fold_rollup_rows``); the runner sends one message per project per batch
+    # (``alert_partial_messages``).
+    alert_series: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
+
+    @property
+    def alert_rows(self) -> list[dict[str, Any]]:
+        """The batch's alert partials, one row per series (= ``merge_rollup_rows`` of every message's)."""
+        return list(self.alert_series.values())
 
 
 def _decode(msg: RawMessage, now: datetime) -> tuple[list[Any], Sequence[DeadLetter]]:
@@ -221,8 +227,8 @@ def _minute_rollups(alert_partials: bool) -> Processor:
         if timed:
             partials = rollup_rows_timed(timed, rollups)
             m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
-            if alert_partials:
-                out.alert_rows += partials
+            if alert_partials:  # the lines are written: the rows can be handed over
+                fold_rollup_rows(out.alert_series, partials)
 
     return roll_up
 
@@ -235,7 +241,7 @@ alike (see pipeline/rollups/minute.py); counts the late events."""
 roll_up_minutes_with_alerts = _minute_rollups(alert_partials=True)
 roll_up_minutes_with_alerts.__name__ = roll_up_minutes_with_alerts.__qualname__ = "roll_up_minutes_with_alerts"
 roll_up_minutes_with_alerts.__doc__ = """``roll_up_minutes``, and the same partials for alert evaluation
-(``out.alert_rows``; the runner merges them per series, agents/alerts.py)."""
+(``out.alert_series``, merged per series as they come; agents/alerts.py reads them)."""
 
 
 def roll_up_metrics(m: FirstTime, out: ProcessedBatch) -> None:
@@ -420,17 +426,20 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
     tables' rows, so that message is either stored whole or not at all. ``by_source`` (raw messages
     by source) is read only for storage messages that do not carry their ``origin``.
 
-    Written for speed (it runs once per batch over every storage message): one pass to group, the
+    Written for speed (it runs once per batch over every storage message): one pass to group (after
+    one for the oversized: a group is ordered by its first message kept), the
     cuts found by bisecting the running sizes, the line sources formatted in C where each raw
     message gave one line."""
+    too_big = {m.source: m for m in per_message if len(m.value) > max_bytes}
+    dead = [dead_letter_for(_origin(too_big[src], by_source), f"worker output too large: the rows of this message "
+                            f"exceed PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
     groups: dict[tuple[str, str, int], tuple[list[StorageMessage], list[int]]] = {}
-    too_big: dict[str, RawMessage] = {}
     for m in per_message:
+        if too_big and m.source in too_big:
+            continue
         raw = m.origin
         if raw is None:
             raw = by_source[m.source]  # type: ignore[index]
-        if len(m.value) > max_bytes:
-            too_big[m.source] = raw
         key = (m.table, raw.topic, raw.partition)
         group = groups.get(key)
         if group is None:
@@ -438,15 +447,8 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
         else:
             group[0].append(m)
             group[1].append(raw.offset)
-    dead = [dead_letter_for(too_big[src], f"worker output too large: the rows of this message exceed "
-                            f"PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
     out: list[StorageMessage] = []
     for (table, topic, partition), (items, offsets) in groups.items():
-        if too_big:
-            kept = [i for i, m in enumerate(items) if m.source not in too_big]
-            if not kept:
-                continue
-            items, offsets = [items[i] for i in kept], [offsets[i] for i in kept]
         if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
             order = sorted(range(len(items)), key=offsets.__getitem__)
             items, offsets = [items[i] for i in order], [offsets[i] for i in order]
@@ -458,6 +460,10 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
             out.append(_range_message(table, topic, partition, items[i:j], offsets[i:j], values[i:j]))
             i = j
     return out, dead
+
+
+def _origin(m: StorageMessage, by_source: Mapping[str, RawMessage] | None) -> RawMessage:
+    return m.origin if m.origin is not None else by_source[m.source]  # type: ignore[index]
 
 
 def _range_message(table: str, topic: str, partition: int, chunk: list[StorageMessage], offsets: list[int],

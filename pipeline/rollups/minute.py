@@ -109,19 +109,28 @@ def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rule
     each event's time and page (sessions need them too), so they are not computed twice. Metric rows
     must not be among them (they have their own rollup, metrics.py).
 
-    Written for speed (it runs for every event): plain dicts updated in place."""
+    Written for speed (it runs for every event, and once per message): plain dicts updated in
+    place; each series' counters are written straight into its output row (key columns first,
+    counters in the order first counted, sketches last), so a message of one event costs one row
+    dict and one sketch dict, nothing to copy at the end."""
     partials: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, dict[int, int]]]] = {}
     window_ms = rules.window_s * 1000
     patterns = rules.checkout_patterns
     for table, row, ts_ms, page in rows:
         start = (ts_ms - ts_ms % window_ms) // 1000
-        key = (row["project"], start, row["environment"], row["release"], page, browser_and_os(row["user_agent"])[0])
+        project, environment, release = row["project"], row["environment"], row["release"]
+        browser = browser_and_os(row["user_agent"])[0]
+        key = (project, start, environment, release, page, browser)
         entry = partials.get(key)
         if entry is None:
-            entry = partials[key] = ({}, {})
-        c, sketches = entry
+            c: dict[str, Any] = {"project": project, "minute": start, "environment": environment,
+                                 "release": release, "page": page, "browser": browser, "events": 1}
+            sketches: dict[str, dict[int, int]] = {}
+            partials[key] = (c, sketches)
+        else:
+            c, sketches = entry
+            c["events"] += 1
         get = c.get
-        c["events"] = get("events", 0) + 1
         if table == "errors":
             if not row.get("noise"):  # known noise (extensions, ResizeObserver...) stays out of error rates
                 c["errors"] = get("errors", 0) + 1
@@ -164,12 +173,10 @@ def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rule
                     if not ok:
                         c["checkout_failures"] = get("checkout_failures", 0) + 1
     out = []
-    for (project, start, environment, release, page, browser), (c, sketches) in partials.items():
-        r: dict[str, Any] = {"project": project, "minute": start,
-                             "environment": environment, "release": release, "page": page, "browser": browser}
-        r.update(c)
-        r.update(sketches)
-        out.append(r)
+    for c, sketches in partials.values():
+        if sketches:
+            c.update(sketches)
+        out.append(c)
     return out
 
 
@@ -225,6 +232,37 @@ def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+def fold_rollup_rows(merged: dict[tuple[Any, ...], dict[str, Any]], rows: Iterable[dict[str, Any]]) -> None:
+    """``merge_rollup_rows`` carried across calls (a batch's messages in turn), into ``merged``
+    (series key -> row, first-seen order): ``list(merged.values())`` after any number of calls is
+    ``merge_rollup_rows`` of all the rows, in the same order and with the same sums (the additions
+    happen in the same order). Takes ownership: the first row of a series *becomes* its merged row
+    and is changed by the later ones, nothing is copied; hand over rows nobody reads any more, with
+    integer sketch keys (``rollup_rows_timed``'s). The worker folds each message's partials as it
+    makes them (issue 14: merging them again per batch cost ~1 us per row)."""
+    keys = _KEY_SET
+    for row in rows:
+        get = row.get
+        key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
+        into = merged.get(key)
+        if into is None:
+            merged[key] = row
+            continue
+        for col, value in row.items():
+            if col in keys:
+                continue
+            kind = type(value)
+            if kind is int or kind is float:
+                into[col] = into.get(col, 0) + value
+            elif kind is dict:
+                target = into.get(col)
+                if target is None:
+                    target = into[col] = {}
+                _add_buckets(target, value)
+            else:
+                raise ValueError(f"rollup column {col!r} is neither a number nor a sketch: {value!r}")
+
+
 def _split_row(row: dict[str, Any], max_bytes: int) -> list[bytes]:
     """One row too big for a message, as several rows of the same series: the first carries the
     numbers, the others slices of the sketches. Their sum is the row (rows merge by adding)."""
@@ -254,11 +292,13 @@ def _split_row(row: dict[str, Any], max_bytes: int) -> list[bytes]:
     return out
 
 
-def alert_partial_messages(rows: Iterable[dict[str, Any]], max_bytes: int) -> list[tuple[bytes, bytes]]:
+def alert_partial_messages(rows: Iterable[dict[str, Any]], max_bytes: int, merged: bool = False
+                           ) -> list[tuple[bytes, bytes]]:
     """The ``topic_rollup_partials`` messages of a batch's rollup rows: rows merged per series
     (``merge_rollup_rows``), grouped per project (key = project), each value a JSON array of rows of
     at most ``max_bytes`` (``PULSE_ALERTS_PARTIALS_MAX_BYTES``); a project with more rows gets more
     messages, and a single row above the limit is cut into rows of the same series that add up to it.
+    ``merged``: the rows are merged per series already (``fold_rollup_rows``), not merged again.
 
     Example::
 
@@ -266,7 +306,7 @@ def alert_partial_messages(rows: Iterable[dict[str, Any]], max_bytes: int) -> li
             producer.send(settings.kafka.topic_rollup_partials, key=key, value=value)
     """
     per_project: dict[str, list[bytes]] = {}
-    for row in merge_rollup_rows(rows):
+    for row in (rows if merged else merge_rollup_rows(rows)):
         line = dumps(row, option=OPT_NON_STR_KEYS)
         lines = [line] if len(line) + 2 <= max_bytes else _split_row(row, max_bytes)
         per_project.setdefault(str(row["project"]), []).extend(lines)

@@ -197,6 +197,21 @@ def test_a_message_whose_rows_pass_the_limit_is_a_dead_letter_whole() -> None:
     assert not any(r.source.endswith(":5-5") for r in recs)
 
 
+def test_range_records_keep_the_order_of_the_first_message_kept_and_cut_exactly_at_the_limit() -> None:
+    """Record order is part of the output: a table whose first message was dropped as too big comes
+    where its first kept message is. A record may fill the limit to the byte, not one more."""
+    big = msg([ev("error", error={"exception_type": "E", "message": "x" * 5000})], offset=1)
+    ms = [big, msg(ev("vital"), offset=2), msg(ev("error"), offset=3), msg(ev("vital"), offset=4)]
+    out = run(*ms)
+    recs, dead = range_messages(out.storage, None, 4096, NOW)  # the step's storage messages carry their origin
+    assert [d.source for d in dead] == ["raw.vitals:0:1"]
+    assert [(r.table, r.source) for r in recs] == [("vitals", "raw.vitals:0:2-4"), ("errors", "raw.vitals:0:3-3")]
+    vitals = [s for s in out.storage if s.table == "vitals"]
+    exact = len(vitals[0].value) + len(vitals[1].value) + 2
+    assert [r.source for r in range_messages(vitals, None, exact, NOW)[0]] == ["raw.vitals:0:2-4"]
+    assert [r.source for r in range_messages(vitals, None, exact - 1, NOW)[0]] == ["raw.vitals:0:2-2", "raw.vitals:0:4-4"]
+
+
 def test_direct_producers_are_held_to_the_collectors_time_window() -> None:
     """Issue 16/14: an event stamped 9999 written straight to Kafka must not reach sessions or
     rollups (it pushed its partition's clock to 9999); it is a dead letter with the reason."""

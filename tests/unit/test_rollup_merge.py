@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.alerts.evaluate import WindowAggregate, merge
-from pipeline.rollups.minute import alert_partial_messages, merge_rollup_rows
+from pipeline.rollups.minute import alert_partial_messages, fold_rollup_rows, merge_rollup_rows, rollup_rows
 
 
 def row(page: str = "/a", minute: int = 60, project: str = "shop", **values: Any) -> dict[str, Any]:
@@ -32,6 +32,40 @@ def test_rows_of_one_series_merge_and_others_stay_apart() -> None:
     assert merged == [row(events=5, errors=1, pageviews=2, api_duration_ms=3.5, api_latency={700: 5, 701: 2},
                           lcp={10: 1}),
                       row(page="/b", events=1), row(minute=120, events=1)]
+
+
+def test_folding_message_by_message_is_the_merge_of_all_rows() -> None:
+    """The worker folds each message's partials into the batch's as it goes (no copy); the result
+    must serialize exactly as ``merge_rollup_rows`` of every row, float sums and column order included."""
+    messages = [[row(events=1, api_duration_ms=0.1, api_latency={700: 1})],
+                [row(events=2, api_duration_ms=0.2, lcp={5: 1}), row(page="/b", events=1, clicks=1)],
+                [row(events=1, api_duration_ms=0.7, errors=1, api_latency={700: 2, 650: 1})],
+                [row(minute=120, events=1), row(page="/b", events=3, long_task_blocking_ms=12.25)]]
+    expected = merge_rollup_rows([r for rows in copy.deepcopy(messages) for r in rows])
+    folded: dict[Any, dict[str, Any]] = {}
+    for rows in messages:
+        fold_rollup_rows(folded, rows)
+    dump = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in folded.values()]
+    assert dump == [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in expected]
+    assert list(folded.values())[0]["api_duration_ms"] == (0.1 + 0.2) + 0.7 != 0.1 + (0.2 + 0.7)  # same order
+    assert list(folded.values())[0] is messages[0][0]  # the first row of a series is taken over, not copied
+    with pytest.raises(ValueError, match="'noise'"):
+        fold_rollup_rows(folded, [row(events=1, noise="yes")])
+
+
+def test_folded_rollup_rows_of_real_events_read_like_merged_ones() -> None:
+    from datetime import datetime, timezone
+
+    rows = [("vitals", {"project": "shop", "timestamp": datetime(2026, 1, 1, 0, 0, s, tzinfo=timezone.utc),
+                        "environment": "production", "release": "r1", "route": None, "url": f"https://x.io/p{s % 2}",
+                        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "name": "LCP",
+                        "value": 1000.0 + 37 * s}) for s in range(40)]
+    per_message = [rollup_rows(rows[i:i + 3]) for i in range(0, 40, 3)]
+    expected = merge_rollup_rows([r for rs in copy.deepcopy(per_message) for r in rs])
+    folded: dict[Any, dict[str, Any]] = {}
+    for rs in per_message:
+        fold_rollup_rows(folded, rs)
+    assert len(folded) == 2 and list(folded.values()) == expected
 
 
 def test_a_column_that_is_neither_number_nor_sketch_is_refused() -> None:
