@@ -426,33 +426,20 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
     tables' rows, so that message is either stored whole or not at all. ``by_source`` (raw messages
     by source) is read only for storage messages that do not carry their ``origin``.
 
-    Written for speed (it runs once per batch over every storage message): one pass to group (after
-    one for the oversized: a group is ordered by its first message kept), the
+    Written for speed (it runs once per batch over every storage message): one pass to group, the
     cuts found by bisecting the running sizes, the line sources formatted in C where each raw
     message gave one line."""
-    too_big = {m.source: m for m in per_message if len(m.value) > max_bytes}
+    groups = _group(per_message, by_source, max_bytes)
+    too_big = {m.source: m for m in per_message if len(m.value) > max_bytes} if groups is None else {}
+    if too_big:  # rare: group again without them (a group's place is that of its first message kept)
+        groups = _group([m for m in per_message if m.source not in too_big], by_source, max_bytes)
     dead = [dead_letter_for(_origin(too_big[src], by_source), f"worker output too large: the rows of this message "
                             f"exceed PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
-    groups: dict[tuple[str, str, int], tuple[list[StorageMessage], list[int]]] = {}
-    for m in per_message:
-        if too_big and m.source in too_big:
-            continue
-        raw = m.origin
-        if raw is None:
-            raw = by_source[m.source]  # type: ignore[index]
-        key = (m.table, raw.topic, raw.partition)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = ([m], [raw.offset])
-        else:
-            group[0].append(m)
-            group[1].append(raw.offset)
     out: list[StorageMessage] = []
-    for (table, topic, partition), (items, offsets) in groups.items():
+    for (table, topic, partition), (items, offsets, values) in groups.items():  # type: ignore[union-attr]
         if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
             order = sorted(range(len(items)), key=offsets.__getitem__)
-            items, offsets = [items[i] for i in order], [offsets[i] for i in order]
-        values = [m.value for m in items]
+            items, offsets, values = [items[i] for i in order], [offsets[i] for i in order], [values[i] for i in order]
         ends = [0, *accumulate([len(v) + 1 for v in values])]  # ends[j] - ends[i]: bytes of items i..j-1
         n, i = len(items), 0
         while i < n:
@@ -460,6 +447,32 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
             out.append(_range_message(table, topic, partition, items[i:j], offsets[i:j], values[i:j]))
             i = j
     return out, dead
+
+
+Group = tuple[list[StorageMessage], list[int], list[bytes]]  # storage messages, their raw offsets, their values
+
+
+def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage] | None,
+           max_bytes: int) -> dict[tuple[str, str, int], Group] | None:
+    """Storage messages per (table, raw topic, raw partition), in order of first appearance; None
+    if one of them alone passes ``max_bytes``. One pass: each message is touched once."""
+    groups: dict[tuple[str, str, int], Group] = {}
+    for m in per_message:
+        value = m.value
+        if len(value) > max_bytes:
+            return None
+        raw = m.origin
+        if raw is None:
+            raw = by_source[m.source]  # type: ignore[index]
+        key = (m.table, raw.topic, raw.partition)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = ([m], [raw.offset], [value])
+        else:
+            group[0].append(m)
+            group[1].append(raw.offset)
+            group[2].append(value)
+    return groups
 
 
 def _origin(m: StorageMessage, by_source: Mapping[str, RawMessage] | None) -> RawMessage:

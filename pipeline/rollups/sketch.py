@@ -27,10 +27,19 @@ MIN_KEY, MAX_KEY = -32767, 32767
 _MIN_POSITIVE = MAPPING.value(MIN_KEY)
 
 
+# ``MAPPING.key(v)`` is ``int(ceil(log(v, 2) * multiplier) + offset)`` (ddsketch's LogarithmicMapping);
+# ``key_of`` does the same arithmetic without two method calls per value (it runs for every vital
+# and API call). tests/unit/test_rollups.py checks it against ``MAPPING.key``.
+_MULTIPLIER: float = MAPPING._multiplier
+_OFFSET: float = MAPPING._offset
+_log, _ceil, _isnan = math.log, math.ceil, math.isnan
+
+
 def key_of(value: float) -> int:
-    if value <= _MIN_POSITIVE or math.isnan(value):
+    if value <= _MIN_POSITIVE or _isnan(value):
         return ZERO_KEY
-    return min(MAPPING.key(value), MAX_KEY)
+    key = int(_ceil(_log(value, 2) * _MULTIPLIER) + _OFFSET)
+    return key if key < MAX_KEY else MAX_KEY
 
 
 def value_of(key: int) -> float:

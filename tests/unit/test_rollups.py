@@ -66,3 +66,17 @@ def test_merged_sketches_give_percentiles_within_one_percent() -> None:
         exact = ordered[int(q * (len(ordered) - 1))]
         assert abs(quantile(merged, q) - exact) / exact <= 0.01  # type: ignore[operator]
     assert key_of(0.0) == ZERO_KEY and quantile({}, 0.5) is None
+
+
+def test_key_of_is_ddsketchs_mapping_with_the_zero_and_top_buckets() -> None:
+    """``key_of`` inlines ``MAPPING.key``'s arithmetic: it must give the same bucket for every value."""
+    from pipeline.rollups.sketch import MAPPING, MAX_KEY, _MIN_POSITIVE
+
+    rnd = random.Random(5)
+    values = [rnd.lognormvariate(5, 3) for _ in range(20_000)] + [float(i) for i in range(1, 5000)] + [
+        0.25, 0.5, 1.0, 2.0, 1e-300, 1e300, _MIN_POSITIVE * 1.0000001, 3, 7]
+    for v in values:
+        assert key_of(v) == (ZERO_KEY if v <= _MIN_POSITIVE else min(MAPPING.key(v), MAX_KEY)), v
+    assert sum(key_of(v) == ZERO_KEY for v in values) == 1  # 1e-300: the others have real buckets
+    assert key_of(0.0) == key_of(-1.0) == key_of(float("nan")) == key_of(_MIN_POSITIVE) == ZERO_KEY
+    assert key_of(1e300) == MAX_KEY and isinstance(key_of(3), int)
