@@ -436,11 +436,12 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
     dead = [dead_letter_for(_origin(too_big[src], by_source), f"worker output too large: the rows of this message "
                             f"exceed PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
     out: list[StorageMessage] = []
-    for (table, topic, partition), (items, offsets, values) in groups.items():  # type: ignore[union-attr]
+    for (table, topic, partition), (items, offsets, values, sizes) in groups.items():  # type: ignore[union-attr]
         if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
             order = sorted(range(len(items)), key=offsets.__getitem__)
-            items, offsets, values = [items[i] for i in order], [offsets[i] for i in order], [values[i] for i in order]
-        ends = [0, *accumulate([len(v) + 1 for v in values])]  # ends[j] - ends[i]: bytes of items i..j-1
+            items, offsets = [items[i] for i in order], [offsets[i] for i in order]
+            values, sizes = [values[i] for i in order], [sizes[i] for i in order]
+        ends = [0, *accumulate(sizes)]  # ends[j] - ends[i]: bytes of items i..j-1, a newline after each
         n, i = len(items), 0
         while i < n:
             j = max(bisect_right(ends, ends[i] + max_bytes) - 1, i + 1)  # as many as fit, at least one
@@ -449,7 +450,8 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
     return out, dead
 
 
-Group = tuple[list[StorageMessage], list[int], list[bytes]]  # storage messages, their raw offsets, their values
+# storage messages, their raw offsets, their values, and the bytes of each value with its newline
+Group = tuple[list[StorageMessage], list[int], list[bytes], list[int]]
 
 
 def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage] | None,
@@ -459,7 +461,8 @@ def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage
     groups: dict[tuple[str, str, int], Group] = {}
     for m in per_message:
         value = m.value
-        if len(value) > max_bytes:
+        size = len(value)
+        if size > max_bytes:
             return None
         raw = m.origin
         if raw is None:
@@ -467,11 +470,12 @@ def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage
         key = (m.table, raw.topic, raw.partition)
         group = groups.get(key)
         if group is None:
-            groups[key] = ([m], [raw.offset], [value])
+            groups[key] = ([m], [raw.offset], [value], [size + 1])
         else:
             group[0].append(m)
             group[1].append(raw.offset)
             group[2].append(value)
+            group[3].append(size + 1)
     return groups
 
 
