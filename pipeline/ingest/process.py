@@ -433,8 +433,9 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
     too_big = {m.source: m for m in per_message if len(m.value) > max_bytes} if groups is None else {}
     if too_big:  # rare: group again without them (a group's place is that of its first message kept)
         groups = _group([m for m in per_message if m.source not in too_big], by_source, max_bytes)
-    dead = [dead_letter_for(_origin(too_big[src], by_source), f"worker output too large: the rows of this message "
-                            f"exceed PULSE_WORKER_MAX_RECORD_BYTES ({max_bytes} bytes)", now) for src in sorted(too_big)]
+    reason = (f"worker output too large: the rows of this message exceed PULSE_WORKER_MAX_RECORD_BYTES "
+              f"({max_bytes} bytes)")
+    dead = [dead_letter_for(_origin(too_big[src], by_source), reason, now) for src in sorted(too_big)]
     out: list[StorageMessage] = []
     for (table, topic, partition), (items, offsets, values, sizes) in groups.items():  # type: ignore[union-attr]
         if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
