@@ -202,7 +202,13 @@ class PartitionSessions:
                 skipped += 1
                 last_fate = _IN_STATE
                 continue
-            if offset > (own[1] if own and own[0] == topic else mark_of(own, topic)):
+            if not own:
+                if offset > -1:
+                    session_marks[sid] = (topic, offset)
+            elif own[0] == topic:
+                if offset > own[1]:
+                    session_marks[sid] = (topic, offset, *own[2:]) if len(own) > 2 else (topic, offset)
+            elif offset > mark_of(own, topic):
                 session_marks[sid] = with_mark(own, topic, offset)
             last_fate = _TAKEN
             take(e)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from pipeline.sessions.clicks import (
-    Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind, merge_observation, same_click,
+    SAME_CLICK_MS, Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind,
+    merge_observation,
 )
 
 SCROLL_MILESTONES = (25, 50, 75, 90, 100)
@@ -357,31 +358,32 @@ class Sessionizer:
 
     def _click(self, s: _Session, page: _Page | None, e: SessionEvent, out: Emitted) -> None:
         """A click event: rage bursts, dead clicks, and a second report of one click counted once."""
-        click = e.click
+        click: Click = e.click  # type: ignore[assignment]  # the caller checked it is there
         detector = s.detector
         if detector is None:
             detector = s.detector = RageClickDetector(self.rules.rage)
         last = detector._last
-        repeat = same_click(click, last)  # type: ignore[arg-type]
+        # same_click(click, last), inlined
+        repeat = (last is not None and last.observed != click.observed and last.selector == click.selector
+                  and abs(click.ts_ms - last.ts_ms) <= SAME_CLICK_MS)
         if repeat:  # another report of the last click: not a click of its own
             dead_before = dead_click_kind(last, self.rules.dead) is not None  # type: ignore[arg-type]
             merge_observation(last, click)  # type: ignore[arg-type]
             kind = None if dead_before else dead_click_kind(last, self.rules.dead)  # type: ignore[arg-type]
         else:
             s.clicks += 1
-            detected, ended = detector.feed(click)  # type: ignore[arg-type]
+            detected, ended = detector.feed(click)
             if ended:
                 out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
             if detected:
                 s.rage += 1
                 if page:
                     page.rage += 1
-            kind = dead_click_kind(click, self.rules.dead) if click.observed else None  # type: ignore[union-attr]
+            kind = dead_click_kind(click, self.rules.dead) if click.observed else None
         if kind:
             s.dead += 1
-            out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, click.selector,  # type: ignore[union-attr]
-                                             click.page or (page.page if page else ""), kind,  # type: ignore[union-attr]
-                                             e.event_id, s.project))
+            out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, click.selector,
+                                             click.page or (page.page if page else ""), kind, e.event_id, s.project))
         if page:
             if not repeat:
                 page.clicks += 1
