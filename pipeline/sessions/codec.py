@@ -28,11 +28,11 @@ class StateFormatError(ValueError):
     """A stored record this code cannot read (another layout version, or corrupt)."""
 
 
-def _click(c: Click | None) -> list[Any] | None:
+def _click(c: Click | None) -> tuple[Any, ...] | None:
     if c is None:
         return None
-    return [c.ts_ms, c.selector, c.page, c.x, c.y, c.interactive, c.observed, c.dom_mutation_ms, c.navigated,
-            c.scrolled, c.observed_for_ms]
+    return (c.ts_ms, c.selector, c.page, c.x, c.y, c.interactive, c.observed, c.dom_mutation_ms, c.navigated,
+            c.scrolled, c.observed_for_ms)
 
 
 def _unclick(v: list[Any] | None) -> Click | None:
@@ -52,30 +52,32 @@ def _unevent(sid: str, v: list[Any]) -> SessionEvent:
 _SAME = None  # in a buffered event of layout 3: "as the event before it" (string fields are never null)
 
 
-def _buffered(events: list[SessionEvent]) -> list[list[Any]]:
+def _buffered(events: list[SessionEvent]) -> list[tuple[Any, ...]]:
     """Layout 3: events of one session, page/project/user/release/user agent written only when they
     differ from the previous event's, and a click's time and page only when they differ from its event's:
-    a buffered event costs ~80 bytes instead of ~300."""
+    a buffered event costs ~80 bytes instead of ~300. Tuples: written as JSON arrays like lists, and
+    cheaper to build. (Comparisons inlined: this runs for every buffered
+    event of every session a batch touches.)"""
     out = []
-    prev: SessionEvent | None = None
+    append = out.append
+    page = project = user_id = release = ua = ""
+    first = True
     for e in events:
         c = e.click
-        click = None if c is None else [
+        click = None if c is None else (
             _SAME if c.ts_ms == e.ts_ms else c.ts_ms, c.selector, _SAME if c.page == e.page else c.page, c.x, c.y,
-            c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled, c.observed_for_ms]
-        if prev is None:
-            out.append([e.ts_ms, e.event_id, e.kind, e.page, e.project, e.user_id, e.release, e.user_agent, click,
-                        e.scroll_depth, e.form, e.visible])
+            c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled, c.observed_for_ms)
+        if first:
+            first = False
+            append((e.ts_ms, e.event_id, e.kind, e.page, e.project, e.user_id, e.release, e.user_agent, click,
+                    e.scroll_depth, e.form, e.visible))
         else:
-            out.append([e.ts_ms, e.event_id, e.kind, _same(e.page, prev.page), _same(e.project, prev.project),
-                        _same(e.user_id, prev.user_id), _same(e.release, prev.release),
-                        _same(e.user_agent, prev.user_agent), click, e.scroll_depth, e.form, e.visible])
-        prev = e
+            append((e.ts_ms, e.event_id, e.kind, _SAME if e.page == page else e.page,
+                    _SAME if e.project == project else e.project, _SAME if e.user_id == user_id else e.user_id,
+                    _SAME if e.release == release else e.release, _SAME if e.user_agent == ua else e.user_agent,
+                    click, e.scroll_depth, e.form, e.visible))
+        page, project, user_id, release, ua = e.page, e.project, e.user_id, e.release, e.user_agent
     return out
-
-
-def _same(value: str, before: str) -> str | None:
-    return _SAME if value == before else value
 
 
 def _unbuffered(sid: str, rows: list[list[Any]]) -> list[SessionEvent]:
@@ -95,13 +97,6 @@ def _unbuffered(sid: str, rows: list[list[Any]]) -> list[SessionEvent]:
     return out
 
 
-def _page(p: _Page | None) -> list[Any] | None:
-    if p is None:
-        return None
-    return [p.page, p.start_ms, p.last_ms, p.visible_since, p.visible_ms, p.max_scroll, p.clicks, p.rage, p.dead,
-            list(p.forms_started), list(p.forms_submitted)]
-
-
 def _unpage(v: list[Any] | None) -> _Page | None:
     if v is None:
         return None
@@ -111,14 +106,21 @@ def _unpage(v: list[Any] | None) -> _Page | None:
     return p
 
 
-def _session(s: _Session | None) -> list[Any] | None:
+def _session(s: _Session | None) -> tuple[Any, ...] | None:
+    """Tuples, not lists (the same JSON arrays): built for every session a batch touches."""
     if s is None:
         return None
-    d = s.detector
-    return [s.project, s.user_id, s.release, s.user_agent, s.start_ms, s.last_ms, s.pageviews, s.clicks, s.rage,
+    d, p = s.detector, s.page
+    return (s.project, s.user_id, s.release, s.user_agent, s.start_ms, s.last_ms, s.pageviews, s.clicks, s.rage,
             s.dead, s.errors, s.max_scroll, s.forms_started, s.forms_submitted, s.forms_abandoned, s.entry_page,
-            s.exit_page, _page(s.page),
-            [None, 0, 0, 0] if d is None else [_click(d._last), d._count, d._first_ts, d._detected_ts]]
+            s.exit_page,
+            None if p is None else (  # the open page, as ``_unpage`` reads it
+                p.page, p.start_ms, p.last_ms, p.visible_since, p.visible_ms, p.max_scroll, p.clicks, p.rage, p.dead,
+                p.forms_started, p.forms_submitted),
+            _NO_DETECTOR if d is None else (_click(d._last), d._count, d._first_ts, d._detected_ts))
+
+
+_NO_DETECTOR = (None, 0, 0, 0)  # serialized as [null,0,0,0], as a detector that saw no click
 
 
 def _unsession(sid: str, v: list[Any] | None, rules: SessionRules) -> _Session | None:
@@ -146,7 +148,7 @@ def encode_session(active: _Session | None, marks: dict[str, int], applied_wm: i
     """One session key's state: the open session (if any), the highest raw offset per topic taken
     into the key (applied or buffered, so a replay skips them), the watermark it was applied up
     to, and the events buffered behind that watermark (not yet inside ``active``)."""
-    return orjson.dumps([VERSION, _session(active), marks, applied_wm, _buffered(buffered or [])])
+    return orjson.dumps([VERSION, _session(active), marks, applied_wm, _buffered(buffered) if buffered else ()])
 
 
 def decode_session(sid: str, raw: bytes, rules: SessionRules

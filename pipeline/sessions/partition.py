@@ -39,6 +39,8 @@ from pipeline.sessions.codec import decode_chunk, decode_partition, decode_sessi
 from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
 
 NEVER = -(2**62)
+# An event's fate in ``process``: below the partition's marks, already inside its session's state, taken.
+_SKIPPED, _IN_STATE, _TAKEN = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,27 +165,54 @@ class PartitionSessions:
         """
         step = Step()
         accepted: list[SessionEvent] = []
+        take = accepted.append
         marks, session_marks, max_ts = self.marks, self._session_marks, self.max_ts
         before: dict[str, Marks] = {}  # session marks as the step found them
+        skipped = 0
+        # The previous event's message and session, and what became of it: the next event of the same
+        # message and session (an SDK flush holds several) meets the same marks, so the same fate.
+        last_topic, last_offset, last_sid, last_fate = None, -1, None, _SKIPPED
         for src in events:
-            if src.offset <= marks.get(src.topic, -1):
-                step.skipped += 1
-                continue
-            e = src.event
-            if e.ts_ms > max_ts.get(src.topic, NEVER):
-                max_ts[src.topic] = e.ts_ms
+            topic, offset, e = src.topic, src.offset, src.event
             sid = e.session_id
+            if offset == last_offset and sid == last_sid and topic == last_topic:
+                if last_fate == _SKIPPED:
+                    skipped += 1
+                    continue
+                if e.ts_ms > max_ts.get(topic, NEVER):
+                    max_ts[topic] = e.ts_ms
+                if last_fate == _TAKEN:
+                    take(e)
+                else:
+                    skipped += 1
+                continue
+            last_topic, last_offset, last_sid = topic, offset, sid
+            if offset <= marks.get(topic, -1):
+                skipped += 1
+                last_fate = _SKIPPED
+                continue
+            if e.ts_ms > max_ts.get(topic, NEVER):
+                max_ts[topic] = e.ts_ms
             own = session_marks.get(sid, ())
             base = before.get(sid)
             if base is None:
                 base = before[sid] = own  # a tuple: never changed in place
             # One message holds many events at one offset: compare with the marks before this step.
-            if mark_of(base, src.topic) >= src.offset:
-                step.skipped += 1
+            if (base[1] if base and base[0] == topic else mark_of(base, topic)) >= offset:
+                skipped += 1
+                last_fate = _IN_STATE
                 continue
-            if src.offset > mark_of(own, src.topic):
-                session_marks[sid] = with_mark(own, src.topic, src.offset)
-            accepted.append(e)
+            if not own:
+                if offset > -1:
+                    session_marks[sid] = (topic, offset)
+            elif own[0] == topic:
+                if offset > own[1]:
+                    session_marks[sid] = (topic, offset, *own[2:]) if len(own) > 2 else (topic, offset)
+            elif offset > mark_of(own, topic):
+                session_marks[sid] = with_mark(own, topic, offset)
+            last_fate = _TAKEN
+            take(e)
+        step.skipped = skipped
         for topic, offset in processed_upto.items():
             if offset > marks.get(topic, -1):
                 marks[topic] = offset
@@ -246,12 +275,15 @@ class PartitionSessions:
                 self._session_marks.pop(sid, None)
         self._tombstones = set()  # a fresh set: a cleared one keeps its peak capacity
         wm = sz.watermark_ms
-        pending = sz._pending
+        pending, active_sessions, session_marks = sz._pending, sz._active, self._session_marks
+        prefix = f"{p}|"  # state_key(p, sid), inlined below
+        append = writes.append
         for sid in sorted(dirty):
-            active = sz._active.get(sid)
+            active = active_sessions.get(sid)
             buffered = pending.get(sid)
-            writes.append((state_key(p, sid), encode_session(active, marks_dict(self._session_marks.get(sid, ())), wm,
-                                                                buffered)))
+            marks = session_marks.get(sid, ())
+            append((prefix + sid, encode_session(active, {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks),
+                                                 wm, buffered)))
             if active is None and buffered is None:
                 self._tombstones.add(sid)
         writes.extend((key, None) for key in self._upgraded)

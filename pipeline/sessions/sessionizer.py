@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from pipeline.sessions.clicks import (
-    Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind, merge_observation, same_click,
+    SAME_CLICK_MS, Click, DeadClickRule, RageClick, RageClickDetector, RageClickRule, dead_click_kind,
+    merge_observation,
 )
 
 SCROLL_MILESTONES = (25, 50, 75, 90, 100)
+_EVENT_ORDER = attrgetter("ts_ms", "event_id")  # how a session's events are applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,8 @@ class Sessionizer:
         self._deadlines: list[tuple[int, str]] = []
         self.dirty: set[str] = set()  # sessions whose state changed since the caller last took them
         self.overflowed = 0  # events refused since start: their session held its buffering bound already
-        self._pending_chars: dict[str, int] = {}  # buffered_cost of _pending[sid], kept while it has events
+        # buffered_cost of _pending[sid], kept while it has two events or more (counted when needed)
+        self._pending_chars: dict[str, int] = {}
 
     # ---------------------------------------------------------------- input
     def add(self, events: list[SessionEvent]) -> list[SessionEvent]:
@@ -212,21 +216,30 @@ class Sessionizer:
         400 events within the allowed lateness; counted in ``overflowed``). Both stay in the raw tables."""
         late = []
         limit, max_chars = self.rules.max_buffered_events, self.rules.max_buffered_chars
-        pending, chars = self._pending, self._pending_chars
+        pending, chars, mark_dirty = self._pending, self._pending_chars, self.dirty.add
+        watermark = self.watermark_ms
         for e in events:
-            if e.ts_ms <= self.watermark_ms:
+            if e.ts_ms <= watermark:
                 late.append(e)
                 continue
             sid = e.session_id
-            cost = buffered_cost(e)
             buffered = pending.get(sid)
             if buffered is None:
+                # Its cost is counted when a second event joins it (``held is None`` below): most sessions'
+                # only buffered event of a step is applied before that.
                 pending[sid] = [e]
-                chars[sid] = cost
             else:
                 held = chars.get(sid)
-                if held is None:  # buffered by a restore or a redo: counted once, here
+                if held is None:  # buffered by a restore, a redo, or a first event: counted once, here
                     held = sum(map(buffered_cost, buffered))
+                # buffered_cost(e), inlined: it runs for most events
+                cost = 48 + len(e.event_id) + len(e.page) + len(e.project) + len(e.user_id) + len(e.release) + len(
+                    e.user_agent)
+                c = e.click
+                if c is not None:
+                    cost += 64 + len(c.selector) + len(c.page)
+                if e.form:
+                    cost += len(e.form)
                 if len(buffered) >= limit or held + cost > max_chars:
                     chars[sid] = held
                     self.overflowed += 1
@@ -234,7 +247,7 @@ class Sessionizer:
                     continue
                 buffered.append(e)
                 chars[sid] = held + cost
-            self.dirty.add(sid)
+            mark_dirty(sid)
         return late
 
     def advance(self, watermark_ms: int) -> Emitted:
@@ -243,20 +256,31 @@ class Sessionizer:
         if watermark_ms <= self.watermark_ms:
             return out
         self.watermark_ms = watermark_ms
-        for sid in [s for s, evs in self._pending.items() if any(e.ts_ms <= watermark_ms for e in evs)]:
-            evs = self._pending.pop(sid)
-            self._pending_chars.pop(sid, None)  # counted again from what is left when it is next needed
-            ready = sorted((e for e in evs if e.ts_ms <= watermark_ms), key=lambda e: (e.ts_ms, e.event_id))
-            rest = [e for e in evs if e.ts_ms > watermark_ms]
-            if rest:
-                self._pending[sid] = rest
+        pending, chars, mark_dirty, apply = self._pending, self._pending_chars, self.dirty.add, self._apply
+        due = []
+        for sid, evs in pending.items():
+            for e in evs:
+                if e.ts_ms <= watermark_ms:
+                    due.append(sid)
+                    break
+        for sid in due:
+            evs = pending.pop(sid)
+            chars.pop(sid, None)  # counted again from what is left when it is next needed
+            if len(evs) == 1:  # the common case: nothing to sort, nothing left
+                apply(evs[0], out)
+                mark_dirty(sid)
+                continue
+            ready = [e for e in evs if e.ts_ms <= watermark_ms]
+            if len(ready) < len(evs):
+                pending[sid] = [e for e in evs if e.ts_ms > watermark_ms]
+            ready.sort(key=_EVENT_ORDER)
             previous = None
             for e in ready:
                 key = (e.ts_ms, e.event_id)
                 if key != previous:  # the same event delivered twice within the lateness counts once
-                    self._apply(e, out)
+                    apply(e, out)
                 previous = key
-            self.dirty.add(sid)
+            mark_dirty(sid)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] < watermark_ms:
             _, sid = heapq.heappop(deadlines)
@@ -265,7 +289,7 @@ class Sessionizer:
                 continue
             close_at = self._close_at(s)
             if close_at < watermark_ms:
-                out.extend(self._close(s))
+                self._close(s, out)
                 self.dirty.add(sid)
             else:  # extended since the entry was pushed: one entry per open session, never stale ones
                 heapq.heappush(deadlines, (close_at, sid))
@@ -284,70 +308,87 @@ class Sessionizer:
         return min(s.last_ms + self.rules.idle_ms, s.start_ms + self.rules.max_ms)
 
     def _apply(self, e: SessionEvent, out: Emitted) -> None:
-        s = self._active.get(e.session_id)
-        if s is not None and (e.ts_ms - s.last_ms > self.rules.idle_ms or e.ts_ms - s.start_ms >= self.rules.max_ms):
-            out.extend(self._close(s))
-            s = self._active[e.session_id] = _Session(e)  # the closed one's deadline entry serves it
-        elif s is None:
-            s = self._active[e.session_id] = _Session(e)
-            heapq.heappush(self._deadlines, (self._close_at(s), e.session_id))
-        s.last_ms = max(s.last_ms, e.ts_ms)
-        s.user_id = s.user_id or e.user_id
-        s.release = e.release or s.release
-        if e.kind == "pageview":
+        # Runs once per event: locals and plain ifs rather than attribute chains, max() and ``or``.
+        ts, sid, kind = e.ts_ms, e.session_id, e.kind
+        s = self._active.get(sid)
+        if s is None:
+            s = self._active[sid] = _Session(e)
+            heapq.heappush(self._deadlines, (self._close_at(s), sid))
+        elif ts - s.last_ms > self.rules.idle_ms or ts - s.start_ms >= self.rules.max_ms:
+            self._close(s, out)
+            s = self._active[sid] = _Session(e)  # the closed one's deadline entry serves it
+        if ts > s.last_ms:
+            s.last_ms = ts
+        if not s.user_id:
+            s.user_id = e.user_id
+        if e.release:
+            s.release = e.release
+        if kind == "pageview":
             if s.page is not None:
-                out.page_views.append(self._end_page(s, e.ts_ms))
-            s.page = _Page(e.page, e.ts_ms)
+                out.page_views.append(self._end_page(s, ts))
+            s.page = _Page(e.page, ts)
             s.pageviews += 1
             s.entry_page = s.entry_page or e.page
             s.exit_page = e.page
         page = s.page
         if page is not None:
-            page.last_ms = e.ts_ms
-        if e.kind == "click" and e.click is not None:
-            if s.detector is None:
-                s.detector = RageClickDetector(self.rules.rage)
-            last = s.detector.last
-            repeat = same_click(e.click, last)
-            if repeat:  # another report of the last click: not a click of its own
-                dead_before = dead_click_kind(last, self.rules.dead) is not None  # type: ignore[arg-type]
-                merge_observation(last, e.click)  # type: ignore[arg-type]
-                kind = None if dead_before else dead_click_kind(last, self.rules.dead)  # type: ignore[arg-type]
-            else:
-                s.clicks += 1
-                detected, ended = s.detector.feed(e.click)
-                if ended:
-                    out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
-                if detected:
-                    s.rage += 1
-                    if page:
-                        page.rage += 1
-                kind = dead_click_kind(e.click, self.rules.dead)
-            if kind:
-                s.dead += 1
-                out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, e.click.selector,
-                                                 e.click.page or (page.page if page else ""), kind,
-                                                 e.event_id, s.project))
-            if page:
-                page.clicks += 0 if repeat else 1
-                page.dead += 1 if kind else 0
-        elif e.kind == "scroll" and e.scroll_depth is not None:
-            s.max_scroll = max(s.max_scroll, e.scroll_depth)
-            if page:
-                page.max_scroll = max(page.max_scroll, e.scroll_depth)
-        elif e.kind in ("form_start", "form_submit") and page is not None:
-            if e.kind == "form_start" and e.form not in page.forms_started:
+            page.last_ms = ts
+        if kind == "click":
+            if e.click is not None:
+                self._click(s, page, e, out)
+        elif kind == "scroll":
+            if e.scroll_depth is not None:
+                if e.scroll_depth > s.max_scroll:
+                    s.max_scroll = e.scroll_depth
+                if page and e.scroll_depth > page.max_scroll:
+                    page.max_scroll = e.scroll_depth
+        elif kind in ("form_start", "form_submit") and page is not None:
+            if kind == "form_start" and e.form not in page.forms_started:
                 page.forms_started += (e.form,)
-            elif e.kind == "form_submit" and e.form not in page.forms_submitted:
+            elif kind == "form_submit" and e.form not in page.forms_submitted:
                 page.forms_submitted += (e.form,)
-        elif e.kind == "visibility" and page is not None:
+        elif kind == "visibility" and page is not None:
             if e.visible is False and page.visible_since is not None:
-                page.visible_ms += e.ts_ms - page.visible_since
+                page.visible_ms += ts - page.visible_since
                 page.visible_since = None
             elif e.visible and page.visible_since is None:
-                page.visible_since = e.ts_ms
-        elif e.kind == "error":
+                page.visible_since = ts
+        elif kind == "error":
             s.errors += 1
+
+    def _click(self, s: _Session, page: _Page | None, e: SessionEvent, out: Emitted) -> None:
+        """A click event: rage bursts, dead clicks, and a second report of one click counted once."""
+        click: Click = e.click  # type: ignore[assignment]  # the caller checked it is there
+        detector = s.detector
+        if detector is None:
+            detector = s.detector = RageClickDetector(self.rules.rage)
+        last = detector._last
+        # same_click(click, last), inlined
+        repeat = (last is not None and last.observed != click.observed and last.selector == click.selector
+                  and abs(click.ts_ms - last.ts_ms) <= SAME_CLICK_MS)
+        if repeat:  # another report of the last click: not a click of its own
+            dead_before = dead_click_kind(last, self.rules.dead) is not None  # type: ignore[arg-type]
+            merge_observation(last, click)  # type: ignore[arg-type]
+            kind = None if dead_before else dead_click_kind(last, self.rules.dead)  # type: ignore[arg-type]
+        else:
+            s.clicks += 1
+            detected, ended = detector.feed(click)
+            if ended:
+                out.rage_clicks.append(SessionRage(s.session_id, s.start_ms, ended, s.project))
+            if detected:
+                s.rage += 1
+                if page:
+                    page.rage += 1
+            kind = dead_click_kind(click, self.rules.dead) if click.observed else None
+        if kind:
+            s.dead += 1
+            out.dead_clicks.append(DeadClick(s.session_id, s.start_ms, e.ts_ms, click.selector,
+                                             click.page or (page.page if page else ""), kind, e.event_id, s.project))
+        if page:
+            if not repeat:
+                page.clicks += 1
+            if kind:
+                page.dead += 1
 
     def _end_page(self, s: _Session, end_ms: int) -> PageView:
         assert s.page is not None
@@ -358,8 +399,8 @@ class Sessionizer:
         s.page = None
         return pv
 
-    def _close(self, s: _Session) -> Emitted:
-        out = Emitted()
+    def _close(self, s: _Session, out: Emitted) -> None:
+        """Emit ``s`` (its last page view, last rage burst, summary) into ``out`` and forget it."""
         if s.page is not None:
             out.page_views.append(self._end_page(s, s.last_ms))
         ended = s.detector.close() if s.detector is not None else None
@@ -371,4 +412,3 @@ class Sessionizer:
             s.dead, s.errors, s.max_scroll, s.forms_started, s.forms_submitted, s.forms_abandoned, s.entry_page,
             s.exit_page, s.pageviews == 1 and duration < self.rules.bounce_max_ms, s.release, s.user_agent))
         del self._active[s.session_id]
-        return out

@@ -1,0 +1,79 @@
+"""The shortcuts of the sessions stage's hot path (issue 14, sessions-cpu) decide exactly what the plain
+rules decide: replay marks per message and session, the buffering bound in characters, the record's
+compression of repeated fields. ``bench/session_identity.py`` compares whole runs with an older revision."""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline.sessions.clicks import Click
+from pipeline.sessions.codec import decode_session, encode_partition, encode_session
+from pipeline.sessions.partition import PartitionSessions, Sourced
+from pipeline.sessions.sessionizer import SessionEvent, SessionRules
+
+ACTIONS, ERRORS = "raw.actions", "raw.errors"
+T0 = 1_800_000_000_000
+
+
+def ev(sid: str, i: int, page: str = "/p", **kw: object) -> SessionEvent:
+    return SessionEvent(sid, T0 + i, f"{sid}-{i}", "pageview", page, "shop", **kw)  # type: ignore[arg-type]
+
+
+def test_events_of_one_message_share_its_fate_when_sessions_interleave() -> None:
+    """After a crash, session A's record (offset 5 inside it) landed but the partition record (offset 3)
+    did not. Replayed messages 4 and 5 hold A's events (inside A's state: skipped, yet they count for
+    the topic's event time) and B's (new: taken); message 6 is new for both; A, B and A again
+    alternate inside one message."""
+    wm = T0 - 1
+    part = PartitionSessions.restore(0, [("", encode_partition(wm, {ACTIONS: T0}, {ACTIONS: 3})),
+                                         ("A", encode_session(None, {ACTIONS: 5}, wm, [])),
+                                         ("B", encode_session(None, {ERRORS: 9}, wm, []))],
+                                     SessionRules(), lateness_ms=10**9)
+    replay_old = [Sourced(ACTIONS, 3, ev("A", 1)), Sourced(ACTIONS, 3, ev("B", 2))]  # below the partition's mark
+    msg4 = [Sourced(ACTIONS, 4, ev("A", 10)), Sourced(ACTIONS, 4, ev("A", 11))]
+    msg5 = [Sourced(ACTIONS, 5, e) for e in (ev("A", 20), ev("B", 21), ev("A", 50), ev("B", 22))]
+    msg6 = [Sourced(ACTIONS, 6, e) for e in (ev("A", 30), ev("A", 31), ev("B", 32))]
+    step = part.process(replay_old + msg4 + msg5 + msg6, {ACTIONS: 6})
+    assert step.skipped == 2 + 2 + 2
+    pending = part.sessionizer._pending
+    assert [e.event_id for e in pending["A"]] == ["A-30", "A-31"]
+    assert [e.event_id for e in pending["B"]] == ["B-21", "B-22", "B-32"]
+    assert part.max_ts[ACTIONS] == T0 + 50  # from an event inside A's state, not from the skipped old ones
+    keys = {k: v for k, v in step.writes}
+    assert orjson.loads(keys["0|A"])[2] == {ACTIONS: 6}
+    assert orjson.loads(keys["0|B"])[2] == {ERRORS: 9, ACTIONS: 6}
+    # the same message again: everything in it is inside the state now
+    again = part.process(msg6, {ACTIONS: 6})
+    assert again.skipped == 3 and not again.writes
+
+
+def test_the_first_buffered_event_counts_toward_the_text_bound() -> None:
+    """The first event's length is counted when a second joins it, within one step or a later one."""
+    rules = SessionRules(max_buffered_chars=16 * 1024)
+    big = "/" + "x" * 10_000
+    for split in (False, True):
+        part = PartitionSessions(0, rules, lateness_ms=10**9)
+        first, second = Sourced(ACTIONS, 0, ev("s", 1, big)), Sourced(ACTIONS, 1, ev("s", 2, big))
+        steps = [part.process([first], {ACTIONS: 0}), part.process([second], {ACTIONS: 1})] if split else [
+            part.process([first, second], {ACTIONS: 1})]
+        assert sum(s.overflowed for s in steps) == 1, split
+        assert [e.event_id for e in part.sessionizer._pending["s"]] == ["s-1"]
+    alone = PartitionSessions(0, SessionRules(max_buffered_chars=1_000), lateness_ms=10**9)
+    assert alone.process([Sourced(ACTIONS, 0, ev("s", 1, big))], {ACTIONS: 0}).overflowed == 0  # as before
+
+
+def test_buffered_events_round_trip_with_repeated_fields_and_objects() -> None:
+    """Fields equal to the previous event's are written once; the same event object twice (a redo)
+    is written as two events."""
+    click = Click(T0 + 3, "#buy", "/p", 1.0, 2.0, True, True, None, False, False, 2500.0)
+    e1 = ev("s", 1, "/p", user_id="u", release="1.0", user_agent="ua")
+    e2 = SessionEvent("s", T0 + 3, "s-3", "click", "/p", "shop", "u", "1.0", "ua", click)
+    e3 = SessionEvent("s", T0 + 4, "s-4", "scroll", "/q", "shop", "", "1.1", "ua", scroll_depth=50.0)
+    buffered = [e1, e2, e3, e3]
+    raw = encode_session(None, {ACTIONS: 7}, T0, buffered)
+    rows = orjson.loads(raw)[4]
+    assert rows[1][3:8] == [None] * 5 and rows[1][8][0] is None and rows[1][8][2] is None
+    assert rows[3][3:8] == [None] * 5 and rows[2][3] == "/q"
+    active, marks, wm, back = decode_session("s", raw, SessionRules())
+    assert active is None and marks == {ACTIONS: 7} and wm == T0
+    assert back == buffered
