@@ -27,19 +27,14 @@ keys at the start of a step come out of a set, in string-hash order (any order i
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import os
 import pickle
 import random
-import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from tree_compare import dumps_to_compare  # bench/ is sys.path[0] when run as a script
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
 NOW_MS = 1_795_428_005_123
 PARTITIONS = 4
@@ -229,32 +224,10 @@ def dump(path: str, events: int, sessions: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
-    parser.add_argument("--events", type=int, default=20_000, help="simulated events per load shape")
-    parser.add_argument("--sessions", type=int, default=1_000)
-    parser.add_argument("--dump", help=argparse.SUPPRESS)  # internal: write this tree's outputs here
-    parser.add_argument("--root", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.dump:
-        sys.path.insert(0, args.root)
-        dump(args.dump, args.events, args.sessions)
+    got = dumps_to_compare(__doc__, __file__, dump, "session-identity-", env={"PYTHONHASHSEED": "0"})
+    if got is None:  # the --dump child
         return 0
-
-    with tempfile.TemporaryDirectory(prefix="session-identity-") as tmp:
-        base_tree = Path(tmp) / "base"
-        base_tree.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive.stdout, check=True)
-        dumps = {}
-        for label, root in (("base", base_tree), ("this", REPO)):
-            target = Path(tmp) / f"{label}.pickle"
-            subprocess.run([sys.executable, __file__, "--dump", str(target), "--root", str(root),
-                            "--events", str(args.events), "--sessions", str(args.sessions)], check=True, cwd=root,
-                           env={**os.environ, "PYTHONHASHSEED": "0"})
-            with open(target, "rb") as f:
-                dumps[label] = pickle.load(f)
-    base, this = dumps["base"], dumps["this"]
+    args, base, this = got
     if base.keys() != this.keys():
         print(f"DIFFERENT: scenarios {sorted(base)} vs {sorted(this)}")
         return 1

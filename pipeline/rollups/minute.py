@@ -203,7 +203,6 @@ def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # -> [{..."minute": 60, "page": "/a", "errors": 3, "api_latency": {700: 3}}]
     """
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    keys = _KEY_SET
     for row in rows:
         get = row.get
         key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
@@ -216,20 +215,25 @@ def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     _add_buckets(buckets, value)
                     into[col] = buckets
             continue
-        for col, value in row.items():
-            if col in keys:
-                continue
-            kind = type(value)
-            if kind is int or kind is float:
-                into[col] = into.get(col, 0) + value
-            elif kind is dict:
-                target = into.get(col)
-                if target is None:
-                    target = into[col] = {}
-                _add_buckets(target, value)
-            else:
-                raise ValueError(f"rollup column {col!r} is neither a number nor a sketch: {value!r}")
+        _add_row(into, row)
     return list(merged.values())
+
+
+def _add_row(into: dict[str, Any], row: dict[str, Any]) -> None:
+    """Add ``row``'s counters and sketches to ``into``, the merged row of the same series."""
+    for col, value in row.items():
+        if col in _KEY_SET:
+            continue
+        kind = type(value)
+        if kind is int or kind is float:
+            into[col] = into.get(col, 0) + value
+        elif kind is dict:
+            target = into.get(col)
+            if target is None:
+                target = into[col] = {}
+            _add_buckets(target, value)
+        else:
+            raise ValueError(f"rollup column {col!r} is neither a number nor a sketch: {value!r}")
 
 
 def fold_rollup_rows(merged: dict[tuple[Any, ...], dict[str, Any]], rows: Iterable[dict[str, Any]]) -> None:
@@ -240,7 +244,6 @@ def fold_rollup_rows(merged: dict[tuple[Any, ...], dict[str, Any]], rows: Iterab
     and is changed by the later ones, nothing is copied; hand over rows nobody reads any more, with
     integer sketch keys (``rollup_rows_timed``'s). The worker folds each message's partials as it
     makes them (issue 14: merging them again per batch cost ~1 us per row)."""
-    keys = _KEY_SET
     for row in rows:
         get = row.get
         key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
@@ -248,19 +251,7 @@ def fold_rollup_rows(merged: dict[tuple[Any, ...], dict[str, Any]], rows: Iterab
         if into is None:
             merged[key] = row
             continue
-        for col, value in row.items():
-            if col in keys:
-                continue
-            kind = type(value)
-            if kind is int or kind is float:
-                into[col] = into.get(col, 0) + value
-            elif kind is dict:
-                target = into.get(col)
-                if target is None:
-                    target = into[col] = {}
-                _add_buckets(target, value)
-            else:
-                raise ValueError(f"rollup column {col!r} is neither a number nor a sketch: {value!r}")
+        _add_row(into, row)
 
 
 def _split_row(row: dict[str, Any], max_bytes: int) -> list[bytes]:

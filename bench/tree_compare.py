@@ -1,0 +1,51 @@
+"""What the three identity checks (``ingest_identity``, ``ingest_sends_identity``, ``session_identity``)
+share: export a git revision with ``git archive``, run the same script's ``--dump`` once in that tree
+and once in this checkout (each importing its own ``pipeline``), and hand back both pickled results.
+Each check keeps its own traffic and its own comparison."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+Dump = Callable[[str, int, int], None]  # (pickle path, events, sessions)
+
+
+def dumps_to_compare(doc: str | None, script: str, dump: Dump, prefix: str,
+                     env: dict[str, str] | None = None) -> tuple[argparse.Namespace, Any, Any] | None:
+    """Parse the check's arguments. In the ``--dump`` child: write this tree's results and return
+    None. Otherwise: (arguments, the base revision's results, this checkout's results)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
+    parser.add_argument("--events", type=int, default=20_000, help="simulated events per shape")
+    parser.add_argument("--sessions", type=int, default=1_000)
+    parser.add_argument("--dump", help=argparse.SUPPRESS)  # internal: write this tree's outputs here
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.dump:
+        sys.path.insert(0, args.root)
+        dump(args.dump, args.events, args.sessions)
+        return None
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        base_tree = Path(tmp) / "base"
+        base_tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.base], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive.stdout, check=True)
+        results = {}
+        for label, root in (("base", base_tree), ("this", REPO)):
+            target = Path(tmp) / f"{label}.pickle"
+            subprocess.run([sys.executable, script, "--dump", str(target), "--root", str(root),
+                            "--events", str(args.events), "--sessions", str(args.sessions)], check=True, cwd=root,
+                           env={**os.environ, **(env or {})})
+            with open(target, "rb") as f:
+                results[label] = pickle.load(f)
+    return args, results["base"], results["this"]
