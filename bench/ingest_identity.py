@@ -24,7 +24,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tree_compare import dumps_to_compare  # bench/ is sys.path[0] when run as a script
+from tree_compare import dumps_to_compare, first_difference  # bench/ is sys.path[0] when run as a script
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
 NOW_MS = 1_795_428_005_123
 PARTITIONS = 4
@@ -196,25 +196,15 @@ def main() -> int:
     if got is None:  # the --dump child
         return 0
     args, base, this = got
-    if base.keys() != this.keys():
-        print(f"DIFFERENT: scenarios {sorted(base)} vs {sorted(this)}")
+    difference, digest = first_difference(base, this, "poll")
+    if difference:
+        print(difference)
         return 1
-    total = hashlib.sha256()
     for scenario, polls in base.items():
-        if len(polls) != len(this[scenario]):
-            print(f"DIFFERENT: {scenario}: {len(polls)} vs {len(this[scenario])} polls")
-            return 1
-        for i, (a, b) in enumerate(zip(polls, this[scenario])):
-            for field_name in a:
-                if a[field_name] != b.get(field_name):
-                    print(f"DIFFERENT: {scenario} poll {i} field {field_name}:\n  base {a[field_name][:300]!r}\n"
-                          f"  this {b.get(field_name, b'')[:300]!r}")
-                    return 1
-                total.update(a[field_name])
         counts = {f: sum(len(p[f]) for p in polls) for f in ("storage", "dead_letters", "session_events",
                                                              "issue_records", "alert_rows")}
         print(f"{scenario:32s} {len(polls)} polls, bytes per field {counts}")
-    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {total.hexdigest()[:16]}")
+    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
     return 0
 
 

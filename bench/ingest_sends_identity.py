@@ -22,13 +22,12 @@ sessions carried over, as the worker does after each commit. A refactoring must 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
 from typing import Any
 
-from tree_compare import REPO, dumps_to_compare  # bench/ is sys.path[0] when run as a script
+from tree_compare import REPO, dumps_to_compare, first_difference  # bench/ is sys.path[0] when run as a script
 POLL = 2000
 CONFIGS: dict[str, dict[str, str]] = {
     "defaults": {},
@@ -114,28 +113,16 @@ def main() -> int:
     if got is None:  # the --dump child
         return 0
     args, base, this = got
-    if base.keys() != this.keys():
-        print(f"DIFFERENT: scenarios {sorted(base)} vs {sorted(this)}")
+    difference, digest = first_difference(base, this, "poll")
+    if difference:
+        print(difference)
         return 1
-    total = hashlib.sha256()
     for scenario, polls in base.items():
-        if len(polls) != len(this[scenario]):
-            print(f"DIFFERENT: {scenario}: {len(polls)} vs {len(this[scenario])} polls")
-            return 1
-        for i, (a, b) in enumerate(zip(polls, this[scenario])):
-            for field_name in a:
-                if a[field_name] != b.get(field_name):
-                    x, y = a[field_name], b.get(field_name, b"")
-                    at = next((j for j, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
-                    print(f"DIFFERENT: {scenario} poll {i} {field_name} at byte {at}:\n"
-                          f"  base ...{x[max(0, at - 150):at + 150]!r}\n  this ...{y[max(0, at - 150):at + 150]!r}")
-                    return 1
-                total.update(a[field_name])
         sends = sum(int(p["sends"][1:-1].split(b",")[0]) for p in polls)
         state = sum(int(p["sends"][1:-1].split(b",")[1]) for p in polls)
         size = sum(len(p["outputs"]) for p in polls)
         print(f"{scenario:36s} {len(polls):3d} polls, {sends:6d} sends ({size / 1e6:.1f} MB), {state:6d} state records")
-    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {total.hexdigest()[:16]}")
+    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
     return 0
 
 

@@ -34,7 +34,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from tree_compare import dumps_to_compare  # bench/ is sys.path[0] when run as a script
+from tree_compare import dumps_to_compare, first_difference  # bench/ is sys.path[0] when run as a script
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
 NOW_MS = 1_795_428_005_123
 PARTITIONS = 4
@@ -228,31 +228,18 @@ def main() -> int:
     if got is None:  # the --dump child
         return 0
     args, base, this = got
-    if base.keys() != this.keys():
-        print(f"DIFFERENT: scenarios {sorted(base)} vs {sorted(this)}")
+    difference, digest = first_difference(base, this, "step")
+    if difference:
+        print(difference)
         return 1
-    total = hashlib.sha256()
     for scenario, steps in base.items():
-        if len(steps) != len(this[scenario]):
-            print(f"DIFFERENT: {scenario}: {len(steps)} vs {len(this[scenario])} steps")
-            return 1
-        for i, (a, b) in enumerate(zip(steps, this[scenario])):
-            if a.keys() != b.keys():
-                print(f"DIFFERENT: {scenario} step {i}: fields {sorted(a)} vs {sorted(b)}")
-                return 1
-            for name in a:
-                if a[name] != b[name]:
-                    print(f"DIFFERENT: {scenario} step {i} field {name}:\n  base {a[name][:300]!r}\n"
-                          f"  this {b[name][:300]!r}")
-                    return 1
-                total.update(a[name])
         sizes = {f: sum(len(s.get(f, b"")) for s in steps) for f in ("writes", "rows", "signals", "late")}
         counts = [eval(s["counts"]) for s in steps if "counts" in s]  # noqa: S307 - our own repr of two ints
         skipped, overflowed = sum(c[0] for c in counts), sum(c[1] for c in counts)
         late = sum(s.get("late", b"").count(b"(") for s in steps)
         print(f"{scenario:28s} {len(steps):4d} steps, late {late:5d} (overflowed {overflowed:4d}), skipped "
               f"{skipped:5d}, bytes {sizes}")
-    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {total.hexdigest()[:16]}")
+    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
     return 0
 
 

@@ -6,6 +6,7 @@ Each check keeps its own traffic and its own comparison."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import subprocess
@@ -49,3 +50,26 @@ def dumps_to_compare(doc: str | None, script: str, dump: Dump, prefix: str,
             with open(target, "rb") as f:
                 results[label] = pickle.load(f)
     return args, results["base"], results["this"]
+
+
+def first_difference(base: dict[str, list[dict[str, bytes]]], this: dict[str, list[dict[str, bytes]]],
+                     unit: str) -> tuple[str | None, str]:
+    """Compare two dumps ({scenario: [{field: bytes} per poll or step]}): a description of the first
+    difference (None when identical) with the bytes around it, and a sha256 prefix of all of ``base``."""
+    if base.keys() != this.keys():
+        return f"DIFFERENT: scenarios {sorted(base)} vs {sorted(this)}", ""
+    total = hashlib.sha256()
+    for scenario, items in base.items():
+        if len(items) != len(this[scenario]):
+            return f"DIFFERENT: {scenario}: {len(items)} vs {len(this[scenario])} {unit}s", ""
+        for i, (a, b) in enumerate(zip(items, this[scenario])):
+            if a.keys() != b.keys():
+                return f"DIFFERENT: {scenario} {unit} {i}: fields {sorted(a)} vs {sorted(b)}", ""
+            for name, x in a.items():
+                y = b[name]
+                if x != y:
+                    at = next((j for j, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+                    return (f"DIFFERENT: {scenario} {unit} {i} field {name} at byte {at}:\n"
+                            f"  base ...{x[max(0, at - 150):at + 150]!r}\n  this ...{y[max(0, at - 150):at + 150]!r}"), ""
+                total.update(x)
+    return None, total.hexdigest()[:16]
