@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,10 @@ class LagReader:
             await self.admin.close()
 
 
-async def largest_records(settings: Settings, tag: str) -> dict[str, int]:
-    """max len(key) + len(value) per topic of this run (names containing ``tag``), read to the end."""
+async def largest_records(settings: Settings, tag: str) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Per topic of this run (names containing ``tag``), read to the end: the largest record
+    (len(key) + len(value)), and (records, bytes of keys and values): what each stage wrote, before
+    compression, to show how many bytes of output and state an event costs."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from aiokafka.admin import AIOKafkaAdminClient
@@ -235,26 +238,47 @@ async def largest_records(settings: Settings, tag: str) -> dict[str, int]:
         ends = await consumer.end_offsets(tps)
         todo = {tp for tp, end in ends.items() if end > 0}
         largest = {t: 0 for t in topics}
+        written = {t: (0, 0) for t in topics}
         if not todo:
-            return largest
+            return largest, written
         consumer.assign(sorted(todo, key=str))
         await consumer.seek_to_beginning(*todo)
         while todo:
             batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
             for tp, records in batch.items():
                 top = largest[tp.topic]
+                count, total = written[tp.topic]
                 for r in records:
                     size = len(r.key or b"") + len(r.value or b"")
+                    total += size
                     if size > top:
                         top = size
                 largest[tp.topic] = top
+                written[tp.topic] = (count + len(records), total)
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
                     consumer.pause(tp)
-        return largest
+        return largest, written
     finally:
         await consumer.stop()
+
+
+async def scan_topics(settings: Settings, tag: str, f: dict[str, Any]) -> None:
+    """The largest record per topic of the run, and what each topic was written (records, bytes)."""
+    log("scanning every topic of the run for its largest record ...")
+    largest, written = await largest_records(settings, tag)
+    raw = set(settings.kafka.raw_topics)
+    produced = {t: n for t, n in largest.items() if t not in raw}
+    f["written_by_topic"] = {t: {"records": c, "bytes": b} for t, (c, b) in written.items() if c}
+    top = max(produced.items(), key=lambda kv: kv[1]) if produced else ("", 0)
+    f["largest_record_by_topic"] = produced
+    f["largest_produced_record"] = {"topic": top[0], "bytes": top[1]}
+    # storage and dead letters may carry a large malformed input on; state and signals are the pipeline's own
+    own = {t: n for t, n in produced.items()
+           if t not in (settings.kafka.topic_storage, settings.kafka.topic_dead_letter)}
+    top_own = max(own.items(), key=lambda kv: kv[1]) if own else ("", 0)
+    f["largest_state_or_signal_record"] = {"topic": top_own[0], "bytes": top_own[1]}
 
 
 # ---------------------------------------------------------------- the run
@@ -297,6 +321,26 @@ async def wait_sink(session: Any, procs: Procs, deadline: float) -> None:
     raise TimeoutError("the sink did not answer before the timeout")
 
 
+async def not_sessionized(session: Any, port: int) -> int | None:
+    """Events the worker stored raw but left out of sessions (late behind the watermark, or their
+    session's buffer full), from its /metrics; a bench whose traffic is realistic shows 0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = await resp.text()
+    except Exception:  # noqa: BLE001 - a reading, not the measurement
+        return None
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "pulse_late_events_total" and sample.labels.get("stage") == "sessions":
+                total += sample.value
+            elif sample.name == "pulse_session_buffer_overflow_total":
+                total += sample.value
+    return int(total)
+
+
 async def watch_until_stored(run: Run, procs: Procs, session: Any, worker_pid: int, expected: dict[str, int],
                              t0: float, deadline: float, lag: LagReader | None) -> None:
     """Poll row counts (and lag) until every expected row is stored; record timings and readings."""
@@ -327,6 +371,7 @@ async def watch_until_stored(run: Run, procs: Procs, session: Any, worker_pid: i
             health = await get_json(session, health_url)
             f["open_sessions_end"] = open_sessions(health) if health else None
             f["open_sessions_peak"] = peak_sessions
+            f["events_not_sessionized"] = await not_sessionized(session, procs.settings.worker.web_port)
             break
         if time.monotonic() > deadline:
             f["timed_out"] = True
@@ -355,7 +400,7 @@ async def run_kafka(args: argparse.Namespace, bootstrap: str, workdir: Path, run
     await ensure_topics(settings.kafka)
     log(f"generating {args.events:,} events of {args.sessions:,} sessions as '{args.shape}' messages ...")
     plan = generate_load(events=args.events, sessions=args.sessions, shape=args.shape, seed=args.seed,
-                         end_ms=int(time.time() * 1000) - 60_000, span_s=args.span)
+                         end_ms=int(time.time() * 1000) - 60_000, span_s=args.span if args.span is not None else 900.0)
     truth = plan.truth
     f.update(messages=len(plan.messages), events_sent=plan.events_sent,
              events_per_message=round(plan.events_per_message, 3), valid_unique_events=truth.valid,
@@ -388,18 +433,7 @@ async def run_kafka(args: argparse.Namespace, bootstrap: str, workdir: Path, run
     finally:
         await lag.stop()
         procs.stop()
-    log("scanning every topic of the run for its largest record ...")
-    largest = await largest_records(settings, tag)
-    raw = set(settings.kafka.raw_topics)
-    produced = {t: n for t, n in largest.items() if t not in raw}
-    top = max(produced.items(), key=lambda kv: kv[1]) if produced else ("", 0)
-    f["largest_record_by_topic"] = produced
-    f["largest_produced_record"] = {"topic": top[0], "bytes": top[1]}
-    # storage and dead letters may carry a large malformed input on; state and signals are the pipeline's own
-    own = {t: n for t, n in produced.items()
-           if t not in (settings.kafka.topic_storage, settings.kafka.topic_dead_letter)}
-    top_own = max(own.items(), key=lambda kv: kv[1]) if own else ("", 0)
-    f["largest_state_or_signal_record"] = {"topic": top_own[0], "bytes": top_own[1]}
+    await scan_topics(settings, tag, f)
     summarize(run, expected)
 
 
@@ -425,6 +459,19 @@ def summarize(run: Run, expected: dict[str, int]) -> None:
         f["worker_rss_bytes_per_open_session"] = round(grown / sessions) if sessions else None
 
 
+def restamped(bodies: list[bytes], shift_ms: int) -> list[bytes]:
+    """The request bodies with every event's timestamp moved ``shift_ms`` later."""
+    shift = timedelta(milliseconds=shift_ms)
+    out = []
+    for body in bodies:
+        events = orjson.loads(body)
+        for event in events:
+            moved = datetime.fromisoformat(event["timestamp"]) + shift
+            event["timestamp"] = moved.isoformat(timespec="milliseconds")
+        out.append(orjson.dumps(events))
+    return out
+
+
 async def run_collector(args: argparse.Namespace, bootstrap: str, workdir: Path, run: Run) -> None:
     import aiohttp
 
@@ -434,8 +481,13 @@ async def run_collector(args: argparse.Namespace, bootstrap: str, workdir: Path,
     key = "bench-key"
     settings = bench_settings(bootstrap, workdir, {"PULSE_COLLECTOR_PROJECT_KEYS": orjson.dumps({key: "shop"}).decode()})
     await ensure_topics(settings.kafka)
+    # Event time runs with the wall clock, as it does for real SDKs: the sessions span the posting
+    # time (--events / --rate) unless --span says otherwise, and every timestamp is shifted to start
+    # when posting starts (events far behind the wall clock would be late for sessions and skip them).
+    span_s = args.span if args.span is not None else args.events / args.rate
+    plan_end_ms = int(time.time() * 1000)
     plan = generate_load(events=args.events, sessions=args.sessions, shape="one", seed=args.seed,
-                         end_ms=int(time.time() * 1000) - 60_000, span_s=args.span)
+                         end_ms=plan_end_ms, span_s=span_s)
     requests = collector_requests(plan, random.Random(args.seed))
     bodies = [b"[" + b",".join(r) + b"]" for r in requests]
     sizes = [len(r) for r in requests]
@@ -465,6 +517,7 @@ async def run_collector(args: argparse.Namespace, bootstrap: str, workdir: Path,
             f["worker_rss_ready_bytes"] = memory(worker_pid)["VmRSS"]
             f["worker_cpu_s_at_ready"] = round(cpu_seconds(worker_pid), 3)
             collector_cpu0 = cpu_seconds(collector_pid)
+            bodies = restamped(bodies, int(time.time() * 1000) - (plan_end_ms - int(span_s * 1000)))
             log(f"posting {len(bodies):,} requests ({sum(sizes):,} events) at {args.rate:,} events/s ...")
             accepted = 0
             failed = 0
@@ -522,6 +575,7 @@ async def run_collector(args: argparse.Namespace, bootstrap: str, workdir: Path,
             f.pop("first_row_s", None)  # rows were not watched while posting
     finally:
         procs.stop()
+    await scan_topics(settings, settings.worker.app_id.rsplit("-", 1)[1], f)
     summarize(run, expected)
 
 
@@ -559,8 +613,15 @@ def print_human(run: Run, load_before: str, load_after: str) -> None:
         top = f["largest_produced_record"]
         own = f["largest_state_or_signal_record"]
         print(f"  largest record the pipeline produced: {top['bytes']:,} bytes on {top['topic']} "
-              f"(largest input record: {f['largest_input_record_bytes']:,}); largest state/signal record "
+              f"(largest input record: {f.get('largest_input_record_bytes', 0):,}); largest state/signal record "
               f"(changelogs, partials, alerts, issues): {own['bytes']:,} bytes on {own['topic']}")
+    if f.get("written_by_topic") and f.get("valid_unique_events"):
+        valid = f["valid_unique_events"]
+        parts = [f"{t}: {w['records']:,} records, {w['bytes'] / valid:,.0f} B/event"
+                 for t, w in sorted(f["written_by_topic"].items(), key=lambda kv: -kv[1]["bytes"])]
+        print("  written per valid event (keys + values, before compression), by topic:\n    " + "\n    ".join(parts))
+    if f.get("events_not_sessionized") is not None:
+        print(f"  events stored raw but not sessionized (late or buffer full): {f['events_not_sessionized']:,}")
     exact = "EXACT" if f["exact"] else "NOT EXACT"
     print(f"  {exact}: stored {f['rows_stored']} vs expected {f['expected_rows']}")
 
@@ -574,7 +635,9 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=None,
                         help="browser sessions they come from (default 10,000; batch50: --events / 250, so that "
                              "messages can fill up to 50 events of one session and topic)")
-    parser.add_argument("--span", type=float, default=900.0, help="seconds of event time the sessions cover")
+    parser.add_argument("--span", type=float, default=None,
+                        help="seconds of event time the sessions cover (default 900; --via-collector: the "
+                             "posting time, --events / --rate, with event time following the wall clock)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds phase 2 may take at most")
     parser.add_argument("--via-collector", action="store_true", help="HTTP requests through `pulse collector`")
