@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import typing
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +31,7 @@ from pipeline.sessions.events import session_view
 from pipeline.simulate import generate_scenario
 from pipeline.simulate_load import generate_load
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 RECEIVED = datetime(2026, 11, 23, 10, 0, 5, tzinfo=timezone.utc)
 UID = "0b5b0f0e-8c1d-4c57-9a55-3f7d3a3c2a11"
 ENVELOPE = {"event_id": UID, "project": "shop", "timestamp": "2026-11-23T10:00:00.123Z",
@@ -137,6 +139,11 @@ def test_the_contract_example_and_simulated_traffic_agree() -> None:
     example = contract.__doc__.split("Example::", 1)[1].strip().replace("\n    ", " ").encode()  # type: ignore
     check(example, tally)
     assert tally.accepted == 1
+    examples = sorted(EXAMPLES.rglob("*.json"))
+    assert len(examples) >= 10
+    for path in examples:  # the canonical examples per topic, valid and invalid
+        check(path.read_bytes(), tally)
+    assert tally.accepted >= 4  # actions, vitals and api, the metric (errors go through pydantic)
     end_ms = 1_795_428_000_000
     for shape in ("flush", "one"):
         for m in generate_load(events=4000, sessions=200, shape=shape, seed=3, end_ms=end_ms).messages:
