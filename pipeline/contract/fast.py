@@ -236,7 +236,7 @@ def decode_events(raw: bytes) -> list[Any] | None:
             events = [_ONE.decode(raw)]
         else:
             return None
-    except (msgspec.DecodeError, ValueError, TypeError):
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError):  # deep nesting: pydantic's depth limit decides
         return None
     hit = _LONG_FRACTION.search(raw)
     while hit is not None:
