@@ -30,7 +30,7 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
 import annotated_types
