@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-from pipeline.contract import ActionEvent, ApiEvent, ErrorEvent, MetricEvent, VitalEvent
 from pipeline.grouping import DEFAULT_NOISE_RULES, NoiseRules, group_error, noise_reason
 
 TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "api": "api_calls", "metric": "metrics"}
@@ -47,7 +46,8 @@ def event_to_row(event: Any, received_at: datetime,
     Errors are grouped here (``group_id`` = the issue's fingerprint) and marked when they are
     known noise (``noise`` = the reason; such rows are stored but stay out of issues and rates)."""
     row = _envelope(event, received_at)
-    if isinstance(event, ErrorEvent):
+    type_ = event.type  # the contract's models or their fast Structs (pipeline/contract/fast.py) alike
+    if type_ == "error":
         e = event.error
         grouping = group_error(e.exception_type, e.message, e.stacktrace, e.fingerprint, project=event.project)
         row.update(
@@ -66,11 +66,11 @@ def event_to_row(event: Any, received_at: datetime,
             grouping=grouping.method,
             noise=noise_reason(e.exception_type, e.message, e.stacktrace, noise_rules) or "",
         )
-    elif isinstance(event, VitalEvent):
+    elif type_ == "vital":
         v = event.vital
         row.update(name=v.name, value=v.value, rating=v.rating or "", navigation_type=v.navigation_type or "",
                    element=v.element or "")
-    elif isinstance(event, ActionEvent):
+    elif type_ == "action":
         a = event.action
         obs = a.observed
         row.update(
@@ -82,13 +82,13 @@ def event_to_row(event: Any, received_at: datetime,
             scroll_depth=a.scroll_depth, form=a.form or "", visibility=a.visibility or "", name=a.name or "",
             properties=orjson.dumps(a.properties).decode(),
         )
-    elif isinstance(event, ApiEvent):
+    elif type_ == "api":
         p = event.api
         row.update(kind=p.kind, request_url=p.url, method=p.method, status=p.status, duration_ms=p.duration_ms,
                    ok=bool(p.ok), initiator=p.initiator or "", size_bytes=p.size_bytes)
-    elif isinstance(event, MetricEvent):
+    elif type_ == "metric":
         m = event.metric
         row.update(name=m.name, value=m.value, unit=m.unit or "", tags=m.tags)
     else:  # pragma: no cover - the contract's union is closed
         raise TypeError(f"not an event: {type(event).__name__}")
-    return TABLE_FOR_TYPE[event.type], row
+    return TABLE_FOR_TYPE[type_], row
