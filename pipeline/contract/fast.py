@@ -12,7 +12,7 @@ by attribute (``type``, every field, nested payloads; datetimes carry ``timezone
 None for anything else and the caller falls back to pydantic, which decides and words the dead
 letter reasons. Declined on purpose, because msgspec would decide differently or pydantic is lax:
 naive datetimes (``Meta(tz=True)``; the contract makes them UTC), fractions of a second beyond
-microseconds (msgspec rounds, pydantic truncates), numbers as strings, ints as floats, bools as
+microseconds (msgspec rounds, pydantic truncates; also when written with JSON escapes), numbers as strings, ints as floats, bools as
 0/1, braced or ``urn:`` UUIDs, ``NaN``/``1e400`` (msgspec rejects out-of-range numbers), a first
 value of a duplicate key that pydantic would skip. The contract's validators (``_utc``,
 ``_required_per_kind``, ``_default_ok``) are the contract's own functions, called from
@@ -49,6 +49,10 @@ FAST_TYPES: tuple[str, ...] = ("vital", "action", "api", "metric")
 # never has (a key's colon follows a quote), so compact floats like ``"x":12.3456789`` do not count.
 _LONG_FRACTION = re.compile(rb":\d\d[.,]\d{7}")
 _DIGITS = b"0123456789"
+# ... unless the time's characters are JSON escapes (``\u002e`` is ".", ``\u0030``-``\u0039`` digits,
+# ``\u003a`` ":"): the parsers read them unescaped, the scan above would not. No encoder escapes these
+# characters unasked, so a message holding such an escape anywhere is simply left to pydantic.
+_TIME_CHAR_ESCAPES = (b"\\u002", b"\\u003")
 # Field validators the generated Structs need not call: ``Meta(tz=True)`` declines the naive
 # datetimes they exist for, and they return aware ones unchanged (the parity tests check offsets).
 _AWARE_TIME_HOOKS = frozenset({"_utc"})
@@ -237,6 +241,8 @@ def decode_events(raw: bytes) -> list[Any] | None:
         else:
             return None
     except (msgspec.DecodeError, ValueError, TypeError, RecursionError):  # deep nesting: pydantic's depth limit decides
+        return None
+    if _TIME_CHAR_ESCAPES[0] in raw or _TIME_CHAR_ESCAPES[1] in raw:
         return None
     hit = _LONG_FRACTION.search(raw)
     while hit is not None:

@@ -195,7 +195,10 @@ TIMES = ["2026-11-23T10:00:00Z", "2026-11-23T10:00:00", "2026-11-23T10:00:00.123
          "2026-11-23T10:00:00.5-03:30", "2026-11-23 10:00:00Z", "2026-11-23T10:00:00z", "2026-11-23T10:00Z",
          "2026-11-23", "2026-11-23T10:00:00+0200", "2026-11-23T24:00:00Z", "2026-11-23T10:00:60Z",
          "2026-11-23T10:00:00,5Z", "1795428000", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z",
-         "2026-11-23T10:00:00+23:59"]
+         "2026-11-23T10:00:00+23:59",
+         # JSON escapes inside the time: the parsers see the unescaped text, a scan of the raw bytes does not
+         "2026-11-23T10:00:00\\u002e9999996Z", "2026-11-23T10:00:00.999999\\u0036Z",
+         "2026-11-23T10:00:\\u0030\\u0030.1234567Z", "2026-11-23T10:00:00\\u002E5Z"]
 TIME_NUMBERS = ["1795428000", "1795428000.5", "1795428000123"]
 UUIDS = [UID.upper(), UID.replace("-", ""), "{" + UID + "}", "urn:uuid:" + UID, UID[:-1], UID + "0", "",
          "0b5b0f0e-8c1d-4c57-9a55-3f7d3a3c2a1g", "0b5b0f0e8c1d-4c57-9a55-3f7d3a3c2a11"]
@@ -314,6 +317,7 @@ def test_mutations_are_declined_or_agree_with_the_contract() -> None:
 @pytest.mark.parametrize("raw, why", [
     (with_raw(full_event("vital"), ("timestamp",), '"2026-11-23T10:00:00"'), "naive: the contract makes it UTC"),
     (with_raw(full_event("vital"), ("timestamp",), '"2026-11-23T10:00:00.1234567Z"'), "msgspec rounds"),
+    (with_raw(full_event("vital"), ("timestamp",), '"2026-11-23T10:00:00\\u002e1234567Z"'), "msgspec rounds, escaped"),
     (with_raw(full_event("metric"), ("metric", "name"), '"checkout\\n"'), "Python's $ matches before a newline"),
     (with_raw(full_event("api"), ("api", "status"), "200.0"), "pydantic takes an exact float as an int"),
     (with_raw(full_event("vital"), ("vital", "value"), '"1.5"'), "pydantic takes numbers as strings"),
