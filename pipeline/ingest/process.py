@@ -303,7 +303,7 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
 
 
 def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: BatchRules,
-             processors: tuple[Processor, ...], pages: dict[tuple[str, str], str]) -> None:
+             processors: tuple[Processor, ...], pages: dict[str, str]) -> None:
     """``process_message`` with the batch's constants worked out: decode the message once, compute
     each event's time (exact epoch microseconds), row and page once, drop duplicates, then hand the
     first-time events to each processor in turn and turn their lines into storage messages."""
@@ -336,10 +336,12 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
     by_table: dict[str, list[Item]] = {}
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
-        route_url = (row["route"], row["url"])
-        page = pages.get(route_url)  # the batch's: its sessions stay on a few pages
-        if page is None:
-            page = pages[route_url] = page_of(*route_url)
+        page = row["route"]  # ``page_of``: the route if there is one, else the URL's path (cached per batch)
+        if not page:
+            url = row["url"]
+            page = pages.get(url)
+            if page is None:
+                page = pages[url] = page_of(None, url)
         item = (table, row, ts_us // 1000, page)
         items.append(item)
         same_table = by_table.get(table)
@@ -409,7 +411,7 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     out = ProcessedBatch()
     rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
     chosen = tuple(processors)
-    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url), for this batch only (bounded by it)
+    pages: dict[str, str] = {}  # page_of per URL without a route, for this batch only (bounded by it)
     for msg in messages:
         try:
             _process(msg, dedup, now, out, rules, chosen, pages)
