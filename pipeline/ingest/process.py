@@ -171,14 +171,6 @@ class BatchRules:
 _MICROSECOND = timedelta(microseconds=1)
 
 
-@dataclass(slots=True)
-class BatchMemo:
-    """What one batch's messages often share, computed once per batch (and bounded by it)."""
-
-    pages: dict[str, str] = field(default_factory=dict)  # ``page_of`` per URL of events without a route
-    received_at: dict[int, datetime] = field(default_factory=dict)  # the datetime of a Kafka timestamp (ms)
-
-
 Item = tuple[str, dict[str, Any], int, str]  # (table, row, event time in exact epoch ms, page)
 
 
@@ -307,11 +299,11 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
     event time outside it (around the message's Kafka timestamp) is rejected or clamped as the
     collector does: producers that write straight to Kafka are held to the same window."""
     rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
-    _process(msg, dedup, now, out, rules, tuple(processors), BatchMemo())
+    _process(msg, dedup, now, out, rules, tuple(processors), {})
 
 
 def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: BatchRules,
-             processors: tuple[Processor, ...], memo: BatchMemo) -> None:
+             processors: tuple[Processor, ...], pages: dict[str, str]) -> None:
     """``process_message`` with the batch's constants worked out: decode the message once, compute
     each event's time (exact epoch microseconds), row and page once, drop duplicates, then hand the
     first-time events to each processor in turn and turn their lines into storage messages."""
@@ -328,9 +320,7 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         received_at, arrived_ms = now, rules.now_ms
         received_us = epoch_us(now)
     else:
-        received_at = memo.received_at.get(arrived_ms)  # a busy partition's messages share milliseconds
-        if received_at is None:
-            received_at = memo.received_at[arrived_ms] = datetime.fromtimestamp(arrived_ms / 1000, tz=timezone.utc)
+        received_at = datetime.fromtimestamp(arrived_ms / 1000, tz=timezone.utc)
         received_us = arrived_ms * 1000
     times = [epoch_us(e.timestamp) for e in events]
     window = rules.time_window
@@ -342,7 +332,6 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
                 times = [epoch_us(e.timestamp) for e in events]
                 break
     noise_rules = rules.noise_rules
-    pages = memo.pages
     items: list[Item] = []
     by_table: dict[str, list[Item]] = {}
     for event, ts_us in zip(events, times):
@@ -422,10 +411,10 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     out = ProcessedBatch()
     rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
     chosen = tuple(processors)
-    memo = BatchMemo()
+    pages: dict[str, str] = {}  # page_of per URL without a route, for this batch only (bounded by it)
     for msg in messages:
         try:
-            _process(msg, dedup, now, out, rules, chosen, memo)
+            _process(msg, dedup, now, out, rules, chosen, pages)
         except Exception as exc:  # noqa: BLE001 - the boundary: never lose the batch for one message
             out.dead_letters.append(dead_letter_for(msg, f"worker error: {type(exc).__name__}: {exc}", now))
     return out
