@@ -19,7 +19,7 @@ TABLE_FOR_TYPE = {"error": "errors", "vital": "vitals", "action": "actions", "ap
 
 
 def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:
-    consent = event.consent
+    consent, sdk = event.consent, event.sdk
     return {
         "event_id": event.event_id,
         "project": event.project,
@@ -34,8 +34,8 @@ def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:
         "url": event.url or "",
         "route": event.route or "",
         "user_agent": event.user_agent or "",
-        "sdk_name": event.sdk.name if event.sdk else "",
-        "sdk_version": event.sdk.version if event.sdk else "",
+        "sdk_name": sdk.name if sdk else "",
+        "sdk_version": sdk.version if sdk else "",
         "consent": consent,
     }
 

@@ -48,7 +48,7 @@ from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, fold_rollup_rows, rollup_rows_timed
+from pipeline.rollups.minute import RollupRules, fold_rollup_series, rollup_series
 from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
@@ -115,7 +115,7 @@ class ProcessedBatch:
     # First-time, non-noise errors per fingerprint and raw message, for issue status (agents/issues.py).
     issue_records: list[OccurrenceRecord] = field(default_factory=list)
     # Minute partial rows of first-time events, for alert evaluation (agents/alerts.py), merged per
-    # series as they come (``fold_rollup_rows``); the runner sends one message per project per batch
+    # series as they come (``fold_rollup_series``); the runner sends one message per project per batch
     # (``alert_partial_messages``).
     alert_series: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
@@ -231,10 +231,10 @@ def _minute_rollups(alert_partials: bool) -> Processor:
         out.late_rollup_events += late
         timed = [item for item in items if item[0] != "metrics"] if "metrics" in m.by_table else items
         if timed:
-            partials = rollup_rows_timed(timed, rollups)
-            m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
+            series = rollup_series(timed, rollups)
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in series.values()]
             if alert_partials:  # the lines are written: the rows can be handed over
-                fold_rollup_rows(out.alert_series, partials)
+                fold_rollup_series(out.alert_series, series)
 
     return roll_up
 
@@ -278,8 +278,10 @@ def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
         return
     sourced = out.session_events.setdefault(msg.partition, [])
     topic, offset = msg.topic, msg.offset
+    dumps = orjson.dumps
     for event, (_, _, ts_ms, page) in zip(m.events, m.items):
-        sess = session_view(event, ts_ms, page, str(event.event_id))  # None for vitals, API calls, metrics
+        # the id's canonical text, as ``str(uuid)`` writes it, formatted in C (str() is Python code)
+        sess = session_view(event, ts_ms, page, dumps(event.event_id)[1:-1].decode())  # None for vitals, API calls
         if sess is not None:
             sourced.append(Sourced(topic, offset, sess))
 
@@ -307,7 +309,7 @@ def process_message(msg: RawMessage, dedup: RecentIds, storage_partitions: int, 
 
 
 def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBatch, rules: BatchRules,
-             processors: tuple[Processor, ...], pages: dict[tuple[str, str], str]) -> None:
+             processors: tuple[Processor, ...], pages: dict[str, str]) -> None:
     """``process_message`` with the batch's constants worked out: decode the message once, compute
     each event's time (exact epoch microseconds), row and page once, drop duplicates, then hand the
     first-time events to each processor in turn and turn their lines into storage messages."""
@@ -340,10 +342,12 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
     by_table: dict[str, list[Item]] = {}
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
-        route_url = (row["route"], row["url"])
-        page = pages.get(route_url)  # the batch's: its sessions stay on a few pages
-        if page is None:
-            page = pages[route_url] = page_of(*route_url)
+        page = row["route"]  # ``page_of``: the route if there is one, else the URL's path (cached per batch)
+        if not page:
+            url = row["url"]
+            page = pages.get(url)
+            if page is None:
+                page = pages[url] = page_of(None, url)
         item = (table, row, ts_us // 1000, page)
         items.append(item)
         same_table = by_table.get(table)
@@ -413,7 +417,7 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     out = ProcessedBatch()
     rules = BatchRules.of(storage_partitions, now, session_topics, rollups, noise_rules, time_window)
     chosen = tuple(processors)
-    pages: dict[tuple[str, str], str] = {}  # page_of per (route, url), for this batch only (bounded by it)
+    pages: dict[str, str] = {}  # page_of per URL without a route, for this batch only (bounded by it)
     for msg in messages:
         try:
             _process(msg, dedup, now, out, rules, chosen, pages)

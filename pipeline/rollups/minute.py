@@ -88,7 +88,11 @@ def _is_checkout(url: str, patterns: Sequence[str]) -> bool:
     return any(p in path for p in patterns)
 
 
-def _observe(sketches: dict[str, dict[int, int]], name: str, value: float) -> None:
+def _observe(sketches_of: dict[Any, dict[str, dict[int, int]]], key: Any, name: str, value: float) -> None:
+    """Count ``value`` in the sketch ``name`` of series ``key``."""
+    sketches = sketches_of.get(key)
+    if sketches is None:
+        sketches = sketches_of[key] = {}
     sketch = sketches.get(name)
     if sketch is None:
         sketch = sketches[name] = {}
@@ -107,13 +111,24 @@ def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rule
                       ) -> list[dict[str, Any]]:
     """``rollup_rows`` of (table, row, event time in epoch ms, page) tuples: the worker already has
     each event's time and page (sessions need them too), so they are not computed twice. Metric rows
-    must not be among them (they have their own rollup, metrics.py).
+    must not be among them (they have their own rollup, metrics.py)."""
+    return list(rollup_series(rows, rules).values())
+
+
+SeriesKey = tuple[Any, ...]  # the values of ``KEY_COLUMNS``, in that order
+
+
+def rollup_series(rows: Iterable[tuple[str, dict[str, Any], int, str]], rules: RollupRules = RollupRules()
+                  ) -> dict[SeriesKey, dict[str, Any]]:
+    """``rollup_rows_timed``'s partial rows by series key, so that ``fold_rollup_series`` need not
+    read each key back out of its row.
 
     Written for speed (it runs for every event, and once per message): plain dicts updated in
     place; each series' counters are written straight into its output row (key columns first,
     counters in the order first counted, sketches last), so a message of one event costs one row
-    dict and one sketch dict, nothing to copy at the end."""
-    partials: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, dict[int, int]]]] = {}
+    dict (and one sketch dict if it observed a value), nothing to copy at the end."""
+    partials: dict[SeriesKey, dict[str, Any]] = {}
+    sketches_of: dict[SeriesKey, dict[str, dict[int, int]]] = {}  # only series that observed a value
     window_ms = rules.window_s * 1000
     patterns = rules.checkout_patterns
     for table, row, ts_ms, page in rows:
@@ -121,14 +136,11 @@ def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rule
         project, environment, release = row["project"], row["environment"], row["release"]
         browser = browser_and_os(row["user_agent"])[0]
         key = (project, start, environment, release, page, browser)
-        entry = partials.get(key)
-        if entry is None:
-            c: dict[str, Any] = {"project": project, "minute": start, "environment": environment,
+        c = partials.get(key)
+        if c is None:
+            c = partials[key] = {"project": project, "minute": start, "environment": environment,
                                  "release": release, "page": page, "browser": browser, "events": 1}
-            sketches: dict[str, dict[int, int]] = {}
-            partials[key] = (c, sketches)
         else:
-            c, sketches = entry
             c["events"] += 1
         get = c.get
         if table == "errors":
@@ -142,7 +154,7 @@ def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rule
                 lower = name.lower()
                 col = f"{lower}_{r}"
                 c[col] = get(col, 0) + 1
-                _observe(sketches, lower, value)
+                _observe(sketches_of, key, lower, value)
             elif name == "LONG_TASK" and value > LONG_TASK_MS:
                 c["long_tasks"] = get("long_tasks", 0) + 1
                 c["long_task_blocking_ms"] = get("long_task_blocking_ms", 0.0) + (value - LONG_TASK_MS)
@@ -165,19 +177,16 @@ def rollup_rows_timed(rows: Iterable[tuple[str, dict[str, Any], int, str]], rule
             else:
                 c["api_calls"] = get("api_calls", 0) + 1
                 c["api_duration_ms"] = get("api_duration_ms", 0.0) + duration
-                _observe(sketches, "api_latency", duration)
+                _observe(sketches_of, key, "api_latency", duration)
                 if not ok:
                     c["api_failures"] = get("api_failures", 0) + 1
                 if _is_checkout(row["request_url"], patterns):
                     c["checkout_calls"] = get("checkout_calls", 0) + 1
                     if not ok:
                         c["checkout_failures"] = get("checkout_failures", 0) + 1
-    out = []
-    for c, sketches in partials.values():
-        if sketches:
-            c.update(sketches)
-        out.append(c)
-    return out
+    for key, sketches in sketches_of.items():  # after every counter, in the order first observed
+        partials[key].update(sketches)
+    return partials
 
 
 def _add_buckets(target: dict[int, int], buckets: dict[Any, int]) -> None:
@@ -252,6 +261,17 @@ def fold_rollup_rows(merged: dict[tuple[Any, ...], dict[str, Any]], rows: Iterab
             merged[key] = row
             continue
         _add_row(into, row)
+
+
+def fold_rollup_series(merged: dict[SeriesKey, dict[str, Any]], series: dict[SeriesKey, dict[str, Any]]) -> None:
+    """``fold_rollup_rows`` of ``rollup_series``'s output, whose keys are the series keys already
+    (the same tuple ``fold_rollup_rows`` reads back out of each row). Takes ownership the same way."""
+    for key, row in series.items():
+        into = merged.get(key)
+        if into is None:
+            merged[key] = row
+        else:
+            _add_row(into, row)
 
 
 def _split_row(row: dict[str, Any], max_bytes: int) -> list[bytes]:

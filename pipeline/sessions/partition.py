@@ -43,7 +43,7 @@ NEVER = -(2**62)
 _SKIPPED, _IN_STATE, _TAKEN = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per event on the hot path (frozen __init__ costs ~0.3 us more); never mutated
 class Sourced:
     """A session event with the raw topic and offset it came from."""
 

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.alerts.evaluate import WindowAggregate, merge
-from pipeline.rollups.minute import alert_partial_messages, fold_rollup_rows, merge_rollup_rows, rollup_rows
+from pipeline.rollups.minute import (KEY_COLUMNS, alert_partial_messages, fold_rollup_rows, fold_rollup_series,
+                                     merge_rollup_rows, rollup_rows, rollup_series)
 
 
 def row(page: str = "/a", minute: int = 60, project: str = "shop", **values: Any) -> dict[str, Any]:
@@ -66,6 +67,36 @@ def test_folded_rollup_rows_of_real_events_read_like_merged_ones() -> None:
     for rs in per_message:
         fold_rollup_rows(folded, rs)
     assert len(folded) == 2 and list(folded.values()) == expected
+
+
+def test_series_keys_are_the_rows_key_columns_and_fold_alike() -> None:
+    """``rollup_series`` keys each row by its ``KEY_COLUMNS`` values, the key ``fold_rollup_rows``
+    reads back out of the row; folding by those keys gives the same rows, in the same order."""
+    from datetime import datetime, timezone
+
+    from pipeline.common import epoch_us, page_of
+
+    ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
+    rows = [(table, {"project": "shop", "timestamp": datetime(2026, 1, 1, 0, s // 20, s % 60, tzinfo=timezone.utc),
+                     "environment": "production", "release": f"r{s % 2}", "route": None,
+                     "url": f"https://x.io/p{s % 3}", "user_agent": ua, **extra})
+            for s in range(60)
+            for table, extra in [("vitals", {"name": "LCP", "value": 900.0 + 41 * s}),
+                                 ("api_calls", {"kind": "fetch", "duration_ms": 10.0 + s, "ok": s % 4 != 0,
+                                                "request_url": "https://x.io/checkout/pay"}),
+                                 ("actions", {"kind": "click"})][s % 3:s % 3 + 1]]
+    timed = [(t, r, epoch_us(r["timestamp"]) // 1000, page_of(r["route"], r["url"])) for t, r in rows]
+    by_rows: dict[Any, dict[str, Any]] = {}
+    by_series: dict[Any, dict[str, Any]] = {}
+    for i in range(0, len(timed), 4):
+        series = rollup_series(timed[i:i + 4])
+        assert all(key == tuple(r[c] for c in KEY_COLUMNS) for key, r in series.items())
+        fold_rollup_rows(by_rows, copy.deepcopy(list(series.values())))
+        fold_rollup_series(by_series, series)
+    assert list(by_series) == list(by_rows)
+    dump = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in by_series.values()]
+    assert dump == [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in by_rows.values()]
+    assert any("lcp" in r for r in by_series.values()) and any("api_latency" in r for r in by_series.values())
 
 
 def test_a_column_that_is_neither_number_nor_sketch_is_refused() -> None:
