@@ -35,7 +35,10 @@ import heapq
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.sessions.codec import decode_chunk, decode_partition, decode_session, encode_partition, encode_session
+from orjson import dumps
+
+from pipeline.sessions.codec import (VERSION, decode_chunk, decode_partition, decode_session, encode_partition,
+                                     session_active, session_buffered)
 from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
 
 NEVER = -(2**62)
@@ -278,14 +281,17 @@ class PartitionSessions:
         pending, active_sessions, session_marks = sz._pending, sz._active, self._session_marks
         prefix = f"{p}|"  # state_key(p, sid), inlined below
         append = writes.append
+        tombstone = self._tombstones.add
         for sid in sorted(dirty):
             active = active_sessions.get(sid)
             buffered = pending.get(sid)
             marks = session_marks.get(sid, ())
-            append((prefix + sid, encode_session(active, {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks),
-                                                 wm, buffered)))
+            # encode_session(active, marks, wm, buffered), inlined: one record per touched session
+            append((prefix + sid, dumps([VERSION, session_active(active),
+                                         {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks), wm,
+                                         session_buffered(buffered) if buffered else ()])))
             if active is None and buffered is None:
-                self._tombstones.add(sid)
+                tombstone(sid)
         writes.extend((key, None) for key in self._upgraded)
         self._upgraded = []
         if writes or self._dirty_partition:

@@ -62,6 +62,25 @@ def test_the_first_buffered_event_counts_toward_the_text_bound() -> None:
     assert alone.process([Sourced(ACTIONS, 0, ev("s", 1, big))], {ACTIONS: 0}).overflowed == 0  # as before
 
 
+def test_the_text_bound_after_the_watermark_released_part_of_a_session() -> None:
+    """A release that leaves more events than it applied keeps the session's count (minus what it
+    applied); the bound then decides as a fresh count would: ``fresh`` never had events released."""
+    rules = SessionRules(max_buffered_chars=3_000)
+    page = "/" + "x" * 600  # an event costs ~700 characters: four fit, a fifth does not
+    kept = PartitionSessions(0, rules, lateness_ms=100)
+    kept.process([Sourced(ACTIONS, i, ev("s", t, page)) for i, t in enumerate((1, 200, 201, 202))], {ACTIONS: 3})
+    assert kept.sessionizer._pending_chars["s"] > 0  # counted while events joined
+    kept.process([Sourced(ACTIONS, 4, ev("x", 150))], {ACTIONS: 4})  # watermark 50: releases s-1 only
+    assert [e.event_id for e in kept.sessionizer._pending["s"]] == ["s-200", "s-201", "s-202"]
+    fresh = PartitionSessions(0, rules, lateness_ms=100)
+    fresh.process([Sourced(ACTIONS, i, ev("s", t, page)) for i, t in enumerate((200, 201, 202))], {ACTIONS: 2})
+    assert kept.sessionizer._pending_chars["s"] == fresh.sessionizer._pending_chars["s"]
+    for part, offset in ((kept, 5), (fresh, 3)):
+        more = [Sourced(ACTIONS, offset, ev("s", 203, page)), Sourced(ACTIONS, offset + 1, ev("s", 204, page))]
+        assert part.process(more, {ACTIONS: offset + 1}).overflowed == 1
+        assert [e.event_id for e in part.sessionizer._pending["s"]][-1] == "s-203"
+
+
 def test_buffered_events_round_trip_with_repeated_fields_and_objects() -> None:
     """Fields equal to the previous event's are written once; the same event object twice (a redo)
     is written as two events."""
