@@ -47,6 +47,23 @@ def test_events_of_one_message_share_its_fate_when_sessions_interleave() -> None
     assert again.skipped == 3 and not again.writes
 
 
+def test_a_session_ahead_of_the_partition_is_checked_until_the_partition_passes_it() -> None:
+    """Only sessions restored with marks above the partition's can hold an event the partition's marks
+    did not skip; the check stays on over several batches until the partition's marks pass them."""
+    wm = T0 - 1
+    part = PartitionSessions.restore(0, [("", encode_partition(wm, {ACTIONS: T0}, {ACTIONS: 3})),
+                                         ("A", encode_session(None, {ACTIONS: 5}, wm, [ev("A", 0)]))],
+                                     SessionRules(), lateness_ms=10**9)
+    assert part._sessions_ahead
+    assert part.process([Sourced(ACTIONS, 4, ev("A", 4))], {ACTIONS: 4}).skipped == 1
+    assert part._sessions_ahead  # A holds offset 5, the partition 4
+    step = part.process([Sourced(ACTIONS, 5, ev("A", 5)), Sourced(ACTIONS, 6, ev("A", 6))], {ACTIONS: 6})
+    assert step.skipped == 1 and [e.event_id for e in part.sessionizer._pending["A"]] == ["A-0", "A-6"]
+    assert not part._sessions_ahead
+    assert not PartitionSessions.restore(0, [("", encode_partition(wm, {}, {ACTIONS: 5})),
+                                             ("A", encode_session(None, {ACTIONS: 5}, wm, []))])._sessions_ahead
+
+
 def test_the_first_buffered_event_counts_toward_the_text_bound() -> None:
     """The first event's length is counted when a second joins it, within one step or a later one."""
     rules = SessionRules(max_buffered_chars=16 * 1024)
