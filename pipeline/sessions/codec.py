@@ -52,30 +52,31 @@ def _unevent(sid: str, v: list[Any]) -> SessionEvent:
 _SAME = None  # in a buffered event of layout 3: "as the event before it" (string fields are never null)
 
 
-def _buffered(events: list[SessionEvent]) -> list[tuple[Any, ...]]:
+def session_buffered(events: list[SessionEvent]) -> list[tuple[Any, ...]]:
     """Layout 3: events of one session, page/project/user/release/user agent written only when they
     differ from the previous event's, and a click's time and page only when they differ from its event's:
     a buffered event costs ~80 bytes instead of ~300. Tuples: written as JSON arrays like lists, and
-    cheaper to build. (Comparisons inlined: this runs for every buffered
-    event of every session a batch touches.)"""
-    out = []
+    cheaper to build. (Comparisons inlined, the first event taken before the loop: this runs for every
+    buffered event of every session a batch touches.)"""
+    it = iter(events)
+    e = next(it)
+    c = e.click
+    page, project, user_id, release, ua = e.page, e.project, e.user_id, e.release, e.user_agent
+    out = [(e.ts_ms, e.event_id, e.kind, page, project, user_id, release, ua, None if c is None else (
+        _SAME if c.ts_ms == e.ts_ms else c.ts_ms, c.selector, _SAME if c.page == page else c.page, c.x, c.y,
+        c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled, c.observed_for_ms),
+        e.scroll_depth, e.form, e.visible)]
     append = out.append
-    page = project = user_id = release = ua = ""
-    first = True
-    for e in events:
+    for e in it:
         c = e.click
-        click = None if c is None else (
-            _SAME if c.ts_ms == e.ts_ms else c.ts_ms, c.selector, _SAME if c.page == e.page else c.page, c.x, c.y,
-            c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled, c.observed_for_ms)
-        if first:
-            first = False
-            append((e.ts_ms, e.event_id, e.kind, e.page, e.project, e.user_id, e.release, e.user_agent, click,
-                    e.scroll_depth, e.form, e.visible))
-        else:
-            append((e.ts_ms, e.event_id, e.kind, _SAME if e.page == page else e.page,
-                    _SAME if e.project == project else e.project, _SAME if e.user_id == user_id else e.user_id,
-                    _SAME if e.release == release else e.release, _SAME if e.user_agent == ua else e.user_agent,
-                    click, e.scroll_depth, e.form, e.visible))
+        append((e.ts_ms, e.event_id, e.kind, _SAME if e.page == page else e.page,
+                _SAME if e.project == project else e.project, _SAME if e.user_id == user_id else e.user_id,
+                _SAME if e.release == release else e.release, _SAME if e.user_agent == ua else e.user_agent,
+                None if c is None else (
+                    _SAME if c.ts_ms == e.ts_ms else c.ts_ms, c.selector, _SAME if c.page == e.page else c.page,
+                    c.x, c.y, c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled,
+                    c.observed_for_ms),
+                e.scroll_depth, e.form, e.visible))
         page, project, user_id, release, ua = e.page, e.project, e.user_id, e.release, e.user_agent
     return out
 
@@ -106,7 +107,7 @@ def _unpage(v: list[Any] | None) -> _Page | None:
     return p
 
 
-def _session(s: _Session | None) -> tuple[Any, ...] | None:
+def session_active(s: _Session | None) -> tuple[Any, ...] | None:
     """Tuples, not lists (the same JSON arrays): built for every session a batch touches."""
     if s is None:
         return None
@@ -117,7 +118,11 @@ def _session(s: _Session | None) -> tuple[Any, ...] | None:
             None if p is None else (  # the open page, as ``_unpage`` reads it
                 p.page, p.start_ms, p.last_ms, p.visible_since, p.visible_ms, p.max_scroll, p.clicks, p.rage, p.dead,
                 p.forms_started, p.forms_submitted),
-            _NO_DETECTOR if d is None else (_click(d._last), d._count, d._first_ts, d._detected_ts))
+            _NO_DETECTOR if d is None else (
+                None if (c := d._last) is None else (  # _click(d._last), inlined
+                    c.ts_ms, c.selector, c.page, c.x, c.y, c.interactive, c.observed, c.dom_mutation_ms, c.navigated,
+                    c.scrolled, c.observed_for_ms),
+                d._count, d._first_ts, d._detected_ts))
 
 
 _NO_DETECTOR = (None, 0, 0, 0)  # serialized as [null,0,0,0], as a detector that saw no click
@@ -148,7 +153,8 @@ def encode_session(active: _Session | None, marks: dict[str, int], applied_wm: i
     """One session key's state: the open session (if any), the highest raw offset per topic taken
     into the key (applied or buffered, so a replay skips them), the watermark it was applied up
     to, and the events buffered behind that watermark (not yet inside ``active``)."""
-    return orjson.dumps([VERSION, _session(active), marks, applied_wm, _buffered(buffered) if buffered else ()])
+    return orjson.dumps([VERSION, session_active(active), marks, applied_wm,
+                         session_buffered(buffered) if buffered else ()])
 
 
 def decode_session(sid: str, raw: bytes, rules: SessionRules

@@ -35,7 +35,10 @@ import heapq
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.sessions.codec import decode_chunk, decode_partition, decode_session, encode_partition, encode_session
+from orjson import dumps
+
+from pipeline.sessions.codec import (VERSION, decode_chunk, decode_partition, decode_session, encode_partition,
+                                     session_active, session_buffered)
 from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
 
 NEVER = -(2**62)
@@ -111,6 +114,10 @@ class PartitionSessions:
         self._tombstones: set[str] = set()  # closed keys whose record still exists
         self._upgraded: list[str] = []  # restored layout-2 chunk records, deleted after the next session records
         self._dirty_partition = False
+        # True while some session's marks are above the partition's (a restore after a crash between a
+        # batch's session records and its partition record): only then can an event above the
+        # partition's marks already be inside its session's state, so only then ``process`` checks.
+        self._sessions_ahead = False
 
     # ------------------------------------------------------------ restore
     @classmethod
@@ -150,15 +157,20 @@ class PartitionSessions:
         for sid in applied:
             if sid not in sz._active and sid not in sz._pending:
                 part._tombstones.add(sid)
+        part._sessions_ahead = part._any_session_ahead()
         return part
+
+    def _any_session_ahead(self) -> bool:
+        marks = self.marks
+        return any(m[i + 1] > marks.get(m[i], -1) for m in self._session_marks.values() for i in range(0, len(m), 2))
 
     # ------------------------------------------------------------ input
     def process(self, events: Iterable[Sourced], processed_upto: Mapping[str, int],
                 lagging: Collection[str] = ()) -> Step:
         """Take a batch of this partition's session events (in offset order per topic).
 
-        ``processed_upto``: highest raw offset per topic in the batch for this partition, including
-        messages that held no session event (they count for "caught up"). ``lagging``: topics with
+        ``processed_upto``: highest raw offset per topic in the batch for this partition (at least every
+        event's), including messages that held no session event (they count for "caught up"). ``lagging``: topics with
         unread messages. The topics are read independently, so one can run hours ahead of another
         in a backlog; the watermark follows the slowest lagging topic (a caught-up topic does not
         hold it back), else every event of the slow topic would be late.
@@ -168,6 +180,7 @@ class PartitionSessions:
         take = accepted.append
         marks, session_marks, max_ts = self.marks, self._session_marks, self.max_ts
         before: dict[str, Marks] = {}  # session marks as the step found them
+        sessions_ahead = self._sessions_ahead
         skipped = 0
         # The previous event's message and session, and what became of it: the next event of the same
         # message and session (an SDK flush holds several) meets the same marks, so the same fate.
@@ -194,14 +207,15 @@ class PartitionSessions:
             if e.ts_ms > max_ts.get(topic, NEVER):
                 max_ts[topic] = e.ts_ms
             own = session_marks.get(sid, ())
-            base = before.get(sid)
-            if base is None:
-                base = before[sid] = own  # a tuple: never changed in place
-            # One message holds many events at one offset: compare with the marks before this step.
-            if (base[1] if base and base[0] == topic else mark_of(base, topic)) >= offset:
-                skipped += 1
-                last_fate = _IN_STATE
-                continue
+            if sessions_ahead:  # else no session's marks reach above the partition's, which ``offset`` passed
+                base = before.get(sid)
+                if base is None:
+                    base = before[sid] = own  # a tuple: never changed in place
+                # One message holds many events at one offset: compare with the marks before this step.
+                if (base[1] if base and base[0] == topic else mark_of(base, topic)) >= offset:
+                    skipped += 1
+                    last_fate = _IN_STATE
+                    continue
             if not own:
                 if offset > -1:
                     session_marks[sid] = (topic, offset)
@@ -217,6 +231,8 @@ class PartitionSessions:
             if offset > marks.get(topic, -1):
                 marks[topic] = offset
                 self._dirty_partition = True
+        if sessions_ahead:  # sessions take offsets up to ``processed_upto`` only: once behind, they stay so
+            self._sessions_ahead = self._any_session_ahead()
         overflowed = self.sessionizer.overflowed
         step.late = self.sessionizer.add(accepted)
         step.overflowed = self.sessionizer.overflowed - overflowed
@@ -278,14 +294,17 @@ class PartitionSessions:
         pending, active_sessions, session_marks = sz._pending, sz._active, self._session_marks
         prefix = f"{p}|"  # state_key(p, sid), inlined below
         append = writes.append
+        tombstone = self._tombstones.add
         for sid in sorted(dirty):
             active = active_sessions.get(sid)
             buffered = pending.get(sid)
             marks = session_marks.get(sid, ())
-            append((prefix + sid, encode_session(active, {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks),
-                                                 wm, buffered)))
+            # encode_session(active, marks, wm, buffered), inlined: one record per touched session
+            append((prefix + sid, dumps([VERSION, session_active(active),
+                                         {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks), wm,
+                                         session_buffered(buffered) if buffered else ()])))
             if active is None and buffered is None:
-                self._tombstones.add(sid)
+                tombstone(sid)
         writes.extend((key, None) for key in self._upgraded)
         self._upgraded = []
         if writes or self._dirty_partition:

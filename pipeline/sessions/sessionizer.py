@@ -265,14 +265,17 @@ class Sessionizer:
                     break
         for sid in due:
             evs = pending.pop(sid)
-            chars.pop(sid, None)  # counted again from what is left when it is next needed
+            held = chars.pop(sid, None)
             if len(evs) == 1:  # the common case: nothing to sort, nothing left
                 apply(evs[0], out)
                 mark_dirty(sid)
                 continue
             ready = [e for e in evs if e.ts_ms <= watermark_ms]
             if len(ready) < len(evs):
-                pending[sid] = [e for e in evs if e.ts_ms > watermark_ms]
+                left = pending[sid] = [e for e in evs if e.ts_ms > watermark_ms]
+                # What is left stays counted when that is cheaper than counting it again at its next event.
+                if held is not None and len(ready) < len(left):
+                    chars[sid] = held - sum(map(buffered_cost, ready))
             ready.sort(key=_EVENT_ORDER)
             previous = None
             for e in ready:

@@ -47,6 +47,23 @@ def test_events_of_one_message_share_its_fate_when_sessions_interleave() -> None
     assert again.skipped == 3 and not again.writes
 
 
+def test_a_session_ahead_of_the_partition_is_checked_until_the_partition_passes_it() -> None:
+    """Only sessions restored with marks above the partition's can hold an event the partition's marks
+    did not skip; the check stays on over several batches until the partition's marks pass them."""
+    wm = T0 - 1
+    part = PartitionSessions.restore(0, [("", encode_partition(wm, {ACTIONS: T0}, {ACTIONS: 3})),
+                                         ("A", encode_session(None, {ACTIONS: 5}, wm, [ev("A", 0)]))],
+                                     SessionRules(), lateness_ms=10**9)
+    assert part._sessions_ahead
+    assert part.process([Sourced(ACTIONS, 4, ev("A", 4))], {ACTIONS: 4}).skipped == 1
+    assert part._sessions_ahead  # A holds offset 5, the partition 4
+    step = part.process([Sourced(ACTIONS, 5, ev("A", 5)), Sourced(ACTIONS, 6, ev("A", 6))], {ACTIONS: 6})
+    assert step.skipped == 1 and [e.event_id for e in part.sessionizer._pending["A"]] == ["A-0", "A-6"]
+    assert not part._sessions_ahead
+    assert not PartitionSessions.restore(0, [("", encode_partition(wm, {}, {ACTIONS: 5})),
+                                             ("A", encode_session(None, {ACTIONS: 5}, wm, []))])._sessions_ahead
+
+
 def test_the_first_buffered_event_counts_toward_the_text_bound() -> None:
     """The first event's length is counted when a second joins it, within one step or a later one."""
     rules = SessionRules(max_buffered_chars=16 * 1024)
@@ -60,6 +77,25 @@ def test_the_first_buffered_event_counts_toward_the_text_bound() -> None:
         assert [e.event_id for e in part.sessionizer._pending["s"]] == ["s-1"]
     alone = PartitionSessions(0, SessionRules(max_buffered_chars=1_000), lateness_ms=10**9)
     assert alone.process([Sourced(ACTIONS, 0, ev("s", 1, big))], {ACTIONS: 0}).overflowed == 0  # as before
+
+
+def test_the_text_bound_after_the_watermark_released_part_of_a_session() -> None:
+    """A release that leaves more events than it applied keeps the session's count (minus what it
+    applied); the bound then decides as a fresh count would: ``fresh`` never had events released."""
+    rules = SessionRules(max_buffered_chars=3_000)
+    page = "/" + "x" * 600  # an event costs ~700 characters: four fit, a fifth does not
+    kept = PartitionSessions(0, rules, lateness_ms=100)
+    kept.process([Sourced(ACTIONS, i, ev("s", t, page)) for i, t in enumerate((1, 200, 201, 202))], {ACTIONS: 3})
+    assert kept.sessionizer._pending_chars["s"] > 0  # counted while events joined
+    kept.process([Sourced(ACTIONS, 4, ev("x", 150))], {ACTIONS: 4})  # watermark 50: releases s-1 only
+    assert [e.event_id for e in kept.sessionizer._pending["s"]] == ["s-200", "s-201", "s-202"]
+    fresh = PartitionSessions(0, rules, lateness_ms=100)
+    fresh.process([Sourced(ACTIONS, i, ev("s", t, page)) for i, t in enumerate((200, 201, 202))], {ACTIONS: 2})
+    assert kept.sessionizer._pending_chars["s"] == fresh.sessionizer._pending_chars["s"]
+    for part, offset in ((kept, 5), (fresh, 3)):
+        more = [Sourced(ACTIONS, offset, ev("s", 203, page)), Sourced(ACTIONS, offset + 1, ev("s", 204, page))]
+        assert part.process(more, {ACTIONS: offset + 1}).overflowed == 1
+        assert [e.event_id for e in part.sessionizer._pending["s"]][-1] == "s-203"
 
 
 def test_buffered_events_round_trip_with_repeated_fields_and_objects() -> None:
