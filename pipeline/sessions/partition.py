@@ -112,6 +112,9 @@ class PartitionSessions:
         self.max_ts: dict[str, int] = {}  # topic -> highest event time seen on it
         self._session_marks: dict[str, Marks] = {}  # session key -> offset inside its state per topic
         self._tombstones: set[str] = set()  # closed keys whose record still exists
+        # The marks of the partition record written last (or restored): a tombstone is deleted only once
+        # they cover its marks, since a replay starts from them.
+        self._written_marks: dict[str, int] = {}
         self._upgraded: list[str] = []  # restored layout-2 chunk records, deleted after the next session records
         self._dirty_partition = False
         # True while some session's marks are above the partition's (a restore after a crash between a
@@ -157,6 +160,7 @@ class PartitionSessions:
         for sid in applied:
             if sid not in sz._active and sid not in sz._pending:
                 part._tombstones.add(sid)
+        part._written_marks = dict(part.marks)
         part._sessions_ahead = part._any_session_ahead()
         return part
 
@@ -284,12 +288,20 @@ class PartitionSessions:
         writes = step.writes
         dirty = sz.dirty
         p = self.partition
-        # Tombstones from earlier batches are covered by the partition record written since: delete.
+        # Tombstones from earlier batches whose marks the partition record written since covers: delete.
+        # One restored above that record's marks (a crash before it) stays, marks and all, until a
+        # partition record covers it: a replay of its last events must still find them inside its state.
+        kept: set[str] = set()
+        written = self._written_marks
         for sid in self._tombstones:
             if sid not in dirty:
+                m = self._session_marks.get(sid, ())
+                if any(m[i + 1] > written.get(m[i], -1) for i in range(0, len(m), 2)):
+                    kept.add(sid)
+                    continue
                 writes.append((state_key(p, sid), None))
                 self._session_marks.pop(sid, None)
-        self._tombstones = set()  # a fresh set: a cleared one keeps its peak capacity
+        self._tombstones = kept  # a fresh set: a cleared one keeps its peak capacity
         wm = sz.watermark_ms
         pending, active_sessions, session_marks = sz._pending, sz._active, self._session_marks
         prefix = f"{p}|"  # state_key(p, sid), inlined below
@@ -309,6 +321,7 @@ class PartitionSessions:
         self._upgraded = []
         if writes or self._dirty_partition:
             writes.append((state_key(p), encode_partition(wm, self.max_ts, self.marks)))
+            self._written_marks = dict(self.marks)
         dirty.clear()
         self._dirty_partition = False
         if not self._session_marks:  # everything closed: give the peak-sized tables back

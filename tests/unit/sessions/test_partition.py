@@ -332,3 +332,72 @@ def test_events_with_huge_pages_are_bounded_by_their_length_too() -> None:
     kept = 100 - step.overflowed
     assert 10 <= kept <= 17 and step.overflowed == len(step.late), kept
     assert max(len(v) for _, v in step.writes if v is not None) < 300 * 1024
+
+
+def test_a_closed_session_restored_ahead_of_the_partition_keeps_its_marks_until_covered() -> None:
+    """A crash between a batch's session records and its partition record restores session s as closed
+    (a tombstone) with marks above the partition's. The replay splits exactly there: the first replayed
+    batch skips s's message 2 and must not delete s's record nor forget its marks, since its partition
+    record covers offset 2 only; else the next batch takes s's message 3 again and s reopens half-empty
+    (an extra session row, a wrong bounce, and the rage burst of three clicks missing)."""
+    from pipeline.sessions.clicks import Click
+    from pipeline.sessions.rows import signals
+    from pipeline.sessions.sessionizer import SessionEvent, SessionRules
+
+    actions, t0, rules = TOPICS["action"], 1_800_000_000_000, SessionRules()
+
+    def click(offset: int, ms: int) -> tuple[str, int, list[Sourced]]:
+        c = Click(t0 + ms, "#buy", "/p", 10.0, 10.0, True, True, None, False, False, 2500.0)
+        return actions, offset, [Sourced(actions, offset, SessionEvent("s", t0 + ms, f"s-{ms}", "click", "/p",
+                                                                      "shop", click=c))]
+
+    later = SessionEvent("x", t0 + 2 * 3600_000, "x-0", "pageview", "/q", "shop")  # closes s (idle)
+    msgs = [(actions, 0, [Sourced(actions, 0, SessionEvent("s", t0, "s-0", "pageview", "/p", "shop"))]),
+            click(1, 100), click(2, 400), click(3, 700), (actions, 4, [Sourced(actions, 4, later)])]
+
+    def outputs(step: Step) -> tuple[list[Any], list[bytes]]:
+        return rows(step), [orjson.dumps(s, option=orjson.OPT_SORT_KEYS) for s in signals(step.emitted)]
+
+    reference_rows, reference_signals = [], []
+    whole = PartitionSessions(0, rules, lateness_ms=1_000)
+    for step in (feed(whole, msgs[:2]), feed(whole, msgs[2:]), whole.advance_to(FOREVER)):
+        r, s = outputs(step)
+        reference_rows += r
+        reference_signals += s
+
+    part = PartitionSessions(0, rules, lateness_ms=1_000)
+    table: dict[str, bytes] = {}
+    emitted_rows, emitted_signals = [], []
+    for batch, crash in ((msgs[:2], False), (msgs[2:], True)):
+        step = feed(part, batch)
+        r, s = outputs(step)  # sent before the changelog writes
+        emitted_rows += r
+        emitted_signals += s
+        writes = step.writes[:-1] if crash else step.writes  # crashed before the partition record
+        assert not crash or step.writes[-1][0] == "0|"
+        for key, value in writes:
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+    assert {"0|s", "0|x"} <= set(table)
+    restored = PartitionSessions.restore(0, [(split_key(k)[1], v) for k, v in table.items()], rules, 1_000)
+    assert restored.active_sessions == 0 and restored.buffered_events == 1  # x buffered, s closed
+    assert restored._session_marks["s"] == (actions, 3) and restored.marks == {actions: 1}
+    for step in (feed(restored, msgs[2:3]), feed(restored, msgs[3:]), restored.advance_to(FOREVER),
+                 restored.process([], {})):  # the last: the partition's marks cover s's, its record goes
+        r, s = outputs(step)
+        emitted_rows += r
+        emitted_signals += s
+        for key, value in step.writes:
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+    sessions = [dict(row) for table_name, row in emitted_rows if table_name == "sessions"]
+    assert sorted({(s["session_id"], s["start"]) for s in sessions}) == sorted(
+        {(s["session_id"], s["start"]) for s in (dict(row) for t, row in reference_rows if t == "sessions")})
+    assert collapse(emitted_rows) == collapse(reference_rows)
+    assert set(emitted_signals) == set(reference_signals)
+    assert restored.active_sessions == 0 and restored.buffered_events == 0
+    assert set(table) == {"0|"} and not restored._session_marks
