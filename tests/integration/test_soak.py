@@ -344,8 +344,11 @@ def settle_and_check(settings: Any, procs: PipelineProcs, tally: Tally, timeline
     figures["largest_record_worker_health"] = doc.get("ingest", {}).get("largest_record_bytes")
     figures["rss_per_open_session_bytes"] = round((mem["VmRSS"] - timeline["_rss_ready_bytes"]) / max(1, figures["open_sessions"]))
     tag = settings.worker.app_id.rsplit("-", 1)[1]
-    largest = asyncio.run(largest_records(settings, tag))
+    largest, written = asyncio.run(largest_records(settings, tag))
     top = max(largest.items(), key=lambda kv: kv[1])
+    figures["written_bytes_per_event_by_topic"] = {  # keys + values before compression, per acknowledged event
+        t: round(b / max(1, figures["distinct_events"])) for t, (n, b) in sorted(written.items(), key=lambda kv: -kv[1][1])
+        if n}
     figures["largest_record"] = {"topic": top[0], "bytes": top[1], "topics_scanned": len(largest)}
 
     alerts = asyncio.run(read_topics(settings.kafka.bootstrap_servers, [settings.kafka.topic_alerts], timeout_s=5,
