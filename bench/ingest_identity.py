@@ -24,7 +24,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tree_compare import dumps_to_compare, first_difference  # bench/ is sys.path[0] when run as a script
+from tree_compare import run_check  # bench/ is sys.path[0] when run as a script
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
 NOW_MS = 1_795_428_005_123
 PARTITIONS = 4
@@ -191,21 +191,14 @@ def dump(path: str, events: int, sessions: int) -> None:
         pickle.dump(results, f)
 
 
+def summary(scenario: str, polls: list[dict[str, bytes]]) -> str:
+    counts = {f: sum(len(p[f]) for p in polls) for f in ("storage", "dead_letters", "session_events",
+                                                         "issue_records", "alert_rows")}
+    return f"{scenario:32s} {len(polls)} polls, bytes per field {counts}"
+
+
 def main() -> int:
-    got = dumps_to_compare(__doc__, __file__, dump, "ingest-identity-")
-    if got is None:  # the --dump child
-        return 0
-    args, base, this = got
-    difference, digest = first_difference(base, this, "poll")
-    if difference:
-        print(difference)
-        return 1
-    for scenario, polls in base.items():
-        counts = {f: sum(len(p[f]) for p in polls) for f in ("storage", "dead_letters", "session_events",
-                                                             "issue_records", "alert_rows")}
-        print(f"{scenario:32s} {len(polls)} polls, bytes per field {counts}")
-    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
-    return 0
+    return run_check(__doc__, __file__, dump, "ingest-identity-", "poll", summary)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import pickle
 import sys
 from typing import Any
 
-from tree_compare import REPO, dumps_to_compare, first_difference  # bench/ is sys.path[0] when run as a script
+from tree_compare import REPO, run_check  # bench/ is sys.path[0] when run as a script
 POLL = 2000
 CONFIGS: dict[str, dict[str, str]] = {
     "defaults": {},
@@ -108,22 +108,15 @@ def dump(path: str, events: int, sessions: int) -> None:
         pickle.dump(results, f)
 
 
+def summary(scenario: str, polls: list[dict[str, bytes]]) -> str:
+    sends = sum(int(p["sends"][1:-1].split(b",")[0]) for p in polls)
+    state = sum(int(p["sends"][1:-1].split(b",")[1]) for p in polls)
+    size = sum(len(p["outputs"]) for p in polls)
+    return f"{scenario:36s} {len(polls):3d} polls, {sends:6d} sends ({size / 1e6:.1f} MB), {state:6d} state records"
+
+
 def main() -> int:
-    got = dumps_to_compare(__doc__, __file__, dump, "ingest-sends-identity-")
-    if got is None:  # the --dump child
-        return 0
-    args, base, this = got
-    difference, digest = first_difference(base, this, "poll")
-    if difference:
-        print(difference)
-        return 1
-    for scenario, polls in base.items():
-        sends = sum(int(p["sends"][1:-1].split(b",")[0]) for p in polls)
-        state = sum(int(p["sends"][1:-1].split(b",")[1]) for p in polls)
-        size = sum(len(p["outputs"]) for p in polls)
-        print(f"{scenario:36s} {len(polls):3d} polls, {sends:6d} sends ({size / 1e6:.1f} MB), {state:6d} state records")
-    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
-    return 0
+    return run_check(__doc__, __file__, dump, "ingest-sends-identity-", "poll", summary)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from tree_compare import dumps_to_compare, first_difference  # bench/ is sys.path[0] when run as a script
+from tree_compare import run_check  # bench/ is sys.path[0] when run as a script
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
 NOW_MS = 1_795_428_005_123
 PARTITIONS = 4
@@ -223,24 +223,17 @@ def dump(path: str, events: int, sessions: int) -> None:
         pickle.dump(results, f)
 
 
+def summary(scenario: str, steps: list[dict[str, bytes]]) -> str:
+    sizes = {f: sum(len(s.get(f, b"")) for s in steps) for f in ("writes", "rows", "signals", "late")}
+    counts = [eval(s["counts"]) for s in steps if "counts" in s]  # noqa: S307 - our own repr of two ints
+    skipped, overflowed = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    late = sum(s.get("late", b"").count(b"(") for s in steps)
+    return (f"{scenario:28s} {len(steps):4d} steps, late {late:5d} (overflowed {overflowed:4d}), skipped "
+            f"{skipped:5d}, bytes {sizes}")
+
+
 def main() -> int:
-    got = dumps_to_compare(__doc__, __file__, dump, "session-identity-", env={"PYTHONHASHSEED": "0"})
-    if got is None:  # the --dump child
-        return 0
-    args, base, this = got
-    difference, digest = first_difference(base, this, "step")
-    if difference:
-        print(difference)
-        return 1
-    for scenario, steps in base.items():
-        sizes = {f: sum(len(s.get(f, b"")) for s in steps) for f in ("writes", "rows", "signals", "late")}
-        counts = [eval(s["counts"]) for s in steps if "counts" in s]  # noqa: S307 - our own repr of two ints
-        skipped, overflowed = sum(c[0] for c in counts), sum(c[1] for c in counts)
-        late = sum(s.get("late", b"").count(b"(") for s in steps)
-        print(f"{scenario:28s} {len(steps):4d} steps, late {late:5d} (overflowed {overflowed:4d}), skipped "
-              f"{skipped:5d}, bytes {sizes}")
-    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
-    return 0
+    return run_check(__doc__, __file__, dump, "session-identity-", "step", summary, env={"PYTHONHASHSEED": "0"})
 
 
 if __name__ == "__main__":

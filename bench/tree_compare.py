@@ -1,7 +1,8 @@
 """What the three identity checks (``ingest_identity``, ``ingest_sends_identity``, ``session_identity``)
 share: export a git revision with ``git archive``, run the same script's ``--dump`` once in that tree
 and once in this checkout (each importing its own ``pipeline``), and hand back both pickled results.
-Each check keeps its own traffic and its own comparison."""
+Each check keeps its own traffic and its own summary line per scenario; ``run_check`` is the whole
+check around them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,26 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 Dump = Callable[[str, int, int], None]  # (pickle path, events, sessions)
+Summary = Callable[[str, list[dict[str, bytes]]], str]  # (scenario, its polls or steps) -> one line
+
+
+def run_check(doc: str | None, script: str, dump: Dump, prefix: str, unit: str, summarize: Summary,
+              env: dict[str, str] | None = None) -> int:
+    """A check's ``main``: in the ``--dump`` child write this tree's results (0); otherwise compare
+    the base revision's results with this checkout's and print the first difference (1), or one
+    ``summarize`` line per scenario and ``IDENTICAL`` with a digest (0)."""
+    got = dumps_to_compare(doc, script, dump, prefix, env)
+    if got is None:
+        return 0
+    args, base, this = got
+    difference, digest = first_difference(base, this, unit)
+    if difference:
+        print(difference)
+        return 1
+    for scenario, items in base.items():
+        print(summarize(scenario, items))
+    print(f"IDENTICAL against {args.base}: {len(base)} scenarios, sha256 {digest}")
+    return 0
 
 
 def dumps_to_compare(doc: str | None, script: str, dump: Dump, prefix: str,
