@@ -35,10 +35,8 @@ import heapq
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from orjson import dumps
-
-from pipeline.sessions.codec import (VERSION, decode_chunk, decode_partition, decode_session, encode_partition,
-                                     session_active, session_buffered)
+from pipeline.sessions.codec import (decode_chunk, decode_partition, decode_session, encode_partition,
+                                     encode_session)
 from pipeline.sessions.sessionizer import Emitted, SessionEvent, Sessionizer, SessionRules
 
 NEVER = -(2**62)
@@ -311,10 +309,7 @@ class PartitionSessions:
             active = active_sessions.get(sid)
             buffered = pending.get(sid)
             marks = session_marks.get(sid, ())
-            # encode_session(active, marks, wm, buffered), inlined: one record per touched session
-            append((prefix + sid, dumps([VERSION, session_active(active),
-                                         {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks), wm,
-                                         session_buffered(buffered) if buffered else ()])))
+            append((prefix + sid, encode_session(active, marks_dict(marks), wm, buffered)))
             if active is None and buffered is None:
                 tombstone(sid)
         writes.extend((key, None) for key in self._upgraded)
