@@ -199,6 +199,12 @@ def _add_buckets(target: dict[int, int], buckets: dict[Any, int]) -> None:
         target[b] = get(b, 0) + n
 
 
+def series_key(row: dict[str, Any]) -> SeriesKey:
+    """A partial row's series: its ``KEY_COLUMNS`` values, in that order (labels may be absent)."""
+    get = row.get
+    return (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
+
+
 def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of the same series (``KEY_COLUMNS``: project, minute and every label) merged into one,
     first-seen order kept: numbers (counters, sums) add up, sketch bucket maps add per key, exactly
@@ -213,8 +219,7 @@ def merge_rollup_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
-        get = row.get
-        key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
+        key = series_key(row)
         into = merged.get(key)
         if into is None:
             into = merged[key] = dict(row)
@@ -251,11 +256,10 @@ def fold_rollup_rows(merged: dict[tuple[Any, ...], dict[str, Any]], rows: Iterab
     ``merge_rollup_rows`` of all the rows, in the same order and with the same sums (the additions
     happen in the same order). Takes ownership: the first row of a series *becomes* its merged row
     and is changed by the later ones, nothing is copied; hand over rows nobody reads any more, with
-    integer sketch keys (``rollup_rows_timed``'s). The worker folds each message's partials as it
-    makes them (issue 14: merging them again per batch cost ~1 us per row)."""
+    integer sketch keys (``rollup_rows_timed``'s). The worker folds ``rollup_series``' output, which
+    has the keys already (``fold_rollup_series``)."""
     for row in rows:
-        get = row.get
-        key = (row["project"], row["minute"], get("environment"), get("release"), get("page"), get("browser"))
+        key = series_key(row)
         into = merged.get(key)
         if into is None:
             merged[key] = row
@@ -309,7 +313,7 @@ def alert_partial_messages(rows: Iterable[dict[str, Any]], max_bytes: int, merge
     (``merge_rollup_rows``), grouped per project (key = project), each value a JSON array of rows of
     at most ``max_bytes`` (``PULSE_ALERTS_PARTIALS_MAX_BYTES``); a project with more rows gets more
     messages, and a single row above the limit is cut into rows of the same series that add up to it.
-    ``merged``: the rows are merged per series already (``fold_rollup_rows``), not merged again.
+    ``merged``: the rows are merged per series already (``fold_rollup_series``), not merged again.
 
     Example::
 
