@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # promtool, Prometheus' own checker, for tests/unit/test_deploy_config.py (`promtool check config`,
 # `check rules` and `test rules` on deploy/prometheus). Built from source with Go from the Go module
-# proxy (Prometheus publishes no promtool package there, and Debian's is years behind), at the pinned
+# proxy (no registry here ships a promtool binary; Debian's package is an older 2.x), at the pinned
 # version below, into ${XDG_CACHE_HOME:-~/.cache}/frontend-pulse/promtool-<version>/promtool.
 # Idempotent: a no-op once that binary exists. A cold build downloads ~1.8 GB of modules and compiles
-# for several minutes on 2 cores; the module and build caches it uses are its own and are deleted
-# after a successful build (only the ~150 MB binary stays), so Go's shared caches are left alone.
+# for ~10 CPU-minutes (5-15 minutes on 2 cores, depending on what else runs; ~3.6 GB of disk meanwhile).
+# The module and build caches it uses are its own and are deleted after a successful build (only the
+# ~125 MB binary stays), so Go's shared caches are left alone.
 # Usage: deploy/ensure-promtool.sh [--path]   (--path: print the binary's path, build nothing)
 set -euo pipefail
 
@@ -27,9 +28,17 @@ if [ -x "$binary" ]; then
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "[promtool] go is not on PATH: building promtool $PROMTOOL_VERSION needs Go >= 1.25" \
-       "(the machine's Go; see deploy/ensure-sdk-deps.sh)" >&2
+  echo "[promtool] go is not on PATH: building promtool $PROMTOOL_VERSION needs Go >= 1.26.7" \
+       "(its go.mod says so) on PATH" >&2
   exit 1
+fi
+
+# one build at a time (several worktrees may run `make test` at once); the winner's binary serves the rest
+mkdir -p "$cache_dir"
+exec 9>"$cache_dir/.lock"
+flock 9
+if [ -x "$binary" ]; then
+  exit 0
 fi
 
 work=$cache_dir/build
@@ -42,7 +51,10 @@ if ! (cd "$work" && GOBIN="$work/bin" GOMODCACHE="$work/mod" GOCACHE="$work/cach
        "in $work for the next try; delete that folder to start over." >&2
   exit 1
 fi
-"$work/bin/promtool" --version >/dev/null
+if ! "$work/bin/promtool" --version >/dev/null; then
+  echo "[promtool] FAILED: the built $work/bin/promtool does not run" >&2
+  exit 1
+fi
 mv "$work/bin/promtool" "$binary"
 GOMODCACHE="$work/mod" go clean -modcache
 rm -rf "$work"
