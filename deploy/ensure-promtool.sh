@@ -29,7 +29,7 @@ fi
 
 if ! command -v go >/dev/null 2>&1; then
   echo "[promtool] go is not on PATH: building promtool $PROMTOOL_VERSION needs Go >= 1.26.7" \
-       "(its go.mod says so) on PATH" >&2
+       "(its go.mod says so)" >&2
   exit 1
 fi
 
