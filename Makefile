@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install deps kafka-jars browser-deps sdk-deps bench-deps demo test test-unit bench clean
+.PHONY: install deps kafka-jars browser-deps sdk-deps promtool bench-deps demo test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -27,6 +27,10 @@ browser-deps:
 sdk-deps:
 	bash deploy/ensure-sdk-deps.sh
 
+## Prometheus' promtool at a pinned version, built with Go (cold: minutes; then cached).
+promtool:
+	bash deploy/ensure-promtool.sh
+
 bench-deps:
 	bash deploy/ensure-bench-deps.sh
 
@@ -35,7 +39,7 @@ demo: install kafka-jars
 	$(BIN)/pulse demo $(ARGS)
 
 ## The whole test suite, against a real Kafka broker and real chDB.
-test: install kafka-jars browser-deps sdk-deps
+test: install kafka-jars browser-deps sdk-deps promtool
 	$(BIN)/python -m pytest -p no:cacheprovider -ra $(ARGS)
 
 test-unit: install
