@@ -688,6 +688,16 @@ def pinned_promtool() -> Path | None:
     return Path(on_path) if on_path else None
 
 
+def test_compose_runs_the_prometheus_version_promtool_checks(compose: dict[str, Any]) -> None:
+    """The rules and config are checked by promtool at one version; the compose file must deploy that
+    version (2.x and 3.x judge some things differently, e.g. whether a range includes its start)."""
+    pinned = re.search(r"^PROMTOOL_VERSION=v0\.(\d)(\d+)\.(\d+)$", (ROOT / "deploy" / "ensure-promtool.sh").read_text(),
+                       re.MULTILINE)
+    assert pinned, "deploy/ensure-promtool.sh: PROMTOOL_VERSION=v0.3XX.Y not found"
+    release = f"v{pinned[1]}.{int(pinned[2])}.{pinned[3]}"
+    assert services(compose)["prometheus"]["image"] == f"prom/prometheus:{release}"
+
+
 def test_prometheus_config_and_alert_rules_pass_promtool() -> None:
     """promtool's own checks, and the alert rules' unit tests (deploy/prometheus/alerts_test.yml)."""
     promtool = pinned_promtool()
