@@ -191,6 +191,10 @@ def _hooks(model: type[BaseModel]) -> Callable[[Any], None] | None:
         model_hooks.append(dec.func)
     if not field_hooks and not model_hooks:
         return None
+    if not field_hooks and len(model_hooks) == 1:
+        # The validator itself (it takes the instance; msgspec ignores what it returns): one Python
+        # call per action or API event instead of two and two loops (~0.1 us per event, issue 14).
+        return model_hooks[0]
 
     def __post_init__(self: Any) -> None:
         for name, func in field_hooks:
