@@ -10,6 +10,7 @@ from agents.app import make_app
 from agents.alerts import alert_changelog_topic
 from agents.issues import issue_changelog_topic
 from agents.sessions import changelog_topic
+from pipeline.common import browser_and_os
 from pipeline.kafka_admin import ensure_topics, wait_for_broker
 from pipeline.runtime import tune_gc
 from pipeline.settings import Settings
@@ -34,6 +35,9 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     data_dir = settings.worker.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     app = make_app(settings)
+    # The user-agent parser builds its regexes at its first parse (0.1-0.2 s of CPU): here, before
+    # ready (not in the first batch) and before tune_gc's freeze (the regexes live as long as the process).
+    browser_and_os("Mozilla/5.0")
     tune_gc()
     worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False,
                           workdir=str(data_dir))

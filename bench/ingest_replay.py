@@ -36,6 +36,8 @@ from aiokafka.record.default_records import DefaultRecordBatch  # noqa: E402
 from agents.ingest import IngestRunner  # noqa: E402
 from agents.state import WorkerState  # noqa: E402
 from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch  # noqa: E402
+from pipeline.common import browser_and_os  # noqa: E402
+from pipeline.runtime import tune_gc  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate_load import TOPIC_KINDS, generate_load  # noqa: E402
 
@@ -71,6 +73,8 @@ def main() -> int:
     parser.add_argument("--compression", choices=("none", "gzip", "lz4", "zstd", "setting"), default="setting",
                         help="record-batch compression to encode with (default: PULSE_KAFKA_COMPRESSION)")
     parser.add_argument("--profile", help="write a cProfile of the replay to this file")
+    parser.add_argument("--worker-gc", action="store_true",
+                        help="tune the cyclic GC as the worker does (pipeline/runtime.py tune_gc) before replaying")
     args = parser.parse_args()
 
     settings = Settings()
@@ -95,6 +99,11 @@ def main() -> int:
     rows: Counter[str] = Counter()
     dead = built = 0
     highwater = lambda topic, partition: offsets[(topic, partition)]  # noqa: E731 - everything is read
+    if args.worker_gc:
+        tune_gc()
+    # The user-agent parser loads its regexes at the first parse (0.1-0.3 s, once per process):
+    # paid here, so that the figures are per-event work (the worker pays it before it is ready).
+    browser_and_os("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()

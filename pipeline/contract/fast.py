@@ -53,6 +53,9 @@ _DIGITS = b"0123456789"
 # ``\u003a`` ":"): the parsers read them unescaped, the scan above would not. No encoder escapes these
 # characters unasked, so a message holding such an escape anywhere is simply left to pydantic.
 _TIME_CHAR_ESCAPES = (b"\\u002", b"\\u003")
+# Their common prefix, looked for first: a message holding neither (nearly all) is then scanned once
+# instead of twice (1.0 -> 0.6 us per event on the load bench's flushes, issue 14).
+_ESCAPE_PREFIX = b"\\u00"
 # Field validators the generated Structs need not call: ``Meta(tz=True)`` declines the naive
 # datetimes they exist for, and they return aware ones unchanged (the parity tests check offsets).
 _AWARE_TIME_HOOKS = frozenset({"_utc"})
@@ -188,6 +191,10 @@ def _hooks(model: type[BaseModel]) -> Callable[[Any], None] | None:
         model_hooks.append(dec.func)
     if not field_hooks and not model_hooks:
         return None
+    if not field_hooks and len(model_hooks) == 1:
+        # The validator itself (it takes the instance; msgspec ignores what it returns): one Python
+        # call per action or API event instead of two and two loops (~0.1 us per event, issue 14).
+        return model_hooks[0]
 
     def __post_init__(self: Any) -> None:
         for name, func in field_hooks:
@@ -242,7 +249,7 @@ def decode_events(raw: bytes) -> list[Any] | None:
             return None
     except (msgspec.DecodeError, ValueError, TypeError, RecursionError):  # deep nesting: pydantic's depth limit decides
         return None
-    if _TIME_CHAR_ESCAPES[0] in raw or _TIME_CHAR_ESCAPES[1] in raw:
+    if _ESCAPE_PREFIX in raw and (_TIME_CHAR_ESCAPES[0] in raw or _TIME_CHAR_ESCAPES[1] in raw):
         return None
     hit = _LONG_FRACTION.search(raw)
     while hit is not None:
