@@ -192,13 +192,11 @@ class IngestRunner:
         gathering: Gathering[TopicPartition, Any] = Gathering(time.monotonic(), w.step_interval_s, w.batch_size)
         revocations = self.revocations
         while True:
-            polled = await self.consumer.getmany(timeout_ms=math.ceil(gathering.wait_s(time.monotonic()) * 1000),
-                                                 max_records=gathering.room())
-            if self.revocations != revocations:
-                revocations = self.revocations
-                gathering.restart()
-            gathering.add(polled)
-            if self.to_restore or gathering.wait_s(time.monotonic()) == 0:
+            wait_s = gathering.wait_s(time.monotonic(), assignment_waiting=bool(self.to_restore))
+            polled = await self.consumer.getmany(timeout_ms=math.ceil(wait_s * 1000), max_records=gathering.room())
+            gathering.add(polled, revoked=self.revocations != revocations)
+            revocations = self.revocations
+            if gathering.wait_s(time.monotonic(), assignment_waiting=bool(self.to_restore)) == 0:
                 return gathering.records
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -47,8 +47,12 @@ class Gathering(Generic[P, R]):
         self.records: dict[P, list[R]] = {}
         self.count = 0
 
-    def add(self, polled: Mapping[P, Sequence[R]]) -> None:
-        """One poll's records (each partition's in offset order, as Kafka returns them)."""
+    def add(self, polled: Mapping[P, Sequence[R]], revoked: bool = False) -> None:
+        """One poll's records (each partition's in offset order, as Kafka returns them). ``revoked``:
+        partitions were revoked since the previous poll, so what was gathered before belongs to the
+        old assignment (``restart``); the poll's own records are of the current one."""
+        if revoked:
+            self.restart()
         for partition, records in polled.items():
             if not records:
                 continue
@@ -74,8 +78,9 @@ class Gathering(Generic[P, R]):
     def full(self) -> bool:
         return self.count >= self.max_records
 
-    def wait_s(self, now: float) -> float:
-        """Seconds the next poll may wait for input; 0: full or past the deadline, take the step now."""
-        if self.full():
+    def wait_s(self, now: float, assignment_waiting: bool = False) -> float:
+        """Seconds the next poll may wait for input; 0: take the step now, because the gathering is
+        full, past its deadline, or partitions were assigned (they are restored before any step)."""
+        if self.full() or assignment_waiting:
             return 0.0
         return max(0.0, self.deadline - now)

@@ -68,6 +68,22 @@ def test_restart_forgets_the_records_but_keeps_the_deadline() -> None:
     assert g.wait_s(0.5) == 0.5
 
 
+def test_a_poll_after_a_revocation_drops_what_the_old_assignment_gave() -> None:
+    g: Gathering[str, Rec] = Gathering(started=0.0, interval_s=1.0, max_records=100)
+    g.add({"a": recs(10, 11), "b": recs(3, 4)})
+    g.add({"a": recs(10)}, revoked=True)  # the new assignment starts again at the committed offset
+    assert offsets(g) == {"a": [10]} and g.count == 1
+    g.add({"b": recs(3)})
+    assert offsets(g) == {"a": [10], "b": [3]}
+
+
+def test_an_assignment_waiting_to_be_restored_ends_the_gathering() -> None:
+    g: Gathering[str, Rec] = Gathering(started=0.0, interval_s=1.0, max_records=100)
+    g.add({"a": recs(1)})
+    assert g.wait_s(0.1) == 0.9
+    assert g.wait_s(0.1, assignment_waiting=True) == 0.0
+
+
 @pytest.mark.parametrize(("interval_s", "max_records"), [(0.0, 10), (-1.0, 10), (1.0, 0)])
 def test_rejects_limits_that_would_never_gather(interval_s: float, max_records: int) -> None:
     with pytest.raises(ValueError, match="interval_s"):
