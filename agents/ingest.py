@@ -1,4 +1,4 @@
-"""The raw-event hot path: one poll -> one batch -> every stage -> outputs -> state -> commit.
+"""The raw-event hot path: one step interval's polls -> one batch -> every stage -> outputs -> state -> commit.
 
 Why not a Faust agent: at real message shapes (1-5 events per message) Faust's per-message
 machinery (an Event, two asyncio tasks and an ``asyncio.wait`` per message read, per-message
@@ -22,8 +22,11 @@ One batch, in this order (what makes a SIGKILL at any point harmless):
 state records as values; 3-6 and the error boundary are the worker's one stage runner's
 (``agents/stage.py``). A step that raises (a message breaks sessionization, say) is reset (staged
 ids dropped, touched session partitions read back from their changelog) and redone in halves, so
-only the message at fault becomes a dead letter. Between polls the runner lets quiet partitions
-follow the wall clock (no timer to fall behind), delivered in the same order.
+only the message at fault becomes a dead letter. A batch is what the consumer returned over
+``PULSE_WORKER_STEP_INTERVAL_S``, or ``PULSE_WORKER_BATCH_SIZE`` messages if they come sooner
+(``pipeline/ingest/gather.py``): a step per poll would cost its outputs, state records and commit
+every few milliseconds at ordinary rates. Between steps the runner lets quiet partitions follow the
+wall clock (no timer to fall behind), delivered in the same order.
 
 Partitions: on revocation the runner finishes its batch (it holds the lock the listener waits
 for) and sets the partitions' sessions aside, noting the offsets it last committed and where their
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,6 +61,7 @@ from agents.stage import StageOutput, StageRunner
 from agents.state import WorkerState
 from pipeline.contract import reason_kind
 from pipeline.ingest.dedup import StagedIds
+from pipeline.ingest.gather import Gathering
 from pipeline.ingest.rebalance import AssignmentPlan, SetAside, plan_assignment
 from pipeline.ingest.process import (WORKER_PROCESSORS, ProcessedBatch, RawMessage, dead_letter_for, process_batch,
                                      range_messages)
@@ -127,6 +132,7 @@ class IngestRunner:
         self.aside_parts: dict[int, Any] = {}
         self.offsets_reader: AIOKafkaConsumer | None = None
         self.revoked_at: float | None = None
+        self.revocations = 0  # a gathering drops what it polled before one (see ``_gather``)
         self.rebalance = RebalanceStats()
 
     # ------------------------------------------------------------ life cycle
@@ -152,12 +158,11 @@ class IngestRunner:
             await self.consumer.start()
             try:
                 while True:
-                    data = await self.consumer.getmany(timeout_ms=int(w.batch_within_s * 1000),
-                                                       max_records=w.batch_size)
+                    data = await self._gather()
                     async with self.lock:
-                        # A rebalance may have run since the poll: records of partitions no longer held
-                        # are not this worker's; those of partitions assigned anew are read again after
-                        # their state is rebuilt (the position goes back to the first one).
+                        # A rebalance may have run during the last poll: records of partitions no longer
+                        # held are not this worker's; those of partitions assigned anew are read again
+                        # after their state is rebuilt (the position goes back to the first one).
                         new, moved = await self._restore_assigned()
                         held = self.consumer.assignment()
                         for tp in (new & held) - moved:
@@ -175,10 +180,30 @@ class IngestRunner:
             await self.offsets_reader.stop()
             await producer.stop()
 
+    async def _gather(self) -> dict[TopicPartition, list[Any]]:
+        """One step's records: polls until ``PULSE_WORKER_STEP_INTERVAL_S`` has passed since the
+        gathering began or ``PULSE_WORKER_BATCH_SIZE`` records are in (``Gathering``), each
+        partition's in offset order. Records of polls before a revocation are dropped (the fetcher
+        only returns records of the current assignment, which starts again at the committed
+        offsets), and the gathering ends right after a poll that brought an assignment, so the loop
+        restores it before anything else, as with one poll per step."""
+        assert self.consumer is not None
+        w = self.settings.worker
+        gathering: Gathering[TopicPartition, Any] = Gathering(time.monotonic(), w.step_interval_s, w.batch_size)
+        revocations = self.revocations
+        while True:
+            wait_s = gathering.wait_s(time.monotonic(), assignment_waiting=bool(self.to_restore))
+            polled = await self.consumer.getmany(timeout_ms=math.ceil(wait_s * 1000), max_records=gathering.room())
+            gathering.add(polled, revoked=self.revocations != revocations)
+            revocations = self.revocations
+            if gathering.wait_s(time.monotonic(), assignment_waiting=bool(self.to_restore)) == 0:
+                return gathering.records
+
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Wait for the batch in flight (it commits), then set the partitions' state aside with what
         the next assignment needs to tell whether it is still good (see ``plan_assignment``)."""
         async with self.lock:
+            self.revocations += 1
             self.ready = False
             self.revoked_at = time.monotonic()
             # Only the very next assignment may take back what was set aside: a second revocation
@@ -323,7 +348,7 @@ class IngestRunner:
             return None
 
     async def handle(self, data: dict[TopicPartition, Sequence[Any]]) -> None:
-        """One poll's records through the stage runner (``agents/stage.py``): step, outputs, state, commit."""
+        """One gathering's records through the stage runner (``agents/stage.py``): step, outputs, state, commit."""
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
         messages = [RawMessage(tp.topic, tp.partition, r.offset, r.key, r.value if r.value is not None else b"",

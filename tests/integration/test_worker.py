@@ -151,7 +151,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_replays_identical_messages(s
     finally:
         await producer.stop()
 
-    small = {"PULSE_WORKER_BATCH_SIZE": "10", "PULSE_WORKER_BATCH_WITHIN_S": "0.05"}
+    small = {"PULSE_WORKER_BATCH_SIZE": "10", "PULSE_WORKER_STEP_INTERVAL_S": "0.05"}
     procs.start("worker", **small)
     partial = await read_until(settings, [k.topic_storage], lambda out: len(out) >= 100, quiet_s=0)
     assert len(partial) >= 100, procs.log("worker")

@@ -62,3 +62,13 @@ def test_data_identity_names_the_resolved_chdb_directory_or_the_server_without_c
     server = ClickHouseSettings(url="http://reader:s3cret@ch.internal:8123", database="shop")
     assert server.data_identity() == "clickhouse:http://ch.internal:8123/shop"
     assert ClickHouseSettings(url="http://ch.internal:8123", database="other").data_identity() != server.data_identity()
+
+
+def test_the_replaced_batch_within_setting_is_an_error_naming_its_successor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_WORKER_BATCH_WITHIN_S", "0.2")
+    with pytest.raises(ValidationError) as exc:
+        Settings()
+    assert "PULSE_WORKER_BATCH_WITHIN_S: Value error, replaced by PULSE_WORKER_STEP_INTERVAL_S" in describe_settings_error(exc.value)
+    monkeypatch.delenv("PULSE_WORKER_BATCH_WITHIN_S")
+    monkeypatch.setenv("PULSE_WORKER_STEP_INTERVAL_S", "2.5")
+    assert Settings().worker.step_interval_s == 2.5
