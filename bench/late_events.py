@@ -13,8 +13,9 @@ Prints, for ``pipeline/simulate_load.py`` traffic:
   the newest event time its partition carried before it, and how many lie more than the allowed
   lateness (``PULSE_SESSIONS_ALLOWED_LATENESS_S``) behind;
 * the late events of the worker's own sessions step (``process_batch`` + ``SessionStore.step_batch``,
-  as ``bench/ingest_replay.py`` runs them) reading the messages in produced order, in polls of
-  ``--batch`` messages (default ``PULSE_WORKER_BATCH_SIZE``).
+  as ``bench/ingest_replay.py`` runs them) reading the messages in polls of ``--batch`` messages
+  (default ``PULSE_WORKER_BATCH_SIZE``): in produced order, or (``--order partition``) a poll per
+  topic-partition in turn, as aiokafka drains a backlog.
 
 If the third count matches the load bench's "events stored raw but not sessionized", the produced
 order alone explains them; if the bench shows more, the worker's read order (topics fetched
@@ -94,8 +95,31 @@ def disorder(plan: LoadPlan, partitions: int, lateness_ms: int) -> None:
           f"of {len(behind):,} session events")
 
 
-def worker_late(plan: LoadPlan, batch: int) -> None:
-    """The worker's sessions step over the produced order, in polls of ``batch`` messages."""
+def polls(raws: list, batch: int, order: str) -> list[list]:  # type: ignore[type-arg]
+    """``produced``: the produced order cut into polls of ``batch``. ``partition``: as aiokafka's
+    ``getmany`` drains a backlog: one fetch buffers every topic-partition, a poll takes up to ``batch``
+    records of one of them before the next (round robin here), so one partition's session topics
+    advance a poll at a time each."""
+    if order == "produced":
+        return [raws[i:i + batch] for i in range(0, len(raws), batch)]
+    by_tp: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
+    for r in raws:
+        by_tp.setdefault((r.topic, r.partition), []).append(r)
+    out = []
+    queues = [iter(v) for _, v in sorted(by_tp.items())]
+    while queues:
+        left = []
+        for q in queues:
+            chunk = [r for _, r in zip(range(batch), q)]
+            if chunk:
+                out.append(chunk)
+                left.append(q)
+        queues = left
+    return out
+
+
+def worker_late(plan: LoadPlan, batch: int, order: str) -> None:
+    """The worker's sessions step over the messages read in ``order`` (see ``polls``)."""
     from agents.ingest import IngestRunner
     from agents.state import WorkerState
     from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch
@@ -115,8 +139,7 @@ def worker_late(plan: LoadPlan, batch: int) -> None:
         runner.sessions.restore(p, [])
     highwater = lambda topic, partition: offsets[(topic, partition)]  # noqa: E731 - all produced before
     late = overflowed = 0
-    for i in range(0, len(raws), batch):
-        messages = raws[i:i + batch]
+    for messages in polls(raws, batch, order):
         now = datetime.now(timezone.utc)
         out = process_batch(messages, runner.dedup, k.partitions, now, runner.session_topics, runner.rollup_rules,
                             runner.noise_rules, WORKER_PROCESSORS, time_window=runner.time_window)
@@ -124,7 +147,7 @@ def worker_late(plan: LoadPlan, batch: int) -> None:
             late += len(step.late) - step.overflowed
             overflowed += step.overflowed
         runner.dedup.keep()
-    print(f"  worker sessions step, produced order, polls of {batch}: {late:,} events behind the watermark, "
+    print(f"  worker sessions step, {order} order, polls of {batch}: {late:,} events behind the watermark, "
           f"{overflowed:,} over a session's buffer bound (not sessionized: {late + overflowed:,})")
 
 
@@ -137,6 +160,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None, help="messages per poll (default PULSE_WORKER_BATCH_SIZE)")
+    parser.add_argument("--order", choices=("produced", "partition"), default="produced",
+                        help="read order of the worker replay (see polls())")
     parser.add_argument("--no-worker", action="store_true", help="skip the worker replay (the slow part)")
     args = parser.parse_args()
     settings = Settings()
@@ -147,7 +172,7 @@ def main() -> int:
     flush_age(plan)
     disorder(plan, settings.kafka.partitions, settings.sessions.lateness_ms)
     if not args.no_worker:
-        worker_late(plan, args.batch or settings.worker.batch_size)
+        worker_late(plan, args.batch or settings.worker.batch_size, args.order)
     return 0
 
 
