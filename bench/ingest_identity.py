@@ -5,7 +5,7 @@ this checkout, on the same generated traffic, compared output by output.
     .venv/bin/python bench/ingest_identity.py --base HEAD~3 --events 40000
 
 The revision is exported with ``git archive`` into a temporary directory and this script runs itself
-there (``--dump``), importing that tree's ``pipeline``; then here. Traffic: ``pipeline/simulate_load.py``
+there (``--dump``), importing that tree's ``pipeline``; then here. Traffic: this checkout's ``pipeline/simulate_load.py``
 in its ``flush`` (1-5 events per message) and ``one`` shapes (retries = duplicates, malformed records),
 plus hand-made messages for what it does not send: custom metrics, API calls, noise errors, an invalid
 event inside an array, the same id twice in one message, no or a negative Kafka timestamp, event times
@@ -97,7 +97,9 @@ def traffic(events: int, sessions: int, topics: dict[str, str]) -> dict[str, lis
     """Named lists of RawMessage argument tuples, offsets numbered per (topic, partition)."""
     from collections import Counter
 
-    from pipeline.simulate_load import generate_load
+    from tree_compare import this_generator
+
+    generate_load = this_generator().generate_load
 
     def murmur_partition(key: bytes) -> int:
         return int(hashlib.md5(key).hexdigest(), 16) % PARTITIONS  # any fixed spread will do

@@ -71,7 +71,10 @@ def store_scenario(shape: str, events: int, sessions: int, lagging: bool) -> lis
     from agents.state import WorkerState
     from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch
     from pipeline.settings import Settings
-    from pipeline.simulate_load import TOPIC_KINDS, generate_load
+    from tree_compare import this_generator
+
+    generator = this_generator()
+    TOPIC_KINDS, generate_load = generator.TOPIC_KINDS, generator.generate_load
 
     settings = Settings()
     k = settings.kafka

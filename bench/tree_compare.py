@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import pickle
 import subprocess
@@ -15,12 +16,27 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
 Dump = Callable[[str, int, int], None]  # (pickle path, events, sessions)
 Summary = Callable[[str, list[dict[str, bytes]]], str]  # (scenario, its polls or steps) -> one line
+
+
+def this_generator() -> ModuleType:
+    """``pipeline/simulate_load.py`` of the checkout running the check, whichever tree's ``pipeline`` the
+    dump imports: both sides get the same traffic, so a change of the generator is not reported as a
+    difference of the code under test (its helpers, ``pipeline.simulate``, still come from that tree)."""
+    name = "_simulate_load_of_the_check"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "pipeline" / "simulate_load.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def run_check(doc: str | None, script: str, dump: Dump, prefix: str, unit: str, summarize: Summary,

@@ -10,12 +10,18 @@ exactness as well as speed.
   scroll 17 %, page view 5.5 %, visibility 2.8 %, error 2.2 %, form start/submit 0.25 %; API calls
   on top (``API_CALL_SHARE`` of all events). 10 % of sessions have 1-3 rage bursts; errors follow a
   Zipf-like frequency over ``ERROR_FAMILY_COUNT`` families, with occasional storms.
-* Message shapes: ``flush`` = SDK flushes, 1-5 events of one session and one raw topic per message
-  (2.6 on average; errors travel alone, one Sentry envelope each); ``one`` = one event per message
-  (direct producers); ``batch50`` = up to 50 events of one session and raw topic per message (an upper
-  bound, not traffic; sessions need well over 50 events for the messages to fill).
-  Messages are keyed by session id and ordered by send time.
-* ~1.5 % of messages are sent again 5-30 s later (retries: duplicates by event_id); ~0.1 % of
+* Session timing: bursts of activity (steps 40-450 ms apart, ~14 events) separated by idle gaps
+  that spread the session over its length.
+* Message shapes: ``flush`` = SDK flushes, 1-5 events of one session and one raw topic per message,
+  queued as posthog-js does: sent when the queue's 3 s timer (``FLUSH_INTERVAL_MS``, started by its
+  first event) fires or its size cap is reached, so no flush holds events more than 3 s apart or is
+  sent more than 3.5 s after its first event (2.6 events on average with ~20 events per session;
+  fewer with very short sessions; errors travel alone, one Sentry envelope each, at once);
+  ``one`` = one event per message (direct producers); ``batch50`` = up to 50 events of one session
+  and raw topic per message, with no timer (an upper bound, not traffic; sessions need well over 50
+  events for the messages to fill, and a message spans minutes).
+  Messages are keyed by session id and ordered by send time, as a broker receives them.
+* ~1.5 % of messages are sent again 5-30 s after their last event (retries: duplicates by event_id); ~0.1 % of
   records are malformed, each in a message of its own so every one is exactly one dead letter:
   truncated JSON, non-UTF-8 bytes, wrong types, an unknown type, an oversize (100-500 KB) error.
 
@@ -48,8 +54,15 @@ EVENT_MIX = (("click", 0.25), ("vital", 0.27), ("observation", 0.20), ("scroll",
 API_CALL_SHARE = 0.05
 OBSERVED_CLICKS = 0.8  # clicks followed by an observation report: 0.8 x 25 % = 20 % of events
 FLUSH_SIZES = (1, 2, 3, 4, 5)
-FLUSH_WEIGHTS = (0.17, 0.21, 0.22, 0.2, 0.2)  # mean 3.05 drawn; errors alone and cut-off last flushes: ~2.6
+FLUSH_WEIGHTS = (0.1, 0.15, 0.2, 0.25, 0.3)  # size caps, mean 3.5; timers, errors alone, session ends: ~2.6 sent
 RETRY_SHARE = 0.015
+RETRY_DELAY_MS = (5_000, 30_001)  # a retry arrives 5-30 s after its last event
+FLUSH_INTERVAL_MS = 3_000  # posthog-js flushes its request queue every 3 s (flush_interval_ms)
+SEND_DELAY_MS = (0, 500)  # from the flush (or a direct producer's send) to the broker
+# Session timing: bursts of activity (a page load, a few interactions) of BURST_EVENTS on average,
+# steps STEP_GAP_MS apart, separated by idle gaps that spread the bursts over the session.
+BURST_EVENTS = 14
+STEP_GAP_MS = (40, 450)
 MALFORMED_SHARE = 0.001
 MALFORMED_KINDS = ("truncated-json", "non-utf8", "wrong-types", "unknown-type", "oversize")
 ERROR_FAMILY_COUNT = 36
@@ -208,18 +221,32 @@ class _Session:
 
 
 def _session_events(rng: random.Random, s: _Session, count: int, kinds: list[str], weights: list[float]) -> None:
+    """``count`` events in bursts of activity (a page load, a few interactions: steps ``STEP_GAP_MS``
+    apart), separated by idle gaps that spread the bursts over the session's length, as people use
+    pages: so an SDK queue flushed every few seconds holds several events, not one."""
     s.step("pageview")
-    gap = max(1, (s.end_ms - s.t) // max(1, count))
+    start = s.t
+    bursts = max(1, round(count / BURST_EVENTS))
+    idle = max(1, (s.end_ms - start) // bursts - BURST_EVENTS * STEP_GAP_MS[1] // 2)
     rage_at = set(rng.sample(range(count), min(count, s.rage_bursts))) if s.rage_bursts else set()
     i = 0
+    left_in_burst = rng.randint(1, 2 * BURST_EVENTS - 1)
     while len(s.events) < count:
-        s.t = min(s.end_ms, s.t + rng.randrange(1, 2 * gap + 1))
+        if left_in_burst <= 0:  # idle until the next burst
+            step = rng.randrange(1, 2 * idle + 1)
+            left_in_burst = rng.randint(1, 2 * BURST_EVENTS - 1)
+        else:
+            step = rng.randrange(*STEP_GAP_MS)
+        # not past the session's end, and never back in time (a storm or rage burst may have passed it)
+        s.t = max(s.t, min(s.end_ms, s.t + step))
+        before = len(s.events)
         kind = rng.choices(kinds, cum_weights=weights)[0]
         s.step(kind)
         if kind == "click" and rng.random() < OBSERVED_CLICKS:
             s.step("observation")  # the SDK reports what followed the click as a second event
         if i in rage_at:
             s.rage_burst()
+        left_in_burst -= len(s.events) - before
         i += 1
     del s.events[count:]
 
@@ -241,26 +268,44 @@ def _malformed(rng: random.Random, kind: str, project: str, ts_ms: int) -> bytes
     return orjson.dumps({**base, "type": "error", "error": {"exception_type": "Error", "message": "x" * size}})
 
 
-def _chunks(rng: random.Random, events: list[dict[str, Any]], shape: str) -> list[list[dict[str, Any]]]:
-    """One session's events -> messages of one raw topic each, in time order."""
+def _chunks(rng: random.Random, events: list[dict[str, Any]], shape: str) -> list[tuple[list[dict[str, Any]], int]]:
+    """One session's events (in time order) -> (events of one message, send time), as an SDK sends them.
+
+    ``flush``: one queue per raw topic, as posthog-js' request queue: the first event queued starts the
+    flush timer (``FLUSH_INTERVAL_MS``), the queue is sent when it fires or when it holds its size cap
+    (1-5, drawn when it opens), whichever comes first; errors go alone at once (one Sentry envelope).
+    ``batch50``: queues of 50 events with no timer, sent at their 50th event (an upper bound, not
+    traffic: a message spans minutes of a session, so in the Kafka-mode bench many of its events are
+    behind the sessions watermark).
+    ``one``: each event on its own (a direct producer). Every send adds ``SEND_DELAY_MS`` of network."""
     if shape == "one":
-        return [[e] for e in events]
-    out: list[list[dict[str, Any]]] = []
-    open_by_kind: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        return [([e], _ts_ms(e) + rng.randrange(*SEND_DELAY_MS)) for e in events]
+    interval = None if shape == "batch50" else FLUSH_INTERVAL_MS
+    out: list[tuple[list[dict[str, Any]], int]] = []
+    queues: dict[str, tuple[list[dict[str, Any]], int, int | None]] = {}  # kind -> (events, cap, timer fires at)
+
+    def send(kind: str, at: int) -> None:
+        queued = queues.pop(kind)[0]
+        out.append((queued, at + rng.randrange(*SEND_DELAY_MS)))
+
     for e in events:
+        ts = _ts_ms(e)
+        for kind in [k for k, q in queues.items() if q[2] is not None and q[2] < ts]:  # timers that fired
+            send(kind, queues[kind][2])  # type: ignore[arg-type]
         kind = KIND_FOR_TYPE[e["type"]]
         if kind == "errors" and shape == "flush":
-            out.append([e])  # one envelope per error
+            out.append(([e], ts + rng.randrange(*SEND_DELAY_MS)))  # one envelope per error, at once
             continue
-        current = open_by_kind.get(kind)
-        if current is None:
+        queue = queues.get(kind)
+        if queue is None:
             size = 50 if shape == "batch50" else rng.choices(FLUSH_SIZES, FLUSH_WEIGHTS)[0]
-            current = ([], size)
-            open_by_kind[kind] = current
-            out.append(current[0])
-        current[0].append(e)
-        if len(current[0]) >= current[1]:
-            del open_by_kind[kind]
+            queue = queues[kind] = ([], size, None if interval is None else ts + interval)
+        queue[0].append(e)
+        if len(queue[0]) >= queue[1]:
+            send(kind, ts)
+    for kind in list(queues):  # the session ends: its last timers fire (batch50: at its last event)
+        queued, _, fires = queues[kind]
+        send(kind, fires if fires is not None else _ts_ms(queued[-1]))
     return out
 
 
@@ -298,15 +343,16 @@ def generate_load(*, events: int, sessions: int, shape: str = "flush", seed: int
         start = end_ms - span_ms + int(rng.uniform(0, span_ms - length))
         s = _Session(rng, project, start, int(start + length))
         _session_events(rng, s, count, kinds, weights)
-        for chunk in _chunks(rng, s.events, shape):
-            send_ms = _ts_ms(chunk[-1]) + rng.randrange(0, 5000)
+        for chunk, send_ms in _chunks(rng, s.events, shape):
             body = orjson.dumps(chunk[0] if shape == "one" else chunk)
             kind = KIND_FOR_TYPE[chunk[0]["type"]]
             messages.append(Message(kind, s.key, body, send_ms, len(chunk)))
             for e in chunk:
                 truth.rows_by_table[TABLE_FOR_TYPE[e["type"]]] += 1
             if rng.random() < RETRY_SHARE:
-                messages.append(Message(kind, s.key, body, send_ms + rng.randrange(5000, 30_001), len(chunk)))
+                # sent again (or late) 5-30 s after its last event, as the profile says
+                again = max(send_ms + 1, _ts_ms(chunk[-1]) + rng.randrange(*RETRY_DELAY_MS))
+                messages.append(Message(kind, s.key, body, again, len(chunk)))
                 truth.duplicate_events += len(chunk)
             records += 1
             if records % malformed_every == 0:

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from pipeline.ingest.validate import decode_message
-from pipeline.simulate_load import KIND_FOR_TYPE, TABLE_FOR_TYPE, collector_requests, generate_load
+from pipeline.simulate_load import (FLUSH_INTERVAL_MS, KIND_FOR_TYPE, RETRY_DELAY_MS, SEND_DELAY_MS, TABLE_FOR_TYPE,
+                                    collector_requests, generate_load)
 
 END_MS = 1_796_000_000_000
 NOW = datetime.fromtimestamp(END_MS / 1000, tz=timezone.utc)
@@ -48,6 +49,64 @@ def test_flushes_hold_one_to_five_events_of_one_session_and_topic(flush_plan) ->
     assert set(sizes) == {1, 2, 3, 4, 5}
     assert 2.4 <= flush_plan.events_per_message <= 2.8
     assert [m.send_ms for m in flush_plan.messages] == sorted(m.send_ms for m in flush_plan.messages)
+
+
+def event_times(m) -> list[int]:  # type: ignore[no-untyped-def]
+    doc = orjson.loads(m.value)
+    return [int(datetime.fromisoformat(e["timestamp"]).timestamp() * 1000) for e in (doc if isinstance(doc, list) else [doc])]
+
+
+def first_sends_and_retries(plan):  # type: ignore[no-untyped-def]
+    seen: set[bytes] = set()
+    for m in plan.messages:
+        if not m.malformed:
+            yield m, m.value in seen
+            seen.add(m.value)
+
+
+@pytest.mark.parametrize("shape", ["flush", "one"])
+def test_a_flush_holds_events_of_one_flush_interval_and_only_retries_arrive_later(shape: str) -> None:
+    """As posthog-js: the queue's timer starts with its first event, so no flush holds events further apart
+    than the interval nor is sent later than interval + network after its first event; retries come
+    5-30 s after their last event. (The generator before this held events minutes apart.)"""
+    plan = generate_load(events=40_000, sessions=1_000, shape=shape, seed=3, end_ms=END_MS)
+    retries = 0
+    window = FLUSH_INTERVAL_MS if shape == "flush" else 0
+    for m, retry in first_sends_and_retries(plan):
+        times = event_times(m)
+        assert max(times) - min(times) <= window
+        if retry:
+            retries += 1
+            assert RETRY_DELAY_MS[0] <= m.send_ms - max(times) < RETRY_DELAY_MS[1]
+        else:
+            assert 0 <= m.send_ms - min(times) < window + SEND_DELAY_MS[1]
+    assert retries / len(plan.messages) == pytest.approx(0.015, rel=0.3)
+
+
+@pytest.mark.parametrize("shape", ["flush", "one"])
+def test_in_send_order_no_event_lies_a_minute_behind_the_newest_sent_before_it(shape: str) -> None:
+    """What the sessions watermark (60 s allowed lateness) needs of realistic traffic: in the order a
+    broker receives it, every event is less than 35 s (a retry's 30 s + the flush interval) behind
+    the newest event time received before it, across all sessions, so per partition too."""
+    plan = generate_load(events=40_000, sessions=1_000, shape=shape, seed=4, end_ms=END_MS)
+    newest = 0
+    behind = []
+    for m in plan.messages:
+        if m.malformed:
+            continue
+        for t in event_times(m):
+            newest = max(newest, t)
+            behind.append(newest - t)
+    assert max(behind) < RETRY_DELAY_MS[1] + FLUSH_INTERVAL_MS + SEND_DELAY_MS[1]
+    assert sorted(behind)[len(behind) // 2] < FLUSH_INTERVAL_MS
+
+
+def test_mean_events_per_flush_stays_near_the_profile_for_sessions_of_twenty_events() -> None:
+    for seed in (1, 2):
+        plan = generate_load(events=20_000, sessions=1_000, shape="flush", seed=seed, end_ms=END_MS)
+        assert 2.45 <= plan.events_per_message <= 2.75
+        sizes = Counter(m.events for m in plan.messages if not m.malformed)
+        assert set(sizes) == {1, 2, 3, 4, 5}
 
 
 def test_event_mix_follows_the_profile(flush_plan) -> None:  # type: ignore[no-untyped-def]
