@@ -368,17 +368,27 @@ class EventProducer:
         self._pending_bytes += size
         futures: list[asyncio.Future[Any]] = []
         unsent = [size]
+        # One future of our own that the last delivery settles (cheaper than asyncio.wait, which
+        # builds a set, a waiter and a callback per future every call). When the timeout cancels
+        # us, only it is cancelled: aiokafka may still deliver the messages, a harmless duplicate
+        # once the client retries.
+        all_settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        unsettled = [len(messages)]
+
+        def settled(n: int, fut: asyncio.Future[Any]) -> None:
+            self._settled(n, fut)
+            unsettled[0] -= 1
+            if not unsettled[0] and not all_settled.done():
+                all_settled.set_result(None)
 
         async def enqueue_and_wait() -> None:
             for m in messages:
                 fut = await self._producer.send(m.topic, m.value, key=m.key, headers=m.headers)
                 n = len(m.value)
                 unsent[0] -= n
-                fut.add_done_callback(functools.partial(self._settled, n))
+                fut.add_done_callback(functools.partial(settled, n))
                 futures.append(fut)
-            # asyncio.wait (not gather): when the timeout cancels us, the futures stay alive and
-            # aiokafka may still deliver them: a harmless duplicate once the client retries.
-            await asyncio.wait(futures)
+            await all_settled
 
         try:
             # One timeout around the whole request, in this task (wait_for would start another).
