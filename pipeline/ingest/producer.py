@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from pipeline.contract import HEADER_TABLE, DeadLetter, reason_kind, topic_for_type
 from pipeline.ingest.scrub import scrub_event, scrub_text
-from pipeline.contract.fast import decode_events
+from pipeline.contract.fast import FAST_TYPES, decode_events
 from pipeline.ingest.validate import Decoded, EventTimeWindow, check_event_time, validate_items
 from pipeline.metrics import DEAD_LETTERS, EVENTS_IN, PRODUCE_FAILURES
 from pipeline.settings import KafkaSettings
@@ -184,7 +184,9 @@ def prepare_events(items: Iterable[Any], *, kafka: KafkaSettings, now: datetime,
     # bounds computed once per batch; anything else goes through check_event_time for its verdict.
     latest = reference + timedelta(seconds=window.max_future_s)
     earliest = reference - timedelta(days=window.max_past_days)
-    encoded_at = _encode_all(candidates) if json_items and candidates else None
+    # Error events always go to pydantic (``FAST_TYPES``): a batch holding one skips the attempt.
+    encoded_at = _encode_all(candidates) if json_items and candidates and all(
+        isinstance(item, dict) and item.get("type") in FAST_TYPES for _, item in candidates) else None
     fast = decode_events(b"[" + b",".join(encoded_at) + b"]") if encoded_at is not None else None
     if fast is not None:
         decoded = Decoded(events=fast)
