@@ -72,5 +72,5 @@ async def intake(app: web.Application, settings: Settings, producer: EventProduc
         raise RateLimited(int(wait), settings.collector.rate_limits.get(project, 0))
     result = await producer.send(kept, project=project, received_at=now, source=source, now=now,
                                  timeout_s=settings.collector.produce_timeout_s,
-                                 time_window=rules.time_window)
+                                 time_window=rules.time_window, json_items=True)
     return Intake(result, filtered)

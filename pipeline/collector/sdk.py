@@ -24,6 +24,7 @@ the same intake as native events: inbound filters, rate limit, scrubbing, valida
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -74,6 +75,13 @@ def sdk_item_label(sdk: str, name: str) -> str:
     if not name.startswith("$"):
         return "custom"
     return name if name in POSTHOG_EVENTS else "$other"
+
+
+@functools.lru_cache(maxsize=256)
+def _sdk_items(sdk: str, label: str) -> Any:
+    """The SDK_ITEMS child for a label (a bounded set, ``sdk_item_label``), looked up once: ``labels()``
+    costs a lock and a tuple per call."""
+    return SDK_ITEMS.labels(sdk, label)
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -166,7 +174,7 @@ async def sentry_envelope(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
     translation = sentry.translate_envelope(env, project=project, received_at=now)
     for item_type, n in translation.counts.items():
-        SDK_ITEMS.labels("sentry", sdk_item_label("sentry", item_type)).inc(n)
+        _sdk_items("sentry", sdk_item_label("sentry", item_type)).inc(n)
     return await _sentry_answer(request, translation, project, now, "http:sentry-envelope", body)
 
 
@@ -186,7 +194,7 @@ async def sentry_store(request: web.Request) -> web.Response:
         return _json(400, {"detail": "expected one event (a JSON object)"})
     now = datetime.now(timezone.utc)
     translation = sentry.translate_store(doc, project=project, received_at=now)
-    SDK_ITEMS.labels("sentry", "store").inc()
+    _sdk_items("sentry", "store").inc()
     return await _sentry_answer(request, translation, project, now, "http:sentry-store", body)
 
 
@@ -229,7 +237,7 @@ async def _posthog_answer(request: web.Request, decoded: posthog.PosthogBatch | 
     translation = posthog.translate_batch(decoded, project=project, received_at=now,
                                           dead_click_window_ms=settings.sessions.dead_click_window_ms)
     for name, n in translation.counts.items():
-        SDK_ITEMS.labels("posthog", sdk_item_label("posthog", name)).inc(n)
+        _sdk_items("posthog", sdk_item_label("posthog", name)).inc(n)
     refused = await _send(request, translation.events, project, now, "http:posthog", translation.problems,
                           lambda: orjson.dumps(decoded.events, default=str))  # gzip/base64 bodies made readable
     if refused is not None:
