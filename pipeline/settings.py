@@ -256,6 +256,14 @@ class WorkerSettings(BaseSettings):
         "before a step (unless BATCH_SIZE come sooner); also the longest wait before it checks its clocks (quiet "
         "partitions). Longer: less CPU and fewer state bytes per event at ordinary rates, later rows (up to this "
         "much; see the README's sizing section)")
+    fetch_min_bytes: int = Field(
+        256 * 1024, ge=1, le=16 * 1024 * 1024, description="PULSE_WORKER_FETCH_MIN_BYTES: the broker answers the "
+        "raw-topic consumer's fetch when this much input is ready or FETCH_MAX_WAIT_MS passed. 1 (Kafka's default) "
+        "answers every new record at once: at ordinary rates a fetch round trip per collector flush, which cost "
+        "the worker more CPU than the events themselves (bench/README.md)")
+    fetch_max_wait_ms: int = Field(
+        250, ge=0, le=5000, description="PULSE_WORKER_FETCH_MAX_WAIT_MS: longest the broker holds a raw-topic fetch "
+        "waiting for FETCH_MIN_BYTES (capped at STEP_INTERVAL_S); rows are stored up to this much later at low rates")
     batch_within_s: float | None = Field(
         None, description="PULSE_WORKER_BATCH_WITHIN_S: replaced by PULSE_WORKER_STEP_INTERVAL_S (an error if set)")
     max_record_bytes: int = Field(512 * 1024, ge=16 * 1024, le=900 * 1024,

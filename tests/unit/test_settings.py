@@ -72,3 +72,23 @@ def test_the_replaced_batch_within_setting_is_an_error_naming_its_successor(monk
     monkeypatch.delenv("PULSE_WORKER_BATCH_WITHIN_S")
     monkeypatch.setenv("PULSE_WORKER_STEP_INTERVAL_S", "2.5")
     assert Settings().worker.step_interval_s == 2.5
+
+
+def test_the_raw_consumer_lets_the_broker_gather_input_as_the_operator_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.ingest import ingest_consumer_options
+
+    options = ingest_consumer_options(Settings())
+    assert (options["fetch_min_bytes"], options["fetch_max_wait_ms"]) == (256 * 1024, 250)
+    monkeypatch.setenv("PULSE_WORKER_FETCH_MIN_BYTES", "1")
+    monkeypatch.setenv("PULSE_WORKER_FETCH_MAX_WAIT_MS", "500")
+    options = ingest_consumer_options(Settings())
+    assert (options["fetch_min_bytes"], options["fetch_max_wait_ms"]) == (1, 500)
+
+
+def test_the_fetch_wait_never_exceeds_a_step_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.ingest import ingest_consumer_options
+
+    monkeypatch.setenv("PULSE_WORKER_STEP_INTERVAL_S", "0.05")
+    assert ingest_consumer_options(Settings())["fetch_max_wait_ms"] == 50
+    monkeypatch.setenv("PULSE_WORKER_FETCH_MAX_WAIT_MS", "20")
+    assert ingest_consumer_options(Settings())["fetch_max_wait_ms"] == 20
