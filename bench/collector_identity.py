@@ -22,13 +22,30 @@ import pickle
 import random
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from tree_compare import run_check  # bench/ is sys.path[0] when run as a script
 
 KEY = "bench-key"
 NOW = datetime(2026, 11, 23, 10, 0, 40, tzinfo=timezone.utc)
+
+
+def freeze_clock_and_ids(*modules: Any) -> None:
+    """Make the collector's work repeatable: every ``datetime.now`` in ``modules`` answers ``NOW``
+    and ``collector_bench``'s event ids come from a seeded generator (the last module given must be
+    ``collector_bench``). Used by this check and by ``collector_instructions.py``, so both run the
+    same requests the same way."""
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return NOW if tz is not None else NOW.replace(tzinfo=None)
+
+    seeded = random.Random(5)
+    modules[-1].uuid.uuid4 = lambda: uuid.UUID(int=seeded.getrandbits(128), version=4)
+    for module in modules:
+        module.datetime = Frozen
 
 
 def hand_made() -> list[Any]:
@@ -84,15 +101,7 @@ def dump(path: str, events: int, sessions: int) -> None:
     from pipeline.ingest.producer import EventProducer
     from pipeline.settings import Settings
 
-    class Frozen(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return NOW if tz is not None else NOW.replace(tzinfo=None)
-
-    seeded = random.Random(5)
-    collector_bench.uuid.uuid4 = lambda: uuid.UUID(int=seeded.getrandbits(128), version=4)  # type: ignore[attr-defined]
-    for module in (app_module, sdk_module, collector_bench):
-        module.datetime = Frozen  # type: ignore[attr-defined]
+    freeze_clock_and_ids(app_module, sdk_module, collector_bench)
 
     class Recording(EventProducer):
         sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []

@@ -18,13 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
-import uuid
-from datetime import datetime, timezone
 from typing import Any
-
-NOW = datetime(2026, 11, 23, 10, 0, 40, tzinfo=timezone.utc)
 
 
 class StubKafka:
@@ -48,6 +43,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="measured requests")
     parser.add_argument("--reps", type=int, default=1, help="0: everything but the measured requests")
     args = parser.parse_args()
+    from collector_identity import freeze_clock_and_ids  # this checkout's bench/, before --root's comes first
     sys.path.insert(0, args.root)
     sys.path.insert(1, os.path.join(args.root, "bench"))
     os.environ["PULSE_COLLECTOR_PROJECT_KEYS"] = '{"bench-key": "bench"}'
@@ -59,15 +55,7 @@ def main() -> None:
     from pipeline.ingest.producer import EventProducer
     from pipeline.settings import Settings
 
-    class Frozen(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return NOW if tz is not None else NOW.replace(tzinfo=None)
-
-    seeded = random.Random(5)
-    collector_bench.uuid.uuid4 = lambda: uuid.UUID(int=seeded.getrandbits(128), version=4)  # type: ignore[attr-defined]
-    for module in (app_module, sdk_module, collector_bench):
-        module.datetime = Frozen  # type: ignore[attr-defined]
+    freeze_clock_and_ids(app_module, sdk_module, collector_bench)
     warm = collector_bench.build_pool(args.shape, 100, seed=1)
     pool = collector_bench.build_pool(args.shape, args.n, seed=2)
 

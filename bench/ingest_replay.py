@@ -29,17 +29,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from aiokafka.partitioner import murmur2  # noqa: E402
 from aiokafka.producer.message_accumulator import BatchBuilder  # noqa: E402
 from aiokafka.record.default_records import DefaultRecordBatch  # noqa: E402
 
 from agents.ingest import IngestRunner  # noqa: E402
 from agents.state import WorkerState  # noqa: E402
-from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch  # noqa: E402
+from pipeline.ingest.process import WORKER_PROCESSORS, process_batch  # noqa: E402
 from pipeline.common import browser_and_os  # noqa: E402
 from pipeline.runtime import tune_gc  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.simulate_load import TOPIC_KINDS, generate_load  # noqa: E402
+from pipeline.simulate_load import generate_load  # noqa: E402
+from planned_reads import all_produced, planned_raw_messages  # noqa: E402 - bench/ is sys.path[1]
 
 
 CODECS = {None: 0, "gzip": DefaultRecordBatch.CODEC_GZIP, "lz4": DefaultRecordBatch.CODEC_LZ4,
@@ -83,13 +83,7 @@ def main() -> int:
         None if args.compression == "none" else args.compression)
     end_ms = int(time.time() * 1000)
     plan = generate_load(events=args.events, sessions=args.sessions, shape=args.shape, seed=args.seed, end_ms=end_ms)
-    topics = dict(zip(TOPIC_KINDS, (k.topic_errors, k.topic_vitals, k.topic_actions)))
-    offsets: Counter[tuple[str, int]] = Counter()
-    raws: list[RawMessage] = []
-    for m in plan.messages:
-        topic, partition = topics[m.topic_kind], (murmur2(m.key) & 0x7FFFFFFF) % k.partitions
-        raws.append(RawMessage(topic, partition, offsets[(topic, partition)], m.key, m.value, m.send_ms))
-        offsets[(topic, partition)] += 1
+    raws = planned_raw_messages(plan, k)
 
     runner = IngestRunner(settings, WorkerState())
     for p in range(k.partitions):
@@ -98,7 +92,7 @@ def main() -> int:
     stages: Counter[str] = Counter()
     rows: Counter[str] = Counter()
     dead = built = 0
-    highwater = lambda topic, partition: offsets[(topic, partition)]  # noqa: E731 - everything is read
+    highwater = all_produced(raws)
     if args.worker_gc:
         tune_gc()
     # The user-agent parser loads its regexes at the first parse (0.1-0.3 s, once per process):

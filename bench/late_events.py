@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +36,8 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from pipeline.simulate_load import TOPIC_KINDS, LoadPlan, generate_load  # noqa: E402
+from pipeline.simulate_load import LoadPlan, generate_load  # noqa: E402
+from planned_reads import all_produced, planned_raw_messages  # noqa: E402 - bench/ is sys.path[1]
 
 
 def pct(values: list[int], q: float) -> int:
@@ -122,22 +122,16 @@ def worker_late(plan: LoadPlan, batch: int, order: str) -> None:
     """The worker's sessions step over the messages read in ``order`` (see ``polls``)."""
     from agents.ingest import IngestRunner
     from agents.state import WorkerState
-    from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch
+    from pipeline.ingest.process import WORKER_PROCESSORS, process_batch
     from pipeline.settings import Settings
 
     settings = Settings()
     k = settings.kafka
-    topics = dict(zip(TOPIC_KINDS, (k.topic_errors, k.topic_vitals, k.topic_actions)))
-    offsets: Counter[tuple[str, int]] = Counter()
-    raws = []
-    for m in plan.messages:
-        topic, partition = topics[m.topic_kind], (murmur2(m.key) & 0x7FFFFFFF) % k.partitions
-        raws.append(RawMessage(topic, partition, offsets[(topic, partition)], m.key, m.value, m.send_ms))
-        offsets[(topic, partition)] += 1
+    raws = planned_raw_messages(plan, k)
     runner = IngestRunner(settings, WorkerState())
     for p in range(k.partitions):
         runner.sessions.restore(p, [])
-    highwater = lambda topic, partition: offsets[(topic, partition)]  # noqa: E731 - all produced before
+    highwater = all_produced(raws)
     late = overflowed = 0
     for messages in polls(raws, batch, order):
         now = datetime.now(timezone.utc)

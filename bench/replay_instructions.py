@@ -19,21 +19,19 @@ import os
 import re
 import subprocess
 import sys
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from aiokafka.partitioner import murmur2  # noqa: E402
-
 from agents.ingest import IngestRunner  # noqa: E402
 from agents.state import WorkerState  # noqa: E402
 from pipeline.ingest.process import WORKER_PROCESSORS, RawMessage, process_batch  # noqa: E402
 from pipeline.runtime import tune_gc  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.simulate_load import TOPIC_KINDS, generate_load  # noqa: E402
+from pipeline.simulate_load import generate_load  # noqa: E402
+from planned_reads import all_produced, planned_raw_messages  # noqa: E402 - bench/ is sys.path[1]
 
 END_MS = 1_780_000_000_000  # a fixed clock: the same traffic and the same decisions in every run
 
@@ -41,13 +39,7 @@ END_MS = 1_780_000_000_000  # a fixed clock: the same traffic and the same decis
 def raw_messages(settings: Settings, shape: str, events: int, sessions: int, seed: int) -> tuple[list[RawMessage], int]:
     k = settings.kafka
     plan = generate_load(events=events, sessions=sessions, shape=shape, seed=seed, end_ms=END_MS)
-    topics = dict(zip(TOPIC_KINDS, (k.topic_errors, k.topic_vitals, k.topic_actions)))
-    offsets: Counter[tuple[str, int]] = Counter()
-    raws = []
-    for m in plan.messages:
-        topic, partition = topics[m.topic_kind], (murmur2(m.key) & 0x7FFFFFFF) % k.partitions
-        raws.append(RawMessage(topic, partition, offsets[(topic, partition)], m.key, m.value, m.send_ms))
-        offsets[(topic, partition)] += 1
+    raws = planned_raw_messages(plan, k)
     return raws, plan.events_sent
 
 
@@ -57,10 +49,7 @@ def replay(settings: Settings, raws: list[RawMessage]) -> int:
     runner = IngestRunner(settings, WorkerState())
     for p in range(k.partitions):
         runner.sessions.restore(p, [])
-    upto: Counter[tuple[str, int]] = Counter()
-    for m in raws:
-        upto[(m.topic, m.partition)] = m.offset + 1
-    highwater = lambda topic, partition: upto[(topic, partition)]  # noqa: E731 - everything is read
+    highwater = all_produced(raws)
     now = datetime.fromtimestamp(END_MS / 1000 + 1, tz=timezone.utc)
     sent = 0
     size = settings.worker.batch_size
