@@ -48,7 +48,7 @@ from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, fold_rollup_series, rollup_series
+from pipeline.rollups.minute import RollupRules, add_series_row, fold_rollup_series, rollup_one, rollup_series
 from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
@@ -224,6 +224,22 @@ def _minute_rollups(alert_partials: bool) -> Processor:
             return
         # ``is_late_ms`` inlined (a call per event): late = arrived after its window's end + lateness
         window_ms, not_after = rollups.window_s * 1000, m.arrived_ms - rollups.lateness_ms
+        if len(items) == 1:  # most messages: one row, no series dict (``rollup_one``)
+            table, row, ts_ms, page = items[0]
+            if not_after > ts_ms - ts_ms % window_ms + window_ms:
+                out.late_rollup_events += 1
+            if table == "metrics":
+                return
+            key, partial = rollup_one(table, row, ts_ms, page, rollups)
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(partial, option=orjson.OPT_NON_STR_KEYS)]
+            if alert_partials:  # the line is written: the row can be handed over
+                merged = out.alert_series
+                into = merged.get(key)
+                if into is None:
+                    merged[key] = partial
+                else:
+                    add_series_row(into, partial)
+            return
         late = 0
         for _, _, ts_ms, _ in items:
             if not_after > ts_ms - ts_ms % window_ms + window_ms:
