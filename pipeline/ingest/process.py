@@ -191,7 +191,9 @@ class FirstTime:
     (sessions). Processors append storage lines to ``tables`` (one storage message per table) and
     everything else to the batch's ``ProcessedBatch``. Empty when all of a message's events were
     duplicates: processors still run, and add nothing. A processor that raises makes its message a
-    dead letter (its ids stay marked as seen, as they did when rollups failed before processors)."""
+    dead letter (its ids stay marked as seen, as they did when rollups failed before processors).
+    Processors read these lists and never change them (a message of one event shares one list
+    between ``items`` and ``by_table``)."""
 
     msg: RawMessage
     arrived_ms: int  # the message's Kafka timestamp, else the batch's ``now``
@@ -295,7 +297,15 @@ def collect_session_input(m: FirstTime, out: ProcessedBatch) -> None:
     sourced = out.session_events.setdefault(msg.partition, [])
     topic, offset = msg.topic, msg.offset
     dumps = orjson.dumps
-    for event, (_, _, ts_ms, page) in zip(m.events, m.items):
+    events = m.events
+    if len(events) == 1:  # most messages: no zip, no loop
+        event = events[0]
+        _, _, ts_ms, page = m.items[0]
+        sess = session_view(event, ts_ms, page, dumps(event.event_id)[1:-1].decode())
+        if sess is not None:
+            sourced.append(Sourced(topic, offset, sess))
+        return
+    for event, (_, _, ts_ms, page) in zip(events, m.items):
         # the id's canonical text, as ``str(uuid)`` writes it, formatted in C (str() is Python code)
         sess = session_view(event, ts_ms, page, dumps(event.event_id)[1:-1].decode())  # None for vitals, API calls
         if sess is not None:
@@ -344,6 +354,60 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
     else:
         received_at = datetime.fromtimestamp(arrived_ms / 1000, tz=timezone.utc)
         received_us = arrived_ms * 1000
+    if len(events) == 1 and not dead_letters:
+        fresh = _one_event(msg, events, dedup, out, rules, pages, arrived_ms, received_at, received_us)
+        if fresh is None:
+            fresh = _events(msg, events, dedup, now, out, rules, pages, arrived_ms, received_at, received_us)
+    else:
+        fresh = _events(msg, events, dedup, now, out, rules, pages, arrived_ms, received_at, received_us)
+        out.dead_letters.extend(dead_letters)
+    for processor in processors:
+        processor(fresh, out)
+    tables = fresh.tables
+    if not tables:
+        return
+    source = msg.source
+    partition = msg.partition % rules.storage_partitions
+    rows_out = out.rows_out
+    storage = out.storage
+    key = msg.key
+    for table, lines in tables.items():
+        rows = len(lines)
+        storage.append(StorageMessage(table, source, key, partition, lines[0] if rows == 1 else b"\n".join(lines),
+                                      rows, None, msg))
+        rows_out[table] += rows
+
+
+def _one_event(msg: RawMessage, events: list[Any], dedup: RecentIds, out: ProcessedBatch, rules: BatchRules,
+               pages: dict[str, str], arrived_ms: int, received_at: datetime, received_us: int) -> FirstTime | None:
+    """``_events`` of a message of one event (most of them, issue 14): the same work without the
+    per-event lists and loops; None when the event is outside the time window (``_events`` decides)."""
+    event = events[0]
+    ts_us = epoch_us(event.timestamp)
+    if rules.time_window is not None and not received_us - rules.past_us <= ts_us <= received_us + rules.future_us:
+        return None
+    table, row = event_to_row(event, received_at, rules.noise_rules)
+    page = row["route"]  # ``page_of``: the route if there is one, else the URL's path (cached per batch)
+    if not page:
+        url = row["url"]
+        page = pages.get(url)
+        if page is None:
+            page = pages[url] = page_of(None, url)
+    # The row is built: only now is the id marked as seen (by the validated UUID, the row's event_id).
+    new = dedup.first_time(event.event_id)
+    out.events_in[event.type] += 1  # duplicates included
+    if not new:
+        out.duplicates += 1
+        return FirstTime(msg, arrived_ms, rules, [], {}, [], {})
+    items = [(table, row, ts_us // 1000, page)]
+    return FirstTime(msg, arrived_ms, rules, items, {table: items}, events, {})
+
+
+def _events(msg: RawMessage, events: list[Any], dedup: RecentIds, now: datetime, out: ProcessedBatch,
+            rules: BatchRules, pages: dict[str, str], arrived_ms: int, received_at: datetime,
+            received_us: int) -> FirstTime:
+    """The message's first-time events with their projection, after the time window check (out of
+    it: a dead letter, or clamped); duplicates counted."""
     times = [epoch_us(e.timestamp) for e in events]
     window = rules.time_window
     if window is not None:
@@ -379,23 +443,13 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         is_new.append(first_time(event.event_id))
         events_in[event.type] += 1  # duplicates included
     if False not in is_new:
-        fresh = FirstTime(msg, arrived_ms, rules, items, by_table, events, {})
-    else:
-        out.duplicates += is_new.count(False)
-        items = [item for item, new in zip(items, is_new) if new]
-        by_table = {}
-        for item in items:
-            by_table.setdefault(item[0], []).append(item)
-        fresh = FirstTime(msg, arrived_ms, rules, items, by_table, [e for e, new in zip(events, is_new) if new], {})
-    out.dead_letters.extend(dead_letters)
-    for processor in processors:
-        processor(fresh, out)
-    source = msg.source
-    partition = msg.partition % rules.storage_partitions
-    rows_out = out.rows_out
-    for table, lines in fresh.tables.items():
-        out.storage.append(StorageMessage(table, source, msg.key, partition, b"\n".join(lines), len(lines), None, msg))
-        rows_out[table] += len(lines)
+        return FirstTime(msg, arrived_ms, rules, items, by_table, events, {})
+    out.duplicates += is_new.count(False)
+    items = [item for item, new in zip(items, is_new) if new]
+    by_table = {}
+    for item in items:
+        by_table.setdefault(item[0], []).append(item)
+    return FirstTime(msg, arrived_ms, rules, items, by_table, [e for e, new in zip(events, is_new) if new], {})
 
 
 def _in_time_window(events: list[Any], received_at: datetime, window: EventTimeWindow, msg: RawMessage,
