@@ -40,6 +40,13 @@ def _envelope(event: Any, received_at: datetime) -> dict[str, Any]:
     }
 
 
+def _json_text(value: Any) -> str:
+    """``orjson.dumps(value).decode()``, without the call for an empty dict (most actions' properties)."""
+    if type(value) is dict and not value:
+        return "{}"
+    return orjson.dumps(value).decode()
+
+
 def event_to_row(event: Any, received_at: datetime,
                  noise_rules: NoiseRules = DEFAULT_NOISE_RULES) -> tuple[str, dict[str, Any]]:
     """Returns (table, row). ``received_at`` is used when the event has none (direct producers).
@@ -80,7 +87,7 @@ def event_to_row(event: Any, received_at: datetime,
             navigated=obs.navigated if obs else None,
             scrolled=obs.scrolled if obs else None,
             scroll_depth=a.scroll_depth, form=a.form or "", visibility=a.visibility or "", name=a.name or "",
-            properties=orjson.dumps(a.properties).decode(),
+            properties=_json_text(a.properties),
         )
     elif type_ == "api":
         p = event.api

@@ -133,10 +133,15 @@ def _decode(msg: RawMessage, now: datetime) -> tuple[list[Any], Sequence[DeadLet
     intermediate dicts, no ``Decoded``: three lists, once per message); anything that fails that
     goes through ``decode_message``, which gives the same reasons as the collector and isolates
     each bad event of an array."""
-    raw = msg.value
-    events = decode_events(raw)
+    events = decode_events(msg.value)
     if events is not None:
         return events, ()
+    return _decode_declined(msg, now)
+
+
+def _decode_declined(msg: RawMessage, now: datetime) -> tuple[list[Any], Sequence[DeadLetter]]:
+    """``_decode`` of a message the msgspec fast path declined."""
+    raw = msg.value
     first = raw[:1]
     try:
         if first == b"[":
@@ -270,11 +275,9 @@ roll_up_minutes_with_alerts.__doc__ = """``roll_up_minutes``, and the same parti
 
 def roll_up_metrics(m: FirstTime, out: ProcessedBatch) -> None:
     """Minute partials of the message's custom metrics (``metrics_minute``, pipeline/rollups/metrics.py)."""
-    rollups = m.rules.rollups
-    if rollups is None:
-        return
     metrics = m.by_table.get("metrics")
-    if metrics:
+    rollups = m.rules.rollups
+    if metrics and rollups is not None:
         partials = metric_rollup_rows([item[1] for item in metrics], rollups.window_s)
         m.tables[METRIC_ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in partials]
 
@@ -343,7 +346,10 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         upto = out.session_upto.setdefault(msg.partition, {})
         if msg.offset > upto.get(msg.topic, -1):
             upto[msg.topic] = msg.offset
-    events, dead_letters = _decode(msg, now)
+    events: list[Any] | None = decode_events(msg.value)  # ``_decode``'s fast path, without its call
+    dead_letters: Sequence[DeadLetter] = ()
+    if events is None:
+        events, dead_letters = _decode_declined(msg, now)
     if not events:
         out.dead_letters.extend(dead_letters)
         return
@@ -352,7 +358,7 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         received_at, arrived_ms = now, rules.now_ms
         received_us = epoch_us(now)
     else:
-        received_at = datetime.fromtimestamp(arrived_ms / 1000, tz=timezone.utc)
+        received_at = datetime.fromtimestamp(arrived_ms / 1000, timezone.utc)  # tz positional: ~0.3 us less
         received_us = arrived_ms * 1000
     if len(events) == 1 and not dead_letters:
         fresh = _one_event(msg, events, dedup, out, rules, pages, arrived_ms, received_at, received_us)
