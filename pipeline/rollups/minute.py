@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +51,7 @@ COUNTERS = (
 SUMS = ("long_task_blocking_ms", "api_duration_ms")
 SKETCHES = ("api_latency", *(v.lower() for v in VITALS))
 _KEY_SET = frozenset(KEY_COLUMNS)
+_KEYS = len(KEY_COLUMNS)
 
 
 def rating(name: str, value: float) -> str | None:
@@ -126,7 +128,8 @@ def rollup_series(rows: Iterable[tuple[str, dict[str, Any], int, str]], rules: R
     Written for speed (it runs for every event, and once per message): plain dicts updated in
     place; each series' counters are written straight into its output row (key columns first,
     counters in the order first counted, sketches last), so a message of one event costs one row
-    dict (and one sketch dict if it observed a value), nothing to copy at the end."""
+    dict (and one sketch dict if it observed a value), nothing to copy at the end. A message of one
+    event is ``rollup_one``'s row."""
     partials: dict[SeriesKey, dict[str, Any]] = {}
     sketches_of: dict[SeriesKey, dict[str, dict[int, int]]] = {}  # only series that observed a value
     window_ms = rules.window_s * 1000
@@ -142,51 +145,77 @@ def rollup_series(rows: Iterable[tuple[str, dict[str, Any], int, str]], rules: R
                                  "release": release, "page": page, "browser": browser, "events": 1}
         else:
             c["events"] += 1
-        get = c.get
-        if table == "errors":
-            if not row.get("noise"):  # known noise (extensions, ResizeObserver...) stays out of error rates
-                c["errors"] = get("errors", 0) + 1
-        elif table == "vitals":
-            c["vitals"] = get("vitals", 0) + 1
-            name, value = row["name"], row["value"]
-            r = rating(name, value)
-            if r is not None:
-                lower = name.lower()
-                col = f"{lower}_{r}"
-                c[col] = get(col, 0) + 1
-                _observe(sketches_of, key, lower, value)
-            elif name == "LONG_TASK" and value > LONG_TASK_MS:
-                c["long_tasks"] = get("long_tasks", 0) + 1
-                c["long_task_blocking_ms"] = get("long_task_blocking_ms", 0.0) + (value - LONG_TASK_MS)
-        elif table == "actions":
-            c["actions"] = get("actions", 0) + 1
-            kind = row["kind"]
-            if kind == "pageview":
-                c["pageviews"] = get("pageviews", 0) + 1
-            elif kind == "click":
-                c["clicks"] = get("clicks", 0) + 1
-        elif table == "api_calls":
-            c["api_events"] = get("api_events", 0) + 1
-            duration, ok = row["duration_ms"], row["ok"]
-            if row["kind"] == "resource":
-                c["resources"] = get("resources", 0) + 1
-                if not ok:
-                    c["resource_failures"] = get("resource_failures", 0) + 1
-                if duration > SLOW_RESOURCE_MS:
-                    c["slow_resources"] = get("slow_resources", 0) + 1
-            else:
-                c["api_calls"] = get("api_calls", 0) + 1
-                c["api_duration_ms"] = get("api_duration_ms", 0.0) + duration
-                _observe(sketches_of, key, "api_latency", duration)
-                if not ok:
-                    c["api_failures"] = get("api_failures", 0) + 1
-                if _is_checkout(row["request_url"], patterns):
-                    c["checkout_calls"] = get("checkout_calls", 0) + 1
-                    if not ok:
-                        c["checkout_failures"] = get("checkout_failures", 0) + 1
+        observed = _count(c, table, row, patterns)
+        if observed is not None:
+            _observe(sketches_of, key, observed[0], observed[1])
     for key, sketches in sketches_of.items():  # after every counter, in the order first observed
         partials[key].update(sketches)
     return partials
+
+
+def rollup_one(table: str, row: dict[str, Any], ts_ms: int, page: str, rules: RollupRules
+               ) -> tuple[SeriesKey, dict[str, Any]]:
+    """``rollup_series`` of one event, as its only (key, row): the same row, without the dicts and
+    the loop a message of several events needs (most raw messages hold one event, issue 14)."""
+    window_ms = rules.window_s * 1000
+    start = (ts_ms - ts_ms % window_ms) // 1000
+    project, environment, release = row["project"], row["environment"], row["release"]
+    browser = browser_and_os(row["user_agent"])[0]
+    c = {"project": project, "minute": start, "environment": environment, "release": release, "page": page,
+         "browser": browser, "events": 1}
+    observed = _count(c, table, row, rules.checkout_patterns)
+    if observed is not None:  # the sketch after every counter, as in ``rollup_series``
+        c[observed[0]] = {key_of(observed[1]): 1}
+    return (project, start, environment, release, page, browser), c
+
+
+def _count(c: dict[str, Any], table: str, row: dict[str, Any], patterns: Sequence[str]
+           ) -> tuple[str, float] | None:
+    """Count one event (its storage ``table`` and ``row``) in the partial row ``c`` of its series;
+    returns the (sketch, value) it observes, if any, for the caller to add after every counter."""
+    get = c.get
+    if table == "errors":
+        if not row.get("noise"):  # known noise (extensions, ResizeObserver...) stays out of error rates
+            c["errors"] = get("errors", 0) + 1
+    elif table == "vitals":
+        c["vitals"] = get("vitals", 0) + 1
+        name, value = row["name"], row["value"]
+        r = rating(name, value)
+        if r is not None:
+            lower = name.lower()
+            col = f"{lower}_{r}"
+            c[col] = get(col, 0) + 1
+            return lower, value
+        if name == "LONG_TASK" and value > LONG_TASK_MS:
+            c["long_tasks"] = get("long_tasks", 0) + 1
+            c["long_task_blocking_ms"] = get("long_task_blocking_ms", 0.0) + (value - LONG_TASK_MS)
+    elif table == "actions":
+        c["actions"] = get("actions", 0) + 1
+        kind = row["kind"]
+        if kind == "pageview":
+            c["pageviews"] = get("pageviews", 0) + 1
+        elif kind == "click":
+            c["clicks"] = get("clicks", 0) + 1
+    elif table == "api_calls":
+        c["api_events"] = get("api_events", 0) + 1
+        duration, ok = row["duration_ms"], row["ok"]
+        if row["kind"] == "resource":
+            c["resources"] = get("resources", 0) + 1
+            if not ok:
+                c["resource_failures"] = get("resource_failures", 0) + 1
+            if duration > SLOW_RESOURCE_MS:
+                c["slow_resources"] = get("slow_resources", 0) + 1
+        else:
+            c["api_calls"] = get("api_calls", 0) + 1
+            c["api_duration_ms"] = get("api_duration_ms", 0.0) + duration
+            if not ok:
+                c["api_failures"] = get("api_failures", 0) + 1
+            if _is_checkout(row["request_url"], patterns):
+                c["checkout_calls"] = get("checkout_calls", 0) + 1
+                if not ok:
+                    c["checkout_failures"] = get("checkout_failures", 0) + 1
+            return "api_latency", duration
+    return None
 
 
 def _add_buckets(target: dict[int, int], buckets: dict[Any, int]) -> None:
@@ -275,7 +304,24 @@ def fold_rollup_series(merged: dict[SeriesKey, dict[str, Any]], series: dict[Ser
         if into is None:
             merged[key] = row
         else:
-            _add_row(into, row)
+            add_series_row(into, row)
+
+
+def add_series_row(into: dict[str, Any], row: dict[str, Any]) -> None:
+    """``_add_row`` of a row made by ``rollup_series`` or ``rollup_one`` (the key columns first, in
+    ``KEY_COLUMNS`` order, integer sketch keys), which ``into`` now owns: its columns after the
+    key are read by position, and a sketch ``into`` lacks is taken over, not copied."""
+    for col, value in islice(row.items(), _KEYS, None):
+        if type(value) is dict:
+            target = into.get(col)
+            if target is None:
+                into[col] = value
+            else:
+                get = target.get
+                for b, n in value.items():
+                    target[b] = get(b, 0) + n
+        else:
+            into[col] = into.get(col, 0) + value
 
 
 def _split_row(row: dict[str, Any], max_bytes: int) -> list[bytes]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline.alerts.evaluate import WindowAggregate, merge
 from pipeline.rollups.minute import (KEY_COLUMNS, alert_partial_messages, fold_rollup_rows, fold_rollup_series,
-                                     merge_rollup_rows, rollup_rows, rollup_series)
+                                     merge_rollup_rows, rollup_one, rollup_rows, rollup_series)
 
 
 def row(page: str = "/a", minute: int = 60, project: str = "shop", **values: Any) -> dict[str, Any]:
@@ -97,6 +97,38 @@ def test_series_keys_are_the_rows_key_columns_and_fold_alike() -> None:
     dump = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in by_series.values()]
     assert dump == [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in by_rows.values()]
     assert any("lcp" in r for r in by_series.values()) and any("api_latency" in r for r in by_series.values())
+
+
+def test_one_event_rolls_up_as_a_series_of_one_and_folds_alike() -> None:
+    """``rollup_one`` (a message of one event) gives ``rollup_series``' only (key, row), column order
+    included, for every table and branch; folding its rows message by message reads like the merge."""
+    from datetime import datetime, timezone
+
+    from pipeline.rollups.minute import RollupRules
+
+    ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
+    extras = [("vitals", {"name": "LCP", "value": 3000.0}), ("vitals", {"name": "CLS", "value": 0.01}),
+              ("vitals", {"name": "LONG_TASK", "value": 80.0}), ("vitals", {"name": "CUSTOM", "value": 1.0}),
+              ("api_calls", {"kind": "fetch", "duration_ms": 120.0, "ok": False, "request_url": "https://x.io/checkout"}),
+              ("api_calls", {"kind": "resource", "duration_ms": 1500.0, "ok": False, "request_url": "https://x.io/a.js"}),
+              ("actions", {"kind": "click"}), ("actions", {"kind": "pageview"}), ("actions", {"kind": "scroll"}),
+              ("errors", {"noise": ""}), ("errors", {"noise": "extension"})]
+    rules = RollupRules(checkout_patterns=("/checkout",))
+    timed = [(table, {"project": "shop", "environment": "production", "release": "r1", "user_agent": ua, **extra},
+              1_767_225_600_000 + 7_000 * i, "/p") for i, (table, extra) in enumerate(extras)]
+    folded: dict[Any, dict[str, Any]] = {}
+    by_rows: dict[Any, dict[str, Any]] = {}
+    for item in timed:
+        (key, expected), = rollup_series([item], rules).items()
+        got_key, got = rollup_one(*item, rules)
+        assert (got_key, list(got.items())) == (key, list(expected.items()))
+        fold_rollup_rows(by_rows, [copy.deepcopy(got)])
+        fold_rollup_series(folded, {got_key: got})
+    dump = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in folded.values()]
+    assert dump == [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in by_rows.values()]
+    merged = list(folded.values())
+    assert len(merged) == 2 and merged[0]["lcp"] and merged[0]["api_latency"] and merged[0]["checkout_failures"] == 1
+    assert (merged[1]["events"], merged[1]["errors"]) == (2, 1)  # the noise error counts as an event only
 
 
 def test_a_column_that_is_neither_number_nor_sketch_is_refused() -> None:
