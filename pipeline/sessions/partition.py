@@ -309,7 +309,8 @@ class PartitionSessions:
             active = active_sessions.get(sid)
             buffered = pending.get(sid)
             marks = session_marks.get(sid, ())
-            append((prefix + sid, encode_session(active, marks_dict(marks), wm, buffered)))
+            append((prefix + sid, encode_session(active, {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks),
+                                                 wm, buffered)))
             if active is None and buffered is None:
                 tombstone(sid)
         writes.extend((key, None) for key in self._upgraded)
