@@ -150,3 +150,29 @@ def test_apply_order_shortcuts_decide_what_the_sort_by_time_and_id_decides() -> 
         expected = _plain_apply_order(list(case))
         got = in_apply_order(list(case))
         assert [(x.ts_ms, x.event_id, x.page) for x in got] == [(x.ts_ms, x.event_id, x.page) for x in expected]
+
+
+def test_newest_event_time_per_topic_is_kept_per_run_of_one_topic() -> None:
+    """``max_ts`` (written in the partition record, key order included) is what the per-event rule
+    gives: the newest time of every event above the partition's mark, a topic's key inserted at its
+    first such event; random interleavings of two topics, replays below the marks included."""
+    import random
+
+    rng = random.Random(3)
+    for _ in range(200):
+        restored_marks = {ACTIONS: rng.randrange(-1, 4), ERRORS: rng.randrange(-1, 4)}
+        restored_max = {t: T0 + 5 for t in rng.sample([ACTIONS, ERRORS], rng.randrange(3))}
+        part = PartitionSessions.restore(0, [("", encode_partition(T0 - 1, restored_max, restored_marks))],
+                                         SessionRules(), lateness_ms=10**9)
+        offsets = {ACTIONS: 0, ERRORS: 0}
+        events = []
+        for _ in range(rng.randrange(12)):
+            topic = rng.choice([ACTIONS, ERRORS])
+            events.append(Sourced(topic, offsets[topic], ev(rng.choice("AB"), rng.randrange(10))))
+            offsets[topic] += rng.randrange(2)
+        expected = dict(restored_max)
+        for src in events:
+            if src.offset > restored_marks[src.topic] and src.event.ts_ms > expected.get(src.topic, -(2**62)):
+                expected[src.topic] = src.event.ts_ms
+        part.process(events, {t: o for t, o in offsets.items()})
+        assert list(part.max_ts.items()) == list(expected.items())
