@@ -121,24 +121,29 @@ class RageClickDetector:
         last = self._last
         if last is None or click.selector != last.selector or click.ts_ms - last.ts_ms > self.rule.max_gap_ms:
             return False
-        if None in (click.x, click.y, last.x, last.y):
+        if click.x is None or click.y is None or last.x is None or last.y is None:
             return True
-        return abs(click.x - last.x) + abs(click.y - last.y) <= self.rule.max_distance_px  # type: ignore[operator]
+        return abs(click.x - last.x) + abs(click.y - last.y) <= self.rule.max_distance_px
 
     def feed(self, click: Click) -> tuple[RageClick | None, RageClick | None]:
         """Returns (newly detected rage click, rage click whose burst just ended with its final count)."""
         ended = None
-        if self._continues(click):
+        rule = self.rule
+        last = self._last
+        # _continues(click), inlined: this runs for every click
+        if (last is not None and click.selector == last.selector and click.ts_ms - last.ts_ms <= rule.max_gap_ms
+                and (click.x is None or click.y is None or last.x is None or last.y is None
+                     or abs(click.x - last.x) + abs(click.y - last.y) <= rule.max_distance_px)):
             self._count += 1
         else:
-            ended = self._close()
+            if last is not None and self._count >= rule.min_clicks:  # _close(), inlined
+                ended = self._rage(last)
             self._count, self._first_ts = 1, click.ts_ms
         self._last = click
-        detected = None
-        if self._count == self.rule.min_clicks:
+        if self._count == rule.min_clicks:
             self._detected_ts = click.ts_ms
-            detected = self._rage(click)
-        return detected, ended
+            return self._rage(click), ended
+        return None, ended
 
     def close(self) -> RageClick | None:
         """End the current burst (session closed); its rage click with the final count, if any."""

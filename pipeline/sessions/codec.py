@@ -56,28 +56,30 @@ def session_buffered(events: list[SessionEvent]) -> list[tuple[Any, ...]]:
     """Layout 3: events of one session, page/project/user/release/user agent written only when they
     differ from the previous event's, and a click's time and page only when they differ from its event's:
     a buffered event costs ~80 bytes instead of ~300. Tuples: written as JSON arrays like lists, and
-    cheaper to build. (Comparisons inlined, the first event taken before the loop: this runs for every
-    buffered event of every session a batch touches.)"""
+    cheaper to build. (Comparisons inlined and made with the previous event's fields, the first event
+    taken before the loop: this runs for every buffered event of every session a batch touches.)"""
     it = iter(events)
-    e = next(it)
-    c = e.click
-    page, project, user_id, release, ua = e.page, e.project, e.user_id, e.release, e.user_agent
-    out = [(e.ts_ms, e.event_id, e.kind, page, project, user_id, release, ua, None if c is None else (
-        _SAME if c.ts_ms == e.ts_ms else c.ts_ms, c.selector, _SAME if c.page == page else c.page, c.x, c.y,
-        c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled, c.observed_for_ms),
-        e.scroll_depth, e.form, e.visible)]
+    prev = next(it)
+    c = prev.click
+    page = prev.page
+    out = [(prev.ts_ms, prev.event_id, prev.kind, page, prev.project, prev.user_id, prev.release, prev.user_agent,
+            None if c is None else (
+                _SAME if c.ts_ms == prev.ts_ms else c.ts_ms, c.selector, _SAME if c.page == page else c.page, c.x,
+                c.y, c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled, c.observed_for_ms),
+            prev.scroll_depth, prev.form, prev.visible)]
     append = out.append
     for e in it:
         c = e.click
-        append((e.ts_ms, e.event_id, e.kind, _SAME if e.page == page else e.page,
-                _SAME if e.project == project else e.project, _SAME if e.user_id == user_id else e.user_id,
-                _SAME if e.release == release else e.release, _SAME if e.user_agent == ua else e.user_agent,
+        append((e.ts_ms, e.event_id, e.kind, _SAME if e.page == prev.page else e.page,
+                _SAME if e.project == prev.project else e.project, _SAME if e.user_id == prev.user_id else e.user_id,
+                _SAME if e.release == prev.release else e.release,
+                _SAME if e.user_agent == prev.user_agent else e.user_agent,
                 None if c is None else (
                     _SAME if c.ts_ms == e.ts_ms else c.ts_ms, c.selector, _SAME if c.page == e.page else c.page,
                     c.x, c.y, c.interactive, c.observed, c.dom_mutation_ms, c.navigated, c.scrolled,
                     c.observed_for_ms),
                 e.scroll_depth, e.form, e.visible))
-        page, project, user_id, release, ua = e.page, e.project, e.user_id, e.release, e.user_agent
+        prev = e
     return out
 
 

@@ -187,6 +187,10 @@ class PartitionSessions:
         # The previous event's message and session, and what became of it: the next event of the same
         # message and session (an SDK flush holds several) meets the same marks, so the same fate.
         last_topic, last_offset, last_sid, last_fate = None, -1, None, _SKIPPED
+        # The topic of the run of events at hand, its partition mark and its newest event time so far
+        # (written back when the run ends): most events come in long runs of one topic.
+        current: str | None = None
+        floor, newest = -1, NEVER
         for src in events:
             topic, offset, e = src.topic, src.offset, src.event
             sid = e.session_id
@@ -194,20 +198,24 @@ class PartitionSessions:
                 if last_fate == _SKIPPED:
                     skipped += 1
                     continue
-                if e.ts_ms > max_ts.get(topic, NEVER):
-                    max_ts[topic] = e.ts_ms
+                if e.ts_ms > newest:
+                    newest = e.ts_ms
                 if last_fate == _TAKEN:
                     take(e)
                 else:
                     skipped += 1
                 continue
             last_topic, last_offset, last_sid = topic, offset, sid
-            if offset <= marks.get(topic, -1):
+            if topic != current:
+                if current is not None and newest > max_ts.get(current, NEVER):
+                    max_ts[current] = newest
+                current, floor, newest = topic, marks.get(topic, -1), max_ts.get(topic, NEVER)
+            if offset <= floor:
                 skipped += 1
                 last_fate = _SKIPPED
                 continue
-            if e.ts_ms > max_ts.get(topic, NEVER):
-                max_ts[topic] = e.ts_ms
+            if e.ts_ms > newest:
+                newest = e.ts_ms
             own = session_marks.get(sid, ())
             if sessions_ahead:  # else no session's marks reach above the partition's, which ``offset`` passed
                 base = before.get(sid)
@@ -228,6 +236,8 @@ class PartitionSessions:
                 session_marks[sid] = with_mark(own, topic, offset)
             last_fate = _TAKEN
             take(e)
+        if current is not None and newest > max_ts.get(current, NEVER):
+            max_ts[current] = newest
         step.skipped = skipped
         for topic, offset in processed_upto.items():
             if offset > marks.get(topic, -1):
@@ -309,7 +319,8 @@ class PartitionSessions:
             active = active_sessions.get(sid)
             buffered = pending.get(sid)
             marks = session_marks.get(sid, ())
-            append((prefix + sid, encode_session(active, marks_dict(marks), wm, buffered)))
+            append((prefix + sid, encode_session(active, {marks[0]: marks[1]} if len(marks) == 2 else marks_dict(marks),
+                                                 wm, buffered)))
             if active is None and buffered is None:
                 tombstone(sid)
         writes.extend((key, None) for key in self._upgraded)

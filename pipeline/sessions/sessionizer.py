@@ -31,6 +31,8 @@ from pipeline.sessions.clicks import (
 
 SCROLL_MILESTONES = (25, 50, 75, 90, 100)
 _EVENT_ORDER = attrgetter("ts_ms", "event_id")  # how a session's events are applied
+_EVENT_TIME = attrgetter("ts_ms")
+NEVER = -(2**62)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,39 @@ def buffered_cost(e: SessionEvent) -> int:
     return cost + (len(e.form) if e.form else 0)
 
 
+def in_apply_order(events: list[SessionEvent]) -> list[SessionEvent]:
+    """``events`` of one session in the order they are applied, (ts_ms, event_id), an event
+    delivered twice within the lateness once (sorts ``events`` in place; may return it). Without two
+    events of one millisecond that is the order of ts_ms alone (int keys, no tuple per event) and
+    nothing is a duplicate; most sessions' events even arrive in that order."""
+    previous_ts = NEVER
+    for e in events:
+        ts = e.ts_ms
+        if ts <= previous_ts:
+            break
+        previous_ts = ts
+    else:
+        return events
+    events.sort(key=_EVENT_TIME)
+    previous_ts = NEVER
+    for e in events:
+        ts = e.ts_ms
+        if ts == previous_ts:
+            break
+        previous_ts = ts
+    else:
+        return events
+    events.sort(key=_EVENT_ORDER)  # stable, as a sort by this key of the events as they came
+    unique = []
+    previous = None
+    for e in events:
+        key = (e.ts_ms, e.event_id)
+        if key != previous:
+            unique.append(e)
+        previous = key
+    return unique
+
+
 class Sessionizer:
     """Active sessions of one partition. ``add`` buffers, ``advance`` releases and closes."""
 
@@ -256,7 +291,7 @@ class Sessionizer:
         if watermark_ms <= self.watermark_ms:
             return out
         self.watermark_ms = watermark_ms
-        pending, chars, mark_dirty, apply = self._pending, self._pending_chars, self.dirty.add, self._apply
+        pending, chars, mark_dirty, apply_events = self._pending, self._pending_chars, self.dirty.add, self._apply_events
         due = []
         for sid, evs in pending.items():
             for e in evs:
@@ -266,23 +301,15 @@ class Sessionizer:
         for sid in due:
             evs = pending.pop(sid)
             held = chars.pop(sid, None)
-            if len(evs) == 1:  # the common case: nothing to sort, nothing left
-                apply(evs[0], out)
-                mark_dirty(sid)
-                continue
-            ready = [e for e in evs if e.ts_ms <= watermark_ms]
-            if len(ready) < len(evs):
-                left = pending[sid] = [e for e in evs if e.ts_ms > watermark_ms]
-                # What is left stays counted when that is cheaper than counting it again at its next event.
-                if held is not None and len(ready) < len(left):
-                    chars[sid] = held - sum(map(buffered_cost, ready))
-            ready.sort(key=_EVENT_ORDER)
-            previous = None
-            for e in ready:
-                key = (e.ts_ms, e.event_id)
-                if key != previous:  # the same event delivered twice within the lateness counts once
-                    apply(e, out)
-                previous = key
+            if len(evs) > 1:
+                ready = [e for e in evs if e.ts_ms <= watermark_ms]
+                if len(ready) < len(evs):
+                    left = pending[sid] = [e for e in evs if e.ts_ms > watermark_ms]
+                    # What is left stays counted when that is cheaper than counting it again at its next event.
+                    if held is not None and len(ready) < len(left):
+                        chars[sid] = held - sum(map(buffered_cost, ready))
+                evs = in_apply_order(ready)
+            apply_events(sid, evs, out)
             mark_dirty(sid)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] < watermark_ms:
@@ -310,54 +337,58 @@ class Sessionizer:
     def _close_at(self, s: _Session) -> int:
         return min(s.last_ms + self.rules.idle_ms, s.start_ms + self.rules.max_ms)
 
-    def _apply(self, e: SessionEvent, out: Emitted) -> None:
-        # Runs once per event: locals and plain ifs rather than attribute chains, max() and ``or``.
-        ts, sid, kind = e.ts_ms, e.session_id, e.kind
-        s = self._active.get(sid)
-        if s is None:
-            s = self._active[sid] = _Session(e)
-            heapq.heappush(self._deadlines, (self._close_at(s), sid))
-        elif ts - s.last_ms > self.rules.idle_ms or ts - s.start_ms >= self.rules.max_ms:
-            self._close(s, out)
-            s = self._active[sid] = _Session(e)  # the closed one's deadline entry serves it
-        if ts > s.last_ms:
-            s.last_ms = ts
-        if not s.user_id:
-            s.user_id = e.user_id
-        if e.release:
-            s.release = e.release
-        if kind == "pageview":
-            if s.page is not None:
-                out.page_views.append(self._end_page(s, ts))
-            s.page = _Page(e.page, ts)
-            s.pageviews += 1
-            s.entry_page = s.entry_page or e.page
-            s.exit_page = e.page
-        page = s.page
-        if page is not None:
-            page.last_ms = ts
-        if kind == "click":
-            if e.click is not None:
-                self._click(s, page, e, out)
-        elif kind == "scroll":
-            if e.scroll_depth is not None:
-                if e.scroll_depth > s.max_scroll:
-                    s.max_scroll = e.scroll_depth
-                if page and e.scroll_depth > page.max_scroll:
-                    page.max_scroll = e.scroll_depth
-        elif kind in ("form_start", "form_submit") and page is not None:
-            if kind == "form_start" and e.form not in page.forms_started:
-                page.forms_started += (e.form,)
-            elif kind == "form_submit" and e.form not in page.forms_submitted:
-                page.forms_submitted += (e.form,)
-        elif kind == "visibility" and page is not None:
-            if e.visible is False and page.visible_since is not None:
-                page.visible_ms += ts - page.visible_since
-                page.visible_since = None
-            elif e.visible and page.visible_since is None:
-                page.visible_since = ts
-        elif kind == "error":
-            s.errors += 1
+    def _apply_events(self, sid: str, events: list[SessionEvent], out: Emitted) -> None:
+        """Apply events of session ``sid``, in order. Runs once per event: one loop per session and
+        step, locals and plain ifs rather than attribute chains, max() and ``or``."""
+        active = self._active
+        idle_ms, max_ms = self.rules.idle_ms, self.rules.max_ms
+        s = active.get(sid)
+        for e in events:
+            ts, kind = e.ts_ms, e.kind
+            if s is None:
+                s = active[sid] = _Session(e)
+                heapq.heappush(self._deadlines, (self._close_at(s), sid))
+            elif ts - s.last_ms > idle_ms or ts - s.start_ms >= max_ms:
+                self._close(s, out)
+                s = active[sid] = _Session(e)  # the closed one's deadline entry serves it
+            if ts > s.last_ms:
+                s.last_ms = ts
+            if not s.user_id:
+                s.user_id = e.user_id
+            if e.release:
+                s.release = e.release
+            if kind == "pageview":
+                if s.page is not None:
+                    out.page_views.append(self._end_page(s, ts))
+                s.page = _Page(e.page, ts)
+                s.pageviews += 1
+                s.entry_page = s.entry_page or e.page
+                s.exit_page = e.page
+            page = s.page
+            if page is not None:
+                page.last_ms = ts
+            if kind == "click":
+                if e.click is not None:
+                    self._click(s, page, e, out)
+            elif kind == "scroll":
+                if e.scroll_depth is not None:
+                    if e.scroll_depth > s.max_scroll:
+                        s.max_scroll = e.scroll_depth
+                    if page and e.scroll_depth > page.max_scroll:
+                        page.max_scroll = e.scroll_depth
+            elif kind in ("form_start", "form_submit") and page is not None:
+                if kind == "form_start" and e.form not in page.forms_started:
+                    page.forms_started += (e.form,)
+                elif kind == "form_submit" and e.form not in page.forms_submitted:
+                    page.forms_submitted += (e.form,)
+            elif kind == "visibility" and page is not None:
+                if e.visible is False and page.visible_since is not None:
+                    page.visible_ms += ts - page.visible_since
+                    page.visible_since = None
+                elif e.visible and page.visible_since is None:
+                    page.visible_since = ts
+            elif kind == "error":
+                s.errors += 1
 
     def _click(self, s: _Session, page: _Page | None, e: SessionEvent, out: Emitted) -> None:
         """A click event: rage bursts, dead clicks, and a second report of one click counted once."""

@@ -113,3 +113,66 @@ def test_buffered_events_round_trip_with_repeated_fields_and_objects() -> None:
     active, marks, wm, back = decode_session("s", raw, SessionRules())
     assert active is None and marks == {ACTIONS: 7} and wm == T0
     assert back == buffered
+
+
+def _plain_apply_order(events: list[SessionEvent]) -> list[SessionEvent]:
+    """The rule: sorted by (ts_ms, event_id) as they came, an event delivered twice once (the first)."""
+    out: list[SessionEvent] = []
+    for e in sorted(events, key=lambda e: (e.ts_ms, e.event_id)):
+        if not out or (out[-1].ts_ms, out[-1].event_id) != (e.ts_ms, e.event_id):
+            out.append(e)
+    return out
+
+
+def test_apply_order_shortcuts_decide_what_the_sort_by_time_and_id_decides() -> None:
+    """In order (returned as is), out of order without ties (sorted by time alone), ties of one
+    millisecond in either id order, and duplicates (the first copy kept, as it came)."""
+    import random
+
+    from pipeline.sessions.sessionizer import in_apply_order
+
+    def e(ts: int, eid: str, page: str = "/p") -> SessionEvent:
+        return SessionEvent("s", T0 + ts, eid, "pageview", page)
+
+    ordered = [e(1, "a"), e(2, "b"), e(5, "c")]
+    assert in_apply_order(ordered) is ordered
+    cases = [
+        [e(5, "c"), e(1, "a"), e(2, "b")],
+        [e(1, "b"), e(1, "a"), e(0, "z")],
+        [e(1, "a"), e(1, "b")],
+        [e(3, "x", "/first"), e(1, "a"), e(3, "x", "/second"), e(3, "w")],
+        [e(2, "d", "/1"), e(2, "d", "/2"), e(2, "d", "/3")],
+    ]
+    rng = random.Random(7)
+    for _ in range(300):
+        cases.append([e(rng.randrange(6), rng.choice("abc"), f"/{i}") for i in range(rng.randrange(1, 9))])
+    for case in cases:
+        expected = _plain_apply_order(list(case))
+        got = in_apply_order(list(case))
+        assert [(x.ts_ms, x.event_id, x.page) for x in got] == [(x.ts_ms, x.event_id, x.page) for x in expected]
+
+
+def test_newest_event_time_per_topic_is_kept_per_run_of_one_topic() -> None:
+    """``max_ts`` (written in the partition record, key order included) is what the per-event rule
+    gives: the newest time of every event above the partition's mark, a topic's key inserted at its
+    first such event; random interleavings of two topics, replays below the marks included."""
+    import random
+
+    rng = random.Random(3)
+    for _ in range(200):
+        restored_marks = {ACTIONS: rng.randrange(-1, 4), ERRORS: rng.randrange(-1, 4)}
+        restored_max = {t: T0 + 5 for t in rng.sample([ACTIONS, ERRORS], rng.randrange(3))}
+        part = PartitionSessions.restore(0, [("", encode_partition(T0 - 1, restored_max, restored_marks))],
+                                         SessionRules(), lateness_ms=10**9)
+        offsets = {ACTIONS: 0, ERRORS: 0}
+        events = []
+        for _ in range(rng.randrange(12)):
+            topic = rng.choice([ACTIONS, ERRORS])
+            events.append(Sourced(topic, offsets[topic], ev(rng.choice("AB"), rng.randrange(10))))
+            offsets[topic] += rng.randrange(2)
+        expected = dict(restored_max)
+        for src in events:
+            if src.offset > restored_marks[src.topic] and src.event.ts_ms > expected.get(src.topic, -(2**62)):
+                expected[src.topic] = src.event.ts_ms
+        part.process(events, {t: o for t, o in offsets.items()})
+        assert list(part.max_ts.items()) == list(expected.items())
