@@ -384,6 +384,15 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
         rows_out[table] += rows
 
 
+def _page_of_url(url: str, pages: dict[str, str]) -> str:
+    """``page_of`` of a row without a route: the URL's path, cached per batch in ``pages`` (a row with
+    a route is its own page, so callers write ``row["route"] or _page_of_url(...)``)."""
+    page = pages.get(url)
+    if page is None:
+        page = pages[url] = page_of(None, url)
+    return page
+
+
 def _one_event(msg: RawMessage, events: list[Any], dedup: RecentIds, out: ProcessedBatch, rules: BatchRules,
                pages: dict[str, str], arrived_ms: int, received_at: datetime, received_us: int) -> FirstTime | None:
     """``_events`` of a message of one event (most of them, issue 14): the same work without the
@@ -393,12 +402,7 @@ def _one_event(msg: RawMessage, events: list[Any], dedup: RecentIds, out: Proces
     if rules.time_window is not None and not received_us - rules.past_us <= ts_us <= received_us + rules.future_us:
         return None
     table, row = event_to_row(event, received_at, rules.noise_rules)
-    page = row["route"]  # ``page_of``: the route if there is one, else the URL's path (cached per batch)
-    if not page:
-        url = row["url"]
-        page = pages.get(url)
-        if page is None:
-            page = pages[url] = page_of(None, url)
+    page = row["route"] or _page_of_url(row["url"], pages)
     # The row is built: only now is the id marked as seen (by the validated UUID, the row's event_id).
     new = dedup.first_time(event.event_id)
     out.events_in[event.type] += 1  # duplicates included
@@ -428,12 +432,7 @@ def _events(msg: RawMessage, events: list[Any], dedup: RecentIds, now: datetime,
     by_table: dict[str, list[Item]] = {}
     for event, ts_us in zip(events, times):
         table, row = event_to_row(event, received_at, noise_rules)
-        page = row["route"]  # ``page_of``: the route if there is one, else the URL's path (cached per batch)
-        if not page:
-            url = row["url"]
-            page = pages.get(url)
-            if page is None:
-                page = pages[url] = page_of(None, url)
+        page = row["route"] or _page_of_url(row["url"], pages)
         item = (table, row, ts_us // 1000, page)
         items.append(item)
         same_table = by_table.get(table)
