@@ -317,9 +317,7 @@ def add_series_row(into: dict[str, Any], row: dict[str, Any]) -> None:
             if target is None:
                 into[col] = value
             else:
-                get = target.get
-                for b, n in value.items():
-                    target[b] = get(b, 0) + n
+                _add_buckets(target, value)
         else:
             into[col] = into.get(col, 0) + value
 
