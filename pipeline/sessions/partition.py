@@ -301,7 +301,7 @@ class PartitionSessions:
         # partition record covers it: a replay of its last events must still find them inside its state.
         kept: set[str] = set()
         written = self._written_marks
-        for sid in self._tombstones:
+        for sid in sorted(self._tombstones):  # sorted: the same records in the same order on every run
             if sid not in dirty:
                 m = self._session_marks.get(sid, ())
                 if any(m[i + 1] > written.get(m[i], -1) for i in range(0, len(m), 2)):
