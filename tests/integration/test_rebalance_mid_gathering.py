@@ -201,8 +201,6 @@ def test_rebalances_inside_long_gatherings_are_exact(kafka_bootstrap: str, tmp_p
         [[dead]] = query(settings, "SELECT count() FROM dead_letters")
         assert int(dead) == 0, query(settings, "SELECT reason FROM dead_letters LIMIT 5")
 
-        # the scenario really moved partitions while traffic flowed
-        assert figures["a_alone_at_s"] < TRAFFIC_S, figures
         # A's assignment after B's kill waited longer than a whole gathering: its deadline passed while
         # the group had revoked it and not yet assigned anything, and A dropped what it had gathered
         assert waited["last_pause_s"] > STEP_INTERVAL_S, figures
