@@ -99,6 +99,7 @@ class RebalanceStats:
     last_kept: list[str] = field(default_factory=list)
     last_rebuilt: list[str] = field(default_factory=list)
     last_pause_s: float | None = None  # from the revocation until processing could resume
+    gathered_dropped: int = 0  # records gathered before a revocation and dropped (re-read by their next owner)
     last_restore_s: float | None = None
 
 
@@ -207,6 +208,7 @@ class IngestRunner:
             gathering.add(polled, revoked=self.revocations != revocations)
             revocations = self.revocations
             if gathering.wait_s(time.monotonic(), assignment_waiting=bool(self.to_restore)) == 0:
+                self.rebalance.gathered_dropped += gathering.dropped
                 return gathering.records
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

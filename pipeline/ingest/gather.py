@@ -46,6 +46,7 @@ class Gathering(Generic[P, R]):
         self.max_records = max_records
         self.records: dict[P, list[R]] = {}
         self.count = 0
+        self.dropped = 0  # records forgotten by ``restart`` (the next owner reads them again)
 
     def add(self, polled: Mapping[P, Sequence[R]], revoked: bool = False) -> None:
         """One poll's records (each partition's in offset order, as Kafka returns them). ``revoked``:
@@ -68,6 +69,7 @@ class Gathering(Generic[P, R]):
     def restart(self) -> None:
         """Forget everything gathered so far (its partitions were revoked: the next assignment reads
         them again from their committed offsets); the deadline stays."""
+        self.dropped += self.count
         self.records = {}
         self.count = 0
 

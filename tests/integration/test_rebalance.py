@@ -36,8 +36,10 @@ TRAFFIC_S = 50.0
 B_JOINS_AT, B_LEAVES_AT = 8.0, 30.0  # seconds into the traffic (B leaves no earlier than 5 s after ready)
 
 
-def produce_spread(settings: Settings, flushes: list[Any], seconds: float, done: threading.Event) -> None:
-    """Send the flushes evenly over ``seconds`` (one message per raw topic and flush, keyed by session)."""
+def produce_spread(settings: Settings, flushes: list[Any], seconds: float, done: threading.Event,
+                   paused: threading.Event | None = None) -> None:
+    """Send the flushes evenly over ``seconds`` (one message per raw topic and flush, keyed by session);
+    while ``paused`` is set nothing is sent, and what fell due meanwhile goes right after."""
 
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=5,
@@ -47,6 +49,8 @@ def produce_spread(settings: Settings, flushes: list[Any], seconds: float, done:
             t0 = time.monotonic()
             for i, flush in enumerate(flushes):
                 await asyncio.sleep(max(0.0, t0 + seconds * i / len(flushes) - time.monotonic()))
+                while paused is not None and paused.is_set():
+                    await asyncio.sleep(0.01)
                 by_topic: dict[str, list[Any]] = {}
                 for e in flush.events:
                     try:

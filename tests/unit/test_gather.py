@@ -66,6 +66,7 @@ def test_restart_forgets_the_records_but_keeps_the_deadline() -> None:
     g.restart()
     assert g.records == {} and g.count == 0 and not g.full()
     assert g.wait_s(0.5) == 0.5
+    assert g.dropped == 3
 
 
 def test_a_poll_after_a_revocation_drops_what_the_old_assignment_gave() -> None:
@@ -73,8 +74,11 @@ def test_a_poll_after_a_revocation_drops_what_the_old_assignment_gave() -> None:
     g.add({"a": recs(10, 11), "b": recs(3, 4)})
     g.add({"a": recs(10)}, revoked=True)  # the new assignment starts again at the committed offset
     assert offsets(g) == {"a": [10]} and g.count == 1
+    assert g.dropped == 4  # what the old assignment gave, counted (the worker's /health shows it)
     g.add({"b": recs(3)})
     assert offsets(g) == {"a": [10], "b": [3]}
+    g.add({"b": recs(4)}, revoked=True)
+    assert offsets(g) == {"b": [4]} and g.dropped == 6
 
 
 def test_an_assignment_waiting_to_be_restored_ends_the_gathering() -> None:
