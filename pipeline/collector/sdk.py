@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from pipeline.collector.body import Problem, decompress, read_body
 from pipeline.collector.intake import RateLimited, intake
@@ -84,9 +85,15 @@ def _sdk_items(sdk: str, label: str) -> Any:
     return SDK_ITEMS.labels(sdk, label)
 
 
+# Every SDK answer's headers, built once (``content_type=`` would parse and set it per answer).
+_JSON_HEADERS = CIMultiDict({**SENTRY_CORS, "Content-Type": "application/json"})
+
+
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> web.Response:
+    if headers is None:
+        return web.Response(status=status, body=orjson.dumps(doc), headers=_JSON_HEADERS)
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json",
-                        headers={**SENTRY_CORS, **(headers or {})})
+                        headers={**SENTRY_CORS, **headers})
 
 
 async def _body(request: web.Request, settings: Settings) -> bytes | Problem:

@@ -107,7 +107,48 @@ def scrape_registry() -> Any:
         return REGISTRY
     registry = CollectorRegistry(auto_describe=True)
     MultiProcessCollector(registry)
+    root = first_pid()
+    if root is not None:
+        registry.register(EveryProcess(root))
     return registry
+
+
+def first_pid() -> int | None:
+    """The pid of this run's first collector process (the run directory is named after it)."""
+    m = _RUN_DIR.fullmatch(Path(os.environ.get(ENV, "")).name)
+    return int(m.group(1)) if m else None
+
+
+class EveryProcess:
+    """``process_*`` series (CPU seconds, resident and virtual memory, open and max fds, start time)
+    of every collector process, each labelled ``pid``, read from ``/proc`` at scrape time.
+
+    prometheus-client's ``ProcessCollector`` describes the process that answers the scrape, which
+    in multiprocess mode would be whichever one the kernel picked; its multiprocess docs leave
+    process metrics out. The processes are the first one and its children (``/proc``), so any of
+    them answers for all.
+    """
+
+    def __init__(self, root_pid: int, children: Callable[[int], list[int]] | None = None) -> None:
+        from pipeline.supervise import child_pids
+
+        self.root_pid = root_pid
+        self.children = children or child_pids
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client import ProcessCollector
+        from prometheus_client.metrics_core import Metric
+
+        families: dict[str, Any] = {}
+        for pid in [self.root_pid, *self.children(self.root_pid)]:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(family.name, family.documentation, family.type,
+                                                            family.unit)
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(families.values())
 
 
 def process_exited(pid: int) -> None:

@@ -915,7 +915,12 @@ def _text(value: Any, limit: int = SHORT) -> str | None:
 
 
 def _first_text(props: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
-    return next(filter(None, (_text(props.get(key)) for key in keys)), None)
+    """The first key's value that ``_text`` keeps (a plain loop: ~6 calls per event, on the hot path)."""
+    for key in keys:
+        value = props.get(key)
+        if isinstance(value, str) and value:
+            return value[:SHORT]
+    return None
 
 
 def _number(value: Any) -> float | None:
@@ -929,7 +934,11 @@ def _number(value: Any) -> float | None:
 
 
 def _first_number(props: Mapping[str, Any], keys: tuple[str, ...]) -> float | None:
-    return next((n for key in keys if (n := _number(props.get(key))) is not None), None)
+    for key in keys:
+        number = _number(props.get(key))
+        if number is not None:
+            return number
+    return None
 
 
 def _non_negative_int(value: Any) -> int | None:

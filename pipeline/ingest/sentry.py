@@ -231,6 +231,10 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _text(value: Any, limit: int = SHORT) -> str | None:
     """Strings as they are, numbers and booleans as JSON writes them; cut to ``limit``; else None."""
+    if isinstance(value, str):  # the common case first: ~50 calls per error event
+        return value[:limit]
+    if value is None:
+        return None
     if isinstance(value, bool):
         value = "true" if value else "false"
     elif isinstance(value, (int, float)):

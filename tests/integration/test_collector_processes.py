@@ -101,6 +101,9 @@ async def test_two_processes_share_the_port_and_stop_together(settings: Settings
                 text = await resp.text()
             seen = (value(EVENTS_200, text), value(EVENTS_LATENCY_COUNT, text), value(VITALS_IN, text))
             assert seen == (REQUESTS, REQUESTS, 3 * REQUESTS), seen
+            for pid in (proc.pid, child):  # process_* series of both processes, whichever one answered
+                assert f'process_cpu_seconds_total{{pid="{pid}"}}' in text, text[-2000:]
+                assert f'process_resident_memory_bytes{{pid="{pid}"}}' in text
         # ... and both processes did serve events and scrapes (each one's own file says so).
         labels = {"endpoint": "/api/v1/events", "process": "collector", "status": "200"}
         mine = {pid: file_count(run_dir / f"counter_{pid}.db", "pulse_http_requests_total", labels)

@@ -108,7 +108,8 @@ def test_every_process_scrape_sums_all_processes_across_a_fork(tmp_path: Path) -
         print(got['pulse_http_request_seconds_bucket' + repr(sorted(
             {"endpoint": "/e", "process": "collector", "le": "0.025"}.items()))])
         print(got['pulse_consumer_group_lag' + repr(sorted({"group": "g", "topic": "t", "partition": "0"}.items()))])
-        print(b"pid=" in generate_latest(shared_metrics.scrape_registry()))
+        text = generate_latest(shared_metrics.scrape_registry()).decode()
+        print(any("pid=" in line for line in text.splitlines() if not line.startswith("process_")))
         shared_metrics.remove_run_dir()
         print(run_dir.exists())
     """, tmp_path)
@@ -136,3 +137,42 @@ def test_sdk_item_labels_are_bounded_whatever_the_client_sends() -> None:
     labels = {sdk_item_label(sdk, f"{prefix}{i}") for sdk in ("sentry", "posthog") for prefix in ("", "$")
               for i in range(1000)}
     assert labels == {"other", "custom", "$other"}
+
+
+def test_process_series_of_every_collector_process_labelled_by_pid(tmp_path: Path) -> None:
+    """Multiprocess mode has no process_* series of its own: EveryProcess reads each process's /proc."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        collector = shared_metrics.EveryProcess(os.getpid(), children=lambda root: [sleeper.pid, 999999999])
+        families = {f.name: f for f in collector.collect()}
+        for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                     "process_open_fds", "process_max_fds", "process_start_time_seconds"):
+            by_pid = {s.labels["pid"]: s.value for s in families[name].samples}
+            assert set(by_pid) == {str(os.getpid()), str(sleeper.pid)}, (name, by_pid)  # a gone pid: no series
+        rss = {s.labels["pid"]: s.value for s in families["process_resident_memory_bytes"].samples}
+        assert rss[str(os.getpid())] > rss[str(sleeper.pid)] > 1_000_000  # each its own, not one copied
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_scrape_in_multiprocess_mode_has_every_processes_process_series(tmp_path: Path) -> None:
+    done = run_child("""
+        import os, time
+        from pipeline.collector import shared_metrics
+        from pipeline.settings import Settings
+        shared_metrics.enable(Settings())
+        from prometheus_client import generate_latest
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(5)
+            os._exit(0)
+        time.sleep(0.2)
+        text = generate_latest(shared_metrics.scrape_registry()).decode()
+        print(f'process_cpu_seconds_total{{pid="{os.getpid()}"}}' in text, f'process_open_fds{{pid="{pid}"}}' in text)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        shared_metrics.remove_run_dir()
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
