@@ -14,6 +14,9 @@ A message becomes at most one storage message per table its processors wrote lin
 carries its rows as JSONEachRow bytes and names its origin (``topic:partition:offset``); it goes to
 storage partition ``raw partition % storage partitions``, so for one (raw topic, raw partition,
 table) the sink sees source offsets in increasing order in one partition and can drop replays by offset.
+The lines are kept grouped per (table, raw topic, raw partition) as they are made (``out.stored``;
+``out.storage`` lists them per message): the worker cuts its storage records from the groups
+(``storage_records``), the same records ``range_messages`` makes of the per-message list.
 
 Example::
 
