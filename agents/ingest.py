@@ -64,7 +64,7 @@ from pipeline.ingest.dedup import StagedIds
 from pipeline.ingest.gather import Gathering
 from pipeline.ingest.rebalance import AssignmentPlan, SetAside, plan_assignment
 from pipeline.ingest.process import (WORKER_PROCESSORS, ProcessedBatch, RawMessage, dead_letter_for, process_batch,
-                                     range_messages)
+                                     storage_records)
 from pipeline.metrics import (BATCH_SECONDS, BATCH_SIZE, CONSUMER_LAG, DEAD_LETTERS, DUPLICATES_DROPPED, EVENTS_IN,
                               EVENTS_OUT, LATE_EVENTS)
 from pipeline.rollups.minute import alert_partial_messages
@@ -430,8 +430,7 @@ class IngestRunner:
 
     def _outputs(self, out: ProcessedBatch, messages: list[RawMessage], now: datetime) -> list[Send]:
         k, w = self.settings.kafka, self.settings.worker
-        # process_batch's storage messages carry their raw message: no lookup by source needed
-        storage, too_big = range_messages(out.storage, None, w.max_record_bytes, now)
+        storage, too_big = storage_records(out, w.max_record_bytes, now)
         out.dead_letters += too_big
         sends: list[Send] = [(k.topic_storage, s.key, s.value, s.partition_hint, s.headers) for s in storage]
         sends += occurrence_sends(out.issue_records, k.topic_issue_events)

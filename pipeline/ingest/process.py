@@ -14,6 +14,9 @@ A message becomes at most one storage message per table its processors wrote lin
 carries its rows as JSONEachRow bytes and names its origin (``topic:partition:offset``); it goes to
 storage partition ``raw partition % storage partitions``, so for one (raw topic, raw partition,
 table) the sink sees source offsets in increasing order in one partition and can drop replays by offset.
+The lines are kept grouped per (table, raw topic, raw partition) as they are made (``out.stored``;
+``out.storage`` lists them per message): the worker cuts its storage records from the groups
+(``storage_records``), the same records ``range_messages`` makes of the per-message list.
 
 Example::
 
@@ -31,14 +34,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from bisect import bisect_right
-from itertools import accumulate, islice
-from operator import le, lt
+from itertools import accumulate, count, islice
+from operator import add, le, lt
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from pipeline.common import epoch_us, page_of
+from pipeline.common import EPOCH, epoch_us, page_of
 from pipeline.contract import (EVENT_ADAPTER, EVENT_BATCH_ADAPTER, HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE,
                                DeadLetter, encode_line_runs, encode_source_range)
 from pipeline.contract.fast import as_contract, decode_events
@@ -99,11 +102,29 @@ class StorageMessage:
         return headers
 
 
+StoreKey = tuple[str, str, int]  # (table, raw topic, raw partition)
+
+
+@dataclass(slots=True)
+class StoredLines:
+    """A batch's storage lines of one (table, raw topic, raw partition), one entry per raw message
+    in processing order (parallel lists): ``storage_records`` cuts them into records as they are,
+    instead of a ``StorageMessage`` per raw message and table regrouped afterwards (issue 14)."""
+
+    partition_hint: int  # raw partition % storage partitions: the same for the whole group
+    origins: list[RawMessage] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)  # one raw message's lines, newline-joined
+    rows: list[int] = field(default_factory=list)
+
+
 @dataclass
 class ProcessedBatch:
     """What a batch of raw messages became, with the counts metrics need."""
 
-    storage: list[StorageMessage] = field(default_factory=list)
+    # Storage lines per (table, raw topic, raw partition), groups in order of first appearance, and
+    # each entry's group in processing order (which ``storage`` replays).
+    stored: dict[StoreKey, StoredLines] = field(default_factory=dict)
+    stored_order: list[StoreKey] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events_in: Counter[str] = field(default_factory=Counter)  # valid events by type, duplicates included
     rows_out: Counter[str] = field(default_factory=Counter)  # rows by table
@@ -119,6 +140,18 @@ class ProcessedBatch:
     # (``alert_partial_messages``).
     alert_series: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     late_rollup_events: int = 0  # arrived after their window + allowed lateness (still counted)
+
+    @property
+    def storage(self) -> list[StorageMessage]:
+        """One storage message per raw message and table, in processing order (what a message
+        became, for tests, benches and ``range_messages``; the worker cuts ``stored`` directly)."""
+        cursors = {key: iter(zip(g.origins, g.values, g.rows)) for key, g in self.stored.items()}
+        out = []
+        for key in self.stored_order:
+            origin, value, rows = next(cursors[key])
+            out.append(StorageMessage(key[0], origin.source, origin.key, self.stored[key].partition_hint, value, rows,
+                                      None, origin))
+        return out
 
     @property
     def alert_rows(self) -> list[dict[str, Any]]:
@@ -372,15 +405,20 @@ def _process(msg: RawMessage, dedup: RecentIds, now: datetime, out: ProcessedBat
     tables = fresh.tables
     if not tables:
         return
-    source = msg.source
-    partition = msg.partition % rules.storage_partitions
     rows_out = out.rows_out
-    storage = out.storage
-    key = msg.key
+    stored = out.stored
+    order = out.stored_order
+    topic, partition = msg.topic, msg.partition
     for table, lines in tables.items():
         rows = len(lines)
-        storage.append(StorageMessage(table, source, key, partition, lines[0] if rows == 1 else b"\n".join(lines),
-                                      rows, None, msg))
+        key = (table, topic, partition)
+        group = stored.get(key)
+        if group is None:
+            group = stored[key] = StoredLines(partition % rules.storage_partitions)
+        group.origins.append(msg)
+        group.values.append(lines[0] if rows == 1 else b"\n".join(lines))
+        group.rows.append(rows)
+        order.append(key)
         rows_out[table] += rows
 
 
@@ -418,28 +456,12 @@ def _events(msg: RawMessage, events: list[Any], dedup: RecentIds, now: datetime,
             received_us: int) -> FirstTime:
     """The message's first-time events with their projection, after the time window check (out of
     it: a dead letter, or clamped); duplicates counted."""
-    times = [epoch_us(e.timestamp) for e in events]
     window = rules.time_window
-    if window is not None:
-        lo, hi = received_us - rules.past_us, received_us + rules.future_us
-        for t in times:
-            if not lo <= t <= hi:
-                events = _in_time_window(events, received_at, window, msg, now, out)
-                times = [epoch_us(e.timestamp) for e in events]
-                break
-    noise_rules = rules.noise_rules
-    items: list[Item] = []
-    by_table: dict[str, list[Item]] = {}
-    for event, ts_us in zip(events, times):
-        table, row = event_to_row(event, received_at, noise_rules)
-        page = row["route"] or _page_of_url(row["url"], pages)
-        item = (table, row, ts_us // 1000, page)
-        items.append(item)
-        same_table = by_table.get(table)
-        if same_table is None:
-            by_table[table] = [item]
-        else:
-            same_table.append(item)
+    built = _projections(events, received_at, rules, pages, received_us if window is not None else None)
+    if built is None:  # an event outside the window: rare; the others are built again
+        events = _in_time_window(events, received_at, window, msg, now, out)  # type: ignore[arg-type]
+        built = _projections(events, received_at, rules, pages, None)
+    items, by_table = built  # type: ignore[misc]
     # Every row is built: only now are ids marked as seen (by the validated UUID, the row's event_id).
     first_time = dedup.first_time
     events_in = out.events_in
@@ -455,6 +477,33 @@ def _events(msg: RawMessage, events: list[Any], dedup: RecentIds, now: datetime,
     for item in items:
         by_table.setdefault(item[0], []).append(item)
     return FirstTime(msg, arrived_ms, rules, items, by_table, [e for e, new in zip(events, is_new) if new], {})
+
+
+def _projections(events: list[Any], received_at: datetime, rules: BatchRules, pages: dict[str, str],
+                 received_us: int | None) -> tuple[list[Item], dict[str, list[Item]]] | None:
+    """Each event's ``(table, row, time, page)``, in message order and per table, in one pass (the
+    time computed in line: a call per event less); None as soon as an event's time is outside the
+    window around ``received_us`` (None: no window)."""
+    lo = hi = 0
+    if received_us is not None:
+        lo, hi = received_us - rules.past_us, received_us + rules.future_us
+    noise_rules = rules.noise_rules
+    items: list[Item] = []
+    by_table: dict[str, list[Item]] = {}
+    for event in events:
+        delta = event.timestamp - EPOCH  # ``epoch_us`` in line
+        ts_us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        if received_us is not None and not lo <= ts_us <= hi:
+            return None
+        table, row = event_to_row(event, received_at, noise_rules)
+        item = (table, row, ts_us // 1000, row["route"] or _page_of_url(row["url"], pages))
+        items.append(item)
+        same_table = by_table.get(table)
+        if same_table is None:
+            by_table[table] = [item]
+        else:
+            same_table.append(item)
+    return items, by_table
 
 
 def _in_time_window(events: list[Any], received_at: datetime, window: EventTimeWindow, msg: RawMessage,
@@ -501,6 +550,22 @@ def process_batch(messages: Iterable[RawMessage], dedup: RecentIds, storage_part
     return out
 
 
+def storage_records(out: ProcessedBatch, max_bytes: int, now: datetime
+                    ) -> tuple[list[StorageMessage], list[DeadLetter]]:
+    """``range_messages(out.storage, None, max_bytes, now)``, cut straight from the lines
+    ``process_batch`` grouped as it went: the same records, without a storage message per raw
+    message and table and a second pass to group them (the worker's path)."""
+    for group in out.stored.values():
+        if max(map(len, group.values)) > max_bytes:  # rare: a message's rows are dropped whole
+            return range_messages(out.storage, None, max_bytes, now)
+    records: list[StorageMessage] = []
+    for (table, topic, partition), group in out.stored.items():
+        offsets = [m.offset for m in group.origins]
+        _cut(records, table, topic, partition, offsets, group.values, group.rows, [group.partition_hint],
+             max_bytes)
+    return records, []
+
+
 def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage] | None, max_bytes: int,
                    now: datetime) -> tuple[list[StorageMessage], list[DeadLetter]]:
     """A batch's per-message storage output as few records as possible: one per (table, raw topic,
@@ -522,22 +587,33 @@ def range_messages(per_message: list[StorageMessage], by_source: Mapping[str, Ra
               f"({max_bytes} bytes)")
     dead = [dead_letter_for(_origin(too_big[src], by_source), reason, now) for src in sorted(too_big)]
     out: list[StorageMessage] = []
-    for (table, topic, partition), (items, offsets, values, sizes) in groups.items():  # type: ignore[union-attr]
-        if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
-            order = sorted(range(len(items)), key=offsets.__getitem__)
-            items, offsets = [items[i] for i in order], [offsets[i] for i in order]
-            values, sizes = [values[i] for i in order], [sizes[i] for i in order]
-        ends = [0, *accumulate(sizes)]  # ends[j] - ends[i]: bytes of items i..j-1, a newline after each
-        n, i = len(items), 0
-        while i < n:
-            j = max(bisect_right(ends, ends[i] + max_bytes) - 1, i + 1)  # as many as fit, at least one
-            out.append(_range_message(table, topic, partition, items[i:j], offsets[i:j], values[i:j]))
-            i = j
+    for (table, topic, partition), (items, offsets, values) in groups.items():  # type: ignore[union-attr]
+        _cut(out, table, topic, partition, offsets, values, [m.rows for m in items],
+             [m.partition_hint for m in items], max_bytes)
     return out, dead
 
 
-# storage messages, their raw offsets, their values, and the bytes of each value with its newline
-Group = tuple[list[StorageMessage], list[int], list[bytes], list[int]]
+def _cut(out: list[StorageMessage], table: str, topic: str, partition: int, offsets: list[int], values: list[bytes],
+         rows: list[int], hints: list[int], max_bytes: int) -> None:
+    """Append one group's records to ``out``: its raw messages in offset order, as many per record
+    as fit in ``max_bytes`` (at least one). ``hints``: each message's storage partition, or one for all."""
+    if not all(map(le, offsets, islice(offsets, 1, None))):  # a poll's records are in offset order already
+        order = sorted(range(len(offsets)), key=offsets.__getitem__)
+        offsets, values, rows = [offsets[i] for i in order], [values[i] for i in order], [rows[i] for i in order]
+        if len(hints) > 1:
+            hints = [hints[i] for i in order]
+    # ends[j] - ends[i]: bytes of messages i..j-1, a newline after each
+    ends = list(map(add, accumulate(map(len, values), initial=0), count()))
+    n, i = len(values), 0
+    while i < n:
+        j = max(bisect_right(ends, ends[i] + max_bytes) - 1, i + 1)  # as many as fit, at least one
+        out.append(_range_message(table, topic, partition, hints[i] if len(hints) > 1 else hints[0],
+                                  offsets[i:j], values[i:j], rows[i:j]))
+        i = j
+
+
+# storage messages, their raw offsets and their values
+Group = tuple[list[StorageMessage], list[int], list[bytes]]
 
 
 def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage] | None,
@@ -547,8 +623,7 @@ def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage
     groups: dict[tuple[str, str, int], Group] = {}
     for m in per_message:
         value = m.value
-        size = len(value)
-        if size > max_bytes:
+        if len(value) > max_bytes:
             return None
         raw = m.origin
         if raw is None:
@@ -556,12 +631,11 @@ def _group(per_message: list[StorageMessage], by_source: Mapping[str, RawMessage
         key = (m.table, raw.topic, raw.partition)
         group = groups.get(key)
         if group is None:
-            groups[key] = ([m], [raw.offset], [value], [size + 1])
+            groups[key] = ([m], [raw.offset], [value])
         else:
             group[0].append(m)
             group[1].append(raw.offset)
             group[2].append(value)
-            group[3].append(size + 1)
     return groups
 
 
@@ -569,11 +643,11 @@ def _origin(m: StorageMessage, by_source: Mapping[str, RawMessage] | None) -> Ra
     return m.origin if m.origin is not None else by_source[m.source]  # type: ignore[index]
 
 
-def _range_message(table: str, topic: str, partition: int, chunk: list[StorageMessage], offsets: list[int],
-                   values: list[bytes]) -> StorageMessage:
-    """One record of ``chunk``'s lines (``offsets`` in order); its line sources are one run per raw
-    message, so they are encoded from (offset, rows) pairs, not from a list with one offset per line."""
-    rows = [m.rows for m in chunk]
+def _range_message(table: str, topic: str, partition: int, partition_hint: int, offsets: list[int],
+                   values: list[bytes], rows: list[int]) -> StorageMessage:
+    """One record of raw messages' lines (``offsets`` in order, ``rows`` lines each); its line
+    sources are one run per raw message, so they are encoded from (offset, rows) pairs, not from a
+    list with one offset per line."""
     if min(rows) < 1:
         bad = next(i for i, n in enumerate(rows) if n < 1)
         raise ValueError(f"a storage message without lines from offset {offsets[bad]}")
@@ -594,7 +668,7 @@ def _range_message(table: str, topic: str, partition: int, chunk: list[StorageMe
             else:
                 runs.append((offset, lines))
         line_sources = encode_line_runs(runs)
-    return StorageMessage(table, source, None, chunk[0].partition_hint, b"\n".join(values), sum(rows), line_sources)
+    return StorageMessage(table, source, None, partition_hint, b"\n".join(values), sum(rows), line_sources)
 
 
 def dead_letter_for(msg: RawMessage, reason: str, now: datetime) -> DeadLetter:

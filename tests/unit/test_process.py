@@ -9,7 +9,7 @@ import orjson
 
 from pipeline.contract import HEADER_SOURCE, HEADER_SOURCE_LINES, HEADER_TABLE
 from pipeline.ingest.dedup import RecentIds
-from pipeline.ingest.process import RawMessage, process_batch, range_messages
+from pipeline.ingest.process import RawMessage, process_batch, range_messages, storage_records
 from tests.events import ev
 
 NOW = datetime(2026, 11, 23, 10, 0, 5, 123000, tzinfo=timezone.utc)
@@ -252,3 +252,26 @@ def test_line_runs_encode_as_line_sources_do() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def records(recs: list) -> list[tuple]:  # type: ignore[type-arg]
+    return [(r.table, r.source, r.key, r.partition_hint, r.value, r.rows, r.headers) for r in recs]
+
+
+def test_the_workers_cut_from_grouped_lines_makes_the_same_records_as_range_messages() -> None:
+    """``storage_records`` cuts the lines process_batch grouped as it went; it must give exactly the
+    records (and dead letters) of ``range_messages`` over the per-message output, whatever the limit:
+    several tables and raw partitions, out-of-order and repeated offsets, a message too big."""
+    big = msg([ev("error", error={"exception_type": "E", "message": "x" * 5000}), ev("vital")], offset=9)
+    ms = [msg([ev("vital"), ev("action"), ev("vital")], offset=10), msg(ev("vital"), offset=12, partition=1),
+          msg(ev("error"), offset=8), msg([ev("api"), ev("vital")], offset=11), msg(ev("vital"), offset=13, partition=1),
+          msg(ev("vital"), offset=11)]
+    for batch in (ms, [ms[0], big, *ms[1:]]):
+        out = run(*batch)
+        assert [(s.table, s.source) for s in out.storage][:2] == [("vitals", "raw.vitals:0:10"), ("actions", "raw.vitals:0:10")]
+        for limit in (100, 1500, 2500, 4096, 512 * 1024):
+            want, want_dead = range_messages(out.storage, None, limit, NOW)
+            got, got_dead = storage_records(out, limit, NOW)
+            assert records(got) == records(want) and (len(want) > 0 or limit == 100)
+            assert [(d.source, d.reason) for d in got_dead] == [(d.source, d.reason) for d in want_dead]
+    assert [d.source for d in storage_records(run(*[ms[0], big]), 4096, NOW)[1]] == ["raw.vitals:0:9"]
