@@ -152,9 +152,10 @@ class IngestRunner:
 
     # ------------------------------------------------------------ life cycle
     async def run(self) -> None:
-        k, w = self.settings.kafka, self.settings.worker
+        k = self.settings.kafka
         producer = AIOKafkaProducer(
-            bootstrap_servers=k.bootstrap_servers, acks="all", compression_type=k.compression_type, linger_ms=k.linger_ms, max_request_size=k.max_request_bytes,
+            bootstrap_servers=k.bootstrap_servers, acks="all", compression_type=k.compression_type,
+            linger_ms=k.linger_ms, max_request_size=k.max_request_bytes,
             max_batch_size=min(1_000_000, k.max_request_bytes), request_timeout_ms=30_000)
         self.consumer = AIOKafkaConsumer(**ingest_consumer_options(self.settings))
         # Reads changelog end offsets at rebalances (its own client: no I/O on the group's consumer
