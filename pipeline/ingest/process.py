@@ -51,7 +51,7 @@ from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, add_series_row, fold_rollup_series, rollup_one, rollup_series
+from pipeline.rollups.minute import RollupRules, add_series_row, fold_rollup_series, rollup_one_at, rollup_series
 from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
@@ -253,6 +253,12 @@ def store_rows(m: FirstTime, out: ProcessedBatch) -> None:
         tables[table] = [dumps(items[0][1])] if len(items) == 1 else [dumps(item[1]) for item in items]
 
 
+# Only these tables' events observe a sketch (a map with integer keys, which orjson writes with
+# ``OPT_NON_STR_KEYS``); rows without one dump the same bytes faster without the option.
+_SKETCHED = frozenset(("vitals", "api_calls"))
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
+
+
 def _minute_rollups(alert_partials: bool) -> Processor:
     """The minute rollup processor, handing its partials to alert evaluation too or not (one
     function either way: it runs once per message)."""
@@ -264,14 +270,15 @@ def _minute_rollups(alert_partials: bool) -> Processor:
             return
         # ``is_late_ms`` inlined (a call per event): late = arrived after its window's end + lateness
         window_ms, not_after = rollups.window_s * 1000, m.arrived_ms - rollups.lateness_ms
-        if len(items) == 1:  # most messages: one row, no series dict (``rollup_one``)
+        if len(items) == 1:  # most messages: one row, no series dict (``rollup_one_at``)
             table, row, ts_ms, page = items[0]
-            if not_after > ts_ms - ts_ms % window_ms + window_ms:
+            start_ms = ts_ms - ts_ms % window_ms
+            if not_after > start_ms + window_ms:
                 out.late_rollup_events += 1
             if table == "metrics":
                 return
-            key, partial = rollup_one(table, row, ts_ms, page, rollups)
-            m.tables[ROLLUP_TABLE] = [orjson.dumps(partial, option=orjson.OPT_NON_STR_KEYS)]
+            key, partial = rollup_one_at(table, row, start_ms // 1000, page, rollups.checkout_patterns)
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(partial, option=_NON_STR_KEYS if table in _SKETCHED else 0)]
             if alert_partials:  # the line is written: the row can be handed over
                 merged = out.alert_series
                 into = merged.get(key)
@@ -288,7 +295,7 @@ def _minute_rollups(alert_partials: bool) -> Processor:
         timed = [item for item in items if item[0] != "metrics"] if "metrics" in m.by_table else items
         if timed:
             series = rollup_series(timed, rollups)
-            m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in series.values()]
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(r, option=_NON_STR_KEYS) for r in series.values()]
             if alert_partials:  # the lines are written: the rows can be handed over
                 fold_rollup_series(out.alert_series, series)
 
