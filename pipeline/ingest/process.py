@@ -51,7 +51,8 @@ from pipeline.ingest.normalize import event_to_row
 from pipeline.ingest.validate import EventTimeWindow, check_event_time, decode_message
 from pipeline.issues import OccurrenceRecord, occurrence_records
 from pipeline.rollups.metrics import metric_rollup_rows
-from pipeline.rollups.minute import RollupRules, add_series_row, fold_rollup_series, rollup_one_at, rollup_series
+from pipeline.rollups.minute import (SKETCH_TABLES, RollupRules, add_series_row, fold_rollup_series, rollup_one_at,
+                                     rollup_series)
 from pipeline.sessions.events import session_view
 from pipeline.sessions.partition import Sourced
 
@@ -253,10 +254,7 @@ def store_rows(m: FirstTime, out: ProcessedBatch) -> None:
         tables[table] = [dumps(items[0][1])] if len(items) == 1 else [dumps(item[1]) for item in items]
 
 
-# Only these tables' events observe a sketch (a map with integer keys, which orjson writes with
-# ``OPT_NON_STR_KEYS``); rows without one dump the same bytes faster without the option.
-_SKETCHED = frozenset(("vitals", "api_calls"))
-_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS  # for sketches; a partial without one dumps faster without it
 
 
 def _minute_rollups(alert_partials: bool) -> Processor:
@@ -278,7 +276,7 @@ def _minute_rollups(alert_partials: bool) -> Processor:
             if table == "metrics":
                 return
             key, partial = rollup_one_at(table, row, start_ms // 1000, page, rollups.checkout_patterns)
-            m.tables[ROLLUP_TABLE] = [orjson.dumps(partial, option=_NON_STR_KEYS if table in _SKETCHED else 0)]
+            m.tables[ROLLUP_TABLE] = [orjson.dumps(partial, option=_NON_STR_KEYS if table in SKETCH_TABLES else 0)]
             if alert_partials:  # the line is written: the row can be handed over
                 merged = out.alert_series
                 into = merged.get(key)

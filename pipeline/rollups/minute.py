@@ -175,10 +175,16 @@ def rollup_one_at(table: str, row: dict[str, Any], start: int, page: str, checko
     return (project, start, environment, release, page, browser), c
 
 
+# The tables whose events ``_count`` may observe a sketch for (a map with integer keys, which orjson
+# writes only with ``OPT_NON_STR_KEYS``): a partial of another table's event dumps without the option.
+SKETCH_TABLES = frozenset(("vitals", "api_calls"))
+
+
 def _count(c: dict[str, Any], table: str, row: dict[str, Any], patterns: Sequence[str]
            ) -> tuple[str, float] | None:
     """Count one event (its storage ``table`` and ``row``) in the partial row ``c`` of its series;
-    returns the (sketch, value) it observes, if any, for the caller to add after every counter."""
+    returns the (sketch, value) it observes, if any, for the caller to add after every counter
+    (only for ``SKETCH_TABLES``)."""
     get = c.get
     if table == "errors":
         if not row.get("noise"):  # known noise (extensions, ResizeObserver...) stays out of error rates
